@@ -1,0 +1,299 @@
+//! The `TrimbleConnection` custom resource: spec, status and the schema the API server enforces.
+//!
+//! The CRD YAML under `crds/` is generated from these types by `crdgen`; never edit it by hand.
+//! Every field's `///` doc becomes its `kubectl explain` text, so write them for the user.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource this operator owns.
+pub const API_GROUP: &str = "withleaf.io";
+/// The finalizer that keeps a TrimbleConnection until its Leaf credential is dealt with.
+pub const FINALIZER: &str = "withleaf.io/trimble-credential";
+/// Annotation whose new value forces an immediate reconcile (echoed in `status.lastHandledReconcileAt`).
+pub const RECONCILE_REQUESTED_AT_ANNOTATION: &str = "withleaf.io/reconcile-requested-at";
+/// Field manager used for every server-side apply this operator makes.
+pub const FIELD_MANAGER: &str = "leaf-operator";
+
+/// Default key names inside the credentials Secret.
+pub const DEFAULT_CLIENT_ID_KEY: &str = "clientId";
+pub const DEFAULT_CLIENT_SECRET_KEY: &str = "clientSecret";
+pub const DEFAULT_REFRESH_TOKEN_KEY: &str = "refreshToken";
+/// Default for `spec.refreshInterval`.
+pub const DEFAULT_REFRESH_INTERVAL: &str = "10m";
+
+/// Connects one Leaf user to a grower's Trimble Agriculture account.
+///
+/// The operator creates the Leaf Trimble credential from the referenced Secret, keeps checking it,
+/// rotates it when the Secret changes and removes it when this resource is deleted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "withleaf.io",
+    version = "v1alpha1",
+    kind = "TrimbleConnection",
+    plural = "trimbleconnections",
+    shortname = "tc",
+    category = "leaf",
+    namespaced,
+    status = "TrimbleConnectionStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Leaf User","type":"string","jsonPath":".spec.leafUserId"}"#,
+    printcolumn = r#"{"name":"Credential","type":"string","jsonPath":".status.credentialStatus"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Credential ID","type":"string","priority":1,"jsonPath":".status.credentialId"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrimbleConnectionSpec {
+    /// ID of the Leaf user that owns the Trimble credential. Immutable: to move a connection to
+    /// another Leaf user, delete this resource and create a new one.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("leafUserId is immutable; delete this TrimbleConnection and create a new one to use another Leaf user"))]
+    pub leaf_user_id: String,
+
+    /// Secret in the same namespace holding the Trimble application's clientId and clientSecret and
+    /// the grower's OAuth refresh token. It may be created after this resource.
+    pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// Secret in the same namespace with the Leaf API account to use for this connection: key
+    /// `token`, or keys `username` and `password`. Absent: the operator's default Leaf account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_auth_secret_ref: Option<SecretRef>,
+
+    /// What happens to the Leaf credential when this resource is deleted: `Delete` removes it,
+    /// `Orphan` leaves it in Leaf. May be changed while the resource is terminating.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// What to do when the Leaf user already has a Trimble credential this resource did not create:
+    /// `AdoptMatching` adopts it when its clientId equals the Secret's clientId (otherwise Conflict),
+    /// `Replace` deletes it and creates ours, `Never` always reports Conflict.
+    #[serde(default)]
+    pub adoption_policy: AdoptionPolicy,
+
+    /// How often Leaf's status and events for the credential are re-checked (with jitter), as a
+    /// duration such as `10m` or `1h30m`. Minimum `1m`.
+    #[serde(default = "default_refresh_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("refreshInterval must be at least 1m"))]
+    pub refresh_interval: String,
+
+    /// While true the operator makes no Leaf calls and changes nothing, until set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Reference to the Secret with the Trimble application's and the grower's credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret, in the same namespace as this resource.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key holding the Trimble application's client ID.
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_id_key: String,
+    /// Key holding the Trimble application's client secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_secret_key: String,
+    /// Key holding the grower's Trimble OAuth refresh token.
+    #[serde(default = "default_refresh_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub refresh_token_key: String,
+}
+
+/// Reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret, in the same namespace as this resource.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// What happens to the Leaf credential when the TrimbleConnection is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Remove the credential from Leaf.
+    #[default]
+    Delete,
+    /// Leave the credential in Leaf.
+    Orphan,
+}
+
+/// What to do with a Trimble credential that exists in Leaf but was not created by this resource.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AdoptionPolicy {
+    /// Adopt it when its clientId equals the Secret's clientId; otherwise report Conflict.
+    #[default]
+    AdoptMatching,
+    /// Delete it and create ours.
+    Replace,
+    /// Never adopt: report Conflict.
+    Never,
+}
+
+/// What the operator last observed and did. Never contains secret values.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrimbleConnectionStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready` is always present; `Reconciling` and `Stalled` appear only while true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// Leaf's id of the Trimble credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+
+    /// Leaf's status of the credential, verbatim (for example OK, UNAUTHENTICATED, invalid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_status: Option<String>,
+
+    /// OAuth scopes Leaf reports for the credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+
+    /// When Leaf created the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_created_time: Option<String>,
+
+    /// Short hash of the Secret values last sent to Leaf; reveals nothing about them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_fingerprint: Option<String>,
+
+    /// Set before the operator asks Leaf to create a credential and cleared once the outcome is
+    /// known, so that a restart in between decides from Leaf's state and never creates twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_create: Option<PendingCreate>,
+
+    /// The last value of the `withleaf.io/reconcile-requested-at` annotation that was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+
+    /// Leaf's most recent events for the credential, newest first, at most 10, sanitised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_events: Vec<CredentialEventSummary>,
+}
+
+/// A create that was started but whose outcome was not yet recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCreate {
+    /// Fingerprint of the Secret values being sent.
+    pub secret_fingerprint: String,
+    /// When the create was started (RFC 3339).
+    pub started_at: String,
+}
+
+/// One of Leaf's credential events, reduced to what is safe to show.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialEventSummary {
+    /// Leaf's id of the event.
+    pub id: String,
+    /// When the event happened, as Leaf reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// HTTP status code of the call Leaf made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    /// Short, sanitised description; never headers, bodies or token material.
+    pub summary: String,
+}
+
+fn default_refresh_interval() -> String {
+    DEFAULT_REFRESH_INTERVAL.to_string()
+}
+fn default_client_id_key() -> String {
+    DEFAULT_CLIENT_ID_KEY.to_string()
+}
+fn default_client_secret_key() -> String {
+    DEFAULT_CLIENT_SECRET_KEY.to_string()
+}
+fn default_refresh_token_key() -> String {
+    DEFAULT_REFRESH_TOKEN_KEY.to_string()
+}
+
+/// `conditions` is a list map keyed by `type`, so server-side apply merges conditions by type.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}
+
+impl TrimbleConnectionSpec {
+    /// `refreshInterval` as a duration. The CRD schema guarantees the format; a value that still
+    /// fails to parse (an old object from before validation) falls back to the default.
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        parse_go_duration(&self.refresh_interval)
+            .unwrap_or_else(|| parse_go_duration(DEFAULT_REFRESH_INTERVAL).expect("default parses"))
+    }
+}
+
+/// Parses the Go/Kubernetes duration syntax the schema admits (`90s`, `1h30m`, `1.5h`).
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, tail) = rest.split_at(number_len);
+        let number: f64 = number.parse().ok()?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = tail;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_go_duration("10m"), Some(std::time::Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("1.5h"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("90s"), Some(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("5d"), None);
+    }
+}
+
+/// The CRD as the YAML committed under `crds/` (what `crdgen` prints).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&TrimbleConnection::crd()).expect("the CRD serialises to YAML");
+    format!("# Generated by `cargo run --bin crdgen`; do not edit.\n---\n{yaml}")
+}

@@ -1,0 +1,1 @@
+//! A strict local stand-in for Leaf.
