@@ -1,5 +1,12 @@
 //! Leaf operator: keeps Leaf's Trimble credentials in step with `TrimbleConnection` resources.
 
+pub mod config;
+pub mod controller;
 pub mod crd;
-pub mod reason;
+pub mod http;
+pub mod leader;
+pub mod leaf;
 pub mod metrics;
+pub mod reason;
+pub mod secret;
+pub mod telemetry;

@@ -1,1 +1,151 @@
-fn main() {}
+//! `leaf-operator`: parse the configuration, start logging, the HTTP endpoints and the controller
+//! (behind leader election when enabled), and stop gracefully on SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use futures::FutureExt;
+use leaf_operator::config::Config;
+use leaf_operator::controller::{self, Context};
+use leaf_operator::http::{self, Health};
+use leaf_operator::leader::{self, LeaderElectionConfig};
+use leaf_operator::leaf::{LeafClient, LeafClientConfig};
+use leaf_operator::metrics::Metrics;
+use leaf_operator::metrics::ready_gauge::ReadyGauge;
+use leaf_operator::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(error) = config.validate() {
+        eprintln!("leaf-operator: invalid configuration: {error}");
+        return ExitCode::from(2);
+    }
+    telemetry::init(config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "leaf-operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let leaf = LeafClient::new(
+        LeafClientConfig {
+            origin: config.leaf_api_url.clone(),
+            connect_timeout: Duration::from_secs(10).min(config.leaf_timeout),
+            request_timeout: config.leaf_timeout,
+            requests_per_second: config.leaf_requests_per_second,
+            burst: config.leaf_burst,
+        },
+        metrics.clone(),
+    )?;
+    let default_account = config.default_account();
+    if default_account.is_none() {
+        tracing::warn!(
+            "no default Leaf account configured: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
+        );
+    }
+    if let Some(interval) = config.test_refresh_interval {
+        tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
+    }
+    let identity = config.identity();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        leaf,
+        default_account,
+        metrics.clone(),
+        identity.clone(),
+        config.test_refresh_interval,
+    ));
+    let gauge_ctx = ctx.clone();
+    metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
+        gauge_ctx.all_objects()
+    })));
+
+    let shutdown = shutdown_signal().shared();
+    let health = Arc::new(Health::default());
+    health.mark_alive();
+    tokio::spawn(health.clone().heartbeat(Duration::from_secs(5)));
+    http::serve(
+        config.http_addr,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let namespaces: Vec<String> = config
+        .namespaces()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    tracing::info!(
+        leaf_api_url = %config.leaf_api_url,
+        namespaces = ?namespaces,
+        concurrency = config.concurrency,
+        identity = %identity,
+        "starting leaf-operator"
+    );
+    let concurrency = config.concurrency;
+    let work_health = health.clone();
+    let work = move |stop: leader::StopSignal| {
+        let ctx = ctx.clone();
+        let namespaces = namespaces.clone();
+        let ready = work_health.clone();
+        let alive = work_health.clone();
+        async move {
+            controller::run(
+                ctx,
+                namespaces,
+                concurrency,
+                stop,
+                move || ready.set_ready(true),
+                move || alive.mark_alive(),
+            )
+            .await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    if config.leader_election {
+        let election = LeaderElectionConfig::new(
+            config.leader_election_namespace.clone().unwrap_or_default(),
+            config.leader_election_lease_name.clone(),
+            identity,
+        );
+        leader::run(client, election, metrics, health, shutdown, work).await?;
+    } else {
+        // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
+        leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?;
+    }
+    Ok(())
+}

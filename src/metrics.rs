@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 
 use crate::reason::Reason;
 
+pub mod ready_gauge;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -59,7 +61,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("leaf_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by result (ok, error)", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by result (ok, error)",
+            reconciles.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -115,7 +121,9 @@ impl Metrics {
     pub fn record_reconcile(&self, duration: Duration, error: Option<Reason>) {
         self.reconcile_duration.observe(duration.as_secs_f64());
         let result = if error.is_some() { "error" } else { "ok" };
-        self.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
         if let Some(reason) = error {
             self.reconcile_errors
                 .get_or_create(&ReasonLabels {
@@ -126,7 +134,12 @@ impl Metrics {
     }
 
     /// Records one request to Leaf; `status` is the HTTP status code, or `None` when no answer came.
-    pub fn record_leaf_request(&self, operation: &'static str, status: Option<u16>, duration: Duration) {
+    pub fn record_leaf_request(
+        &self,
+        operation: &'static str,
+        status: Option<u16>,
+        duration: Duration,
+    ) {
         let status = status.map_or_else(|| "error".to_string(), |code| code.to_string());
         self.leaf_requests
             .get_or_create(&LeafRequestLabels { operation, status })
@@ -150,6 +163,14 @@ impl Metrics {
             .lock()
             .expect("metrics registry lock")
             .register_collector(collector);
+    }
+
+    /// Exports `leaf_operator_resource_ready` computed at each scrape from the controller's store.
+    pub fn register_ready_gauge(
+        &self,
+        store: kube::runtime::reflector::Store<crate::crd::TrimbleConnection>,
+    ) {
+        self.register_collector(Box::new(ready_gauge::ReadyGauge::new(store)));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -39,6 +39,8 @@ pub enum Reason {
     Orphaned,
     /// One of Leaf's credential events reported an error status code.
     LeafCredentialEventError,
+    /// Metric-only: a reconcile failed on a Kubernetes API call (retried with backoff).
+    KubeApiError,
 }
 
 impl Reason {
@@ -65,6 +67,7 @@ impl Reason {
         Reason::Deleted,
         Reason::Orphaned,
         Reason::LeafCredentialEventError,
+        Reason::KubeApiError,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -90,6 +93,7 @@ impl Reason {
             Reason::Deleted => "Deleted",
             Reason::Orphaned => "Orphaned",
             Reason::LeafCredentialEventError => "LeafCredentialEventError",
+            Reason::KubeApiError => "KubeApiError",
         }
     }
 
@@ -140,8 +144,14 @@ mod tests {
         for reason in Reason::ALL {
             let name = reason.as_str();
             assert!(seen.insert(name), "{name} listed twice");
-            assert!(name.chars().next().unwrap().is_ascii_uppercase(), "{name} is not PascalCase");
-            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name} is not one word");
+            assert!(
+                name.chars().next().unwrap().is_ascii_uppercase(),
+                "{name} is not PascalCase"
+            );
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{name} is not one word"
+            );
             assert_eq!(format!("{reason:?}"), name, "Debug and as_str disagree");
         }
     }

@@ -1,0 +1,85 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "leaf-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: the release name when it already contains the chart name. */}}
+{{- define "leaf-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "leaf-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "leaf-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "leaf-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "leaf-operator.labels" -}}
+helm.sh/chart: {{ include "leaf-operator.chart" . }}
+{{ include "leaf-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: leaf-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "leaf-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "leaf-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "leaf-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Leader election is forced on with more than one replica: two active operators would both call Leaf. */}}
+{{- define "leaf-operator.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/*
+The rules the operator needs on TrimbleConnections, their Secrets and Events, shared by the
+ClusterRole (cluster-wide mode) and the per-namespace Roles (namespaced mode). Each rule says why.
+*/}}
+{{- define "leaf-operator.watchRules" -}}
+# TrimbleConnections: list+watch feed the controller's cache, get re-reads one object, and
+# patch/update add and remove the finalizer withleaf.io/trimble-credential.
+- apiGroups: ["withleaf.io"]
+  resources: ["trimbleconnections"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# Status is a subresource: the operator writes conditions and Leaf's view of the credential there.
+- apiGroups: ["withleaf.io"]
+  resources: ["trimbleconnections/status"]
+  verbs: ["get", "patch", "update"]
+# Secrets: the operator watches Secret metadata to notice rotations (a metadata-only watch still
+# needs list+watch, which the API server authorises as reading the Secrets) and GETs the one
+# Secret a TrimbleConnection references to read the Trimble credentials.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Events: kube-runtime's recorder creates events.k8s.io/v1 Events and patches an Event's series
+# when the same Event repeats. It never writes core/v1 Events, so none are granted (kubectl
+# describe shows events.k8s.io Events all the same).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -1,0 +1,366 @@
+//! The operator's configuration: command-line flags with environment equivalents, validated at start.
+//!
+//! Every flag has an environment variable so that a Deployment can set it either way. Values that
+//! are secrets (the Leaf password and token) are held in `SecretString` and never printed, not even
+//! by `--help` (their environment values are hidden).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::leaf::LeafAccount;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Keeps Leaf's Trimble credentials in step with TrimbleConnection resources.
+#[derive(Clone, Parser)]
+#[command(name = "leaf-operator", version, about, long_about = None)]
+pub struct Config {
+    /// Origin of the Leaf API.
+    #[arg(long, env = "LEAF_API_URL", default_value = "https://api.withleaf.io")]
+    pub leaf_api_url: String,
+
+    /// Username of the default Leaf API account (used when a TrimbleConnection has no
+    /// leafAuthSecretRef). Needs --leaf-password. Alternative: --leaf-token.
+    #[arg(long, env = "LEAF_USERNAME")]
+    pub leaf_username: Option<String>,
+
+    /// Password of the default Leaf API account.
+    #[arg(long, env = "LEAF_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub leaf_password: Option<SecretString>,
+
+    /// Static token of the default Leaf API account (instead of username and password).
+    #[arg(long, env = "LEAF_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub leaf_token: Option<SecretString>,
+
+    /// Namespaces to watch, comma-separated. Empty: all namespaces (needs cluster-wide RBAC).
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// How many TrimbleConnections are reconciled at the same time.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// Process-wide limit on requests sent to Leaf per second.
+    #[arg(long, env = "LEAF_REQUESTS_PER_SECOND", default_value_t = 10.0)]
+    pub leaf_requests_per_second: f64,
+
+    /// How many requests to Leaf may be sent at once above the per-second rate.
+    #[arg(long, env = "LEAF_BURST", default_value_t = 20)]
+    pub leaf_burst: u32,
+
+    /// Timeout of one request to Leaf (for example 30s or 1m).
+    #[arg(long, env = "LEAF_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub leaf_timeout: Duration,
+
+    /// Address of the HTTP server for /metrics, /livez and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Elect a leader through a Lease, so that only one replica reconciles.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION",
+        default_value_t = false,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease (in a Pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE_NAME",
+        default_value = "leaf-operator"
+    )]
+    pub leader_election_lease_name: String,
+
+    /// Identity of this replica in the Lease and in Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// TEST ONLY: replaces every resource's refreshInterval (whose schema minimum is 1m) so that
+    /// tests can observe periodic checks quickly. Never set it in production.
+    #[arg(long, env = "LEAF_OPERATOR_TEST_REFRESH_INTERVAL", hide = true, value_parser = humantime::parse_duration)]
+    pub test_refresh_interval: Option<Duration>,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
+// A hand-written Debug so that no configuration dump can ever show the password or token.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("leaf_api_url", &self.leaf_api_url)
+            .field("leaf_username", &self.leaf_username)
+            .field(
+                "leaf_password",
+                &self.leaf_password.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "leaf_token",
+                &self.leaf_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("watch_namespaces", &self.watch_namespaces)
+            .field("concurrency", &self.concurrency)
+            .field("leaf_requests_per_second", &self.leaf_requests_per_second)
+            .field("leaf_burst", &self.leaf_burst)
+            .field("leaf_timeout", &self.leaf_timeout)
+            .field("http_addr", &self.http_addr)
+            .field("leader_election", &self.leader_election)
+            .field("leader_election_namespace", &self.leader_election_namespace)
+            .field(
+                "leader_election_lease_name",
+                &self.leader_election_lease_name,
+            )
+            .field("pod_name", &self.pod_name)
+            .field("log_format", &self.log_format)
+            .field("test_refresh_interval", &self.test_refresh_interval)
+            .finish()
+    }
+}
+
+/// A configuration that cannot work; the message says what to change.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error(
+        "--leaf-token (LEAF_TOKEN) and --leaf-username (LEAF_USERNAME) are both set; use one Leaf account: a token, or a username with a password"
+    )]
+    TokenAndUsername,
+    #[error("--leaf-username (LEAF_USERNAME) is set but --leaf-password (LEAF_PASSWORD) is not")]
+    UsernameWithoutPassword,
+    #[error("--leaf-password (LEAF_PASSWORD) is set but --leaf-username (LEAF_USERNAME) is not")]
+    PasswordWithoutUsername,
+    #[error("{0} is set but empty")]
+    Empty(&'static str),
+    #[error("--leaf-api-url (LEAF_API_URL) {url:?} is not a valid http(s) origin: {problem}")]
+    BadUrl { url: String, problem: String },
+    #[error(
+        "--leaf-requests-per-second (LEAF_REQUESTS_PER_SECOND) must be a number above 0, got {0}"
+    )]
+    BadRate(f64),
+    #[error("--leaf-burst (LEAF_BURST) must be at least 1")]
+    BadBurst,
+    #[error("--concurrency (RECONCILE_CONCURRENCY) must be at least 1")]
+    BadConcurrency,
+    #[error("--leaf-timeout (LEAF_TIMEOUT) must be above 0")]
+    BadTimeout,
+    #[error("--watch-namespaces (WATCH_NAMESPACES) entry {0:?} is not a valid namespace name")]
+    BadNamespace(String),
+    #[error("--leader-election needs --leader-election-namespace (POD_NAMESPACE)")]
+    LeaderElectionWithoutNamespace,
+}
+
+impl Config {
+    /// Checks everything that can be checked before talking to anyone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let username = self.leaf_username.as_deref();
+        let password = self.leaf_password.as_ref().map(|p| p.expose_secret());
+        let token = self.leaf_token.as_ref().map(|t| t.expose_secret());
+        match (username, password, token) {
+            (Some(_), _, Some(_)) => return Err(ConfigError::TokenAndUsername),
+            (Some(_), None, None) => return Err(ConfigError::UsernameWithoutPassword),
+            (None, Some(_), _) => return Err(ConfigError::PasswordWithoutUsername),
+            _ => {}
+        }
+        if username.is_some_and(str::is_empty) {
+            return Err(ConfigError::Empty("--leaf-username (LEAF_USERNAME)"));
+        }
+        if password.is_some_and(str::is_empty) {
+            return Err(ConfigError::Empty("--leaf-password (LEAF_PASSWORD)"));
+        }
+        if token.is_some_and(str::is_empty) {
+            return Err(ConfigError::Empty("--leaf-token (LEAF_TOKEN)"));
+        }
+        validate_origin(&self.leaf_api_url)?;
+        if !(self.leaf_requests_per_second.is_finite() && self.leaf_requests_per_second > 0.0) {
+            return Err(ConfigError::BadRate(self.leaf_requests_per_second));
+        }
+        if self.leaf_burst == 0 {
+            return Err(ConfigError::BadBurst);
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::BadConcurrency);
+        }
+        if self.leaf_timeout.is_zero() {
+            return Err(ConfigError::BadTimeout);
+        }
+        for ns in self.namespaces() {
+            let valid = ns.len() <= 63
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(ConfigError::BadNamespace(ns.to_string()));
+            }
+        }
+        if self.leader_election
+            && self
+                .leader_election_namespace
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::LeaderElectionWithoutNamespace);
+        }
+        Ok(())
+    }
+
+    /// The namespaces to watch; empty means all.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut namespaces: Vec<&str> = self
+            .watch_namespaces
+            .iter()
+            .map(|ns| ns.trim())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        namespaces
+    }
+
+    /// The operator-wide Leaf account, if one is configured.
+    pub fn default_account(&self) -> Option<LeafAccount> {
+        if let Some(token) = &self.leaf_token {
+            return Some(LeafAccount::Token(token.clone()));
+        }
+        match (&self.leaf_username, &self.leaf_password) {
+            (Some(username), Some(password)) => Some(LeafAccount::Password {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// This replica's identity: POD_NAME, else the host name.
+    pub fn identity(&self) -> String {
+        self.pod_name
+            .clone()
+            .filter(|name| !name.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "leaf-operator".to_string())
+    }
+}
+
+fn validate_origin(url: &str) -> Result<(), ConfigError> {
+    let bad = |problem: &str| ConfigError::BadUrl {
+        url: url.to_string(),
+        problem: problem.to_string(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "it must not contain credentials; use --leaf-username/--leaf-token",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["leaf-operator"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn defaults_are_valid_and_watch_all_namespaces() {
+        let config = parse(&[]);
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.namespaces().is_empty());
+        assert_eq!(config.concurrency, 16);
+        assert_eq!(config.leaf_timeout, Duration::from_secs(30));
+        assert!(config.default_account().is_none());
+    }
+
+    #[test]
+    fn token_and_username_together_are_refused() {
+        let config = parse(&[
+            "--leaf-token",
+            "t",
+            "--leaf-username",
+            "u",
+            "--leaf-password",
+            "p",
+        ]);
+        assert_eq!(config.validate(), Err(ConfigError::TokenAndUsername));
+    }
+
+    #[test]
+    fn username_without_password_is_refused() {
+        let config = parse(&["--leaf-username", "u"]);
+        assert_eq!(config.validate(), Err(ConfigError::UsernameWithoutPassword));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        for (args, expected) in [
+            (vec!["--leaf-api-url", "ftp://x"], "scheme"),
+            (vec!["--leaf-api-url", "not a url"], "not a valid"),
+            (vec!["--leaf-requests-per-second", "0"], "above 0"),
+            (vec!["--concurrency", "0"], "at least 1"),
+            (vec!["--watch-namespaces", "a,B_x"], "B_x"),
+            (vec!["--leader-election"], "POD_NAMESPACE"),
+        ] {
+            let error = parse(&args).validate().expect_err("invalid").to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_split_trimmed_and_deduplicated() {
+        let config = parse(&["--watch-namespaces", "b, a,,b"]);
+        assert_eq!(config.namespaces(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let config = parse(&["--leaf-username", "u", "--leaf-password", "hunter2-planted"]);
+        assert!(!format!("{config:?}").contains("hunter2-planted"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The TrimbleConnection controller: the shared [`Context`], the watches and [`run`].
+//!
+//! One kube-runtime `Controller` per watch scope (all namespaces, or one per listed namespace so
+//! that a namespaced install needs no cluster-wide RBAC). Each also watches Secrets as metadata
+//! only and maps a changed Secret to the TrimbleConnections that reference it through its store.
+//! Reconcile itself is in [`reconcile`]; what it writes is computed by the pure [`status`].
+
+pub mod backoff;
+pub mod conflict;
+pub mod events;
+pub mod reconcile;
+pub mod status;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, controller, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::crd::TrimbleConnection;
+use crate::leaf::{LeafAccount, LeafClient};
+use crate::metrics::Metrics;
+
+pub use reconcile::Error;
+
+/// Everything a reconcile needs, shared by all of them.
+pub struct Context {
+    pub client: Client,
+    pub leaf: LeafClient,
+    /// The operator's own Leaf account, for resources without `leafAuthSecretRef`.
+    pub default_account: Option<LeafAccount>,
+    pub metrics: Arc<Metrics>,
+    pub events: events::Events,
+    pub schedules: backoff::Schedules,
+    /// The stores of the running controllers: the conflict check looks across all of them.
+    pub stores: RwLock<Vec<Store<TrimbleConnection>>>,
+    /// TEST ONLY: replaces every `refreshInterval` (see `Config::test_refresh_interval`).
+    pub refresh_override: Option<Duration>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        leaf: LeafClient,
+        default_account: Option<LeafAccount>,
+        metrics: Arc<Metrics>,
+        identity: String,
+        refresh_override: Option<Duration>,
+    ) -> Self {
+        Self {
+            events: events::Events::new(client.clone(), identity),
+            client,
+            leaf,
+            default_account,
+            metrics,
+            schedules: backoff::Schedules::default(),
+            stores: RwLock::new(Vec::new()),
+            refresh_override,
+        }
+    }
+
+    /// A snapshot of the current stores.
+    pub fn stores(&self) -> Vec<Store<TrimbleConnection>> {
+        self.stores.read().expect("stores lock").clone()
+    }
+
+    /// Every TrimbleConnection in every store (for the conflict check and the ready gauge).
+    pub fn all_objects(&self) -> Vec<Arc<TrimbleConnection>> {
+        self.stores()
+            .iter()
+            .flat_map(|store| store.state())
+            .collect()
+    }
+}
+
+/// The TrimbleConnections in `store` that reference the Secret `secret` (as credentials or as
+/// Leaf account).
+fn referencing(
+    store: &Store<TrimbleConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<TrimbleConnection>> {
+    let name = secret.name_any();
+    let namespace = secret.namespace();
+    store
+        .state()
+        .into_iter()
+        .filter(|tc| tc.namespace() == namespace)
+        .filter(|tc| {
+            tc.spec.credentials_secret_ref.name == name
+                || tc
+                    .spec
+                    .leaf_auth_secret_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|tc| ObjectRef::from_obj(tc.as_ref()))
+        .collect()
+}
+
+/// Runs the controllers until `stop` resolves (graceful: reconciles in flight finish).
+///
+/// `namespaces` empty means all namespaces. `on_ready` is called once every store has synced,
+/// and `on_progress` after every reconcile (a liveness heartbeat).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    concurrency: u16,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+    on_ready: impl FnOnce() + Send + 'static,
+    on_progress: impl Fn() + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let stop = stop.shared();
+    let on_progress = Arc::new(on_progress);
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for scope in scopes {
+        let (tcs, secrets): (Api<TrimbleConnection>, Api<PartialObjectMeta<Secret>>) = match &scope
+        {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+        let controller = Controller::new(tcs, watcher::Config::default().any_semantic());
+        let store = controller.store();
+        stores.push(store.clone());
+        let mapper_store = store.clone();
+        let on_progress = on_progress.clone();
+        let scope_name = scope
+            .clone()
+            .unwrap_or_else(|| "all namespaces".to_string());
+        let run = controller
+            .watches(
+                secrets,
+                watcher::Config::default().any_semantic(),
+                move |secret| referencing(&mapper_store, &secret),
+            )
+            .with_config(controller::Config::default().concurrency(concurrency))
+            .graceful_shutdown_on(stop.clone())
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(move |result| {
+                match result {
+                    Ok((object, _action)) => tracing::debug!(%object, "reconciled"),
+                    Err(error) => tracing::debug!(%error, "reconcile failed"),
+                }
+                on_progress();
+                futures::future::ready(())
+            });
+        tracing::info!(scope = %scope_name, "watching TrimbleConnections");
+        runs.push(run.boxed());
+    }
+    *ctx.stores.write().expect("stores lock") = stores.clone();
+    let readiness = async move {
+        for store in &stores {
+            // The store's readiness future wakes only its last poller (the controller polls it
+            // too), so look again periodically rather than wait once.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
+            }
+        }
+        tracing::info!("caches synced; reconciling");
+        on_ready();
+    };
+    tokio::spawn(readiness);
+    futures::future::join_all(runs).await;
+    tracing::info!("controller stopped");
+}

@@ -1,0 +1,375 @@
+//! Leaf's wire types, parsed leniently into types with no field for any secret Leaf echoes back.
+//!
+//! Leaf's credential JSON carries `clientSecret`, `accessToken` and `refreshToken` in clear. The
+//! wire structs here simply have no such fields, so serde skips them and they cannot leak later.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::sanitize;
+
+/// Leaf's status of a provider credential: an open set, matched case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialStatus {
+    /// `OK`: Leaf can reach the provider with this credential.
+    Ok,
+    /// `UNAUTHENTICATED`: no longer valid; the grower must authorize again.
+    Unauthenticated,
+    /// `invalid`: access revoked or refresh token expired (Leaf's prose, no enum published).
+    Invalid,
+    /// `MISSING_PERMISSION`: the grant lacks a scope Leaf needs.
+    MissingPermission,
+    /// `TEMPORARILY_UNAVAILABLE`: trouble on the provider's side.
+    TemporarilyUnavailable,
+    /// Any other string, kept exactly as Leaf sent it.
+    Other(String),
+}
+
+impl CredentialStatus {
+    /// Parses any string; never fails. Case, `-`/space vs `_` and surrounding blanks are ignored
+    /// for the known values.
+    pub fn parse(value: &str) -> Self {
+        let normalized: String = value
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '-' || c == ' ' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect();
+        match normalized.as_str() {
+            "OK" => Self::Ok,
+            "UNAUTHENTICATED" => Self::Unauthenticated,
+            "INVALID" => Self::Invalid,
+            "MISSING_PERMISSION" => Self::MissingPermission,
+            "TEMPORARILY_UNAVAILABLE" => Self::TemporarilyUnavailable,
+            _ => Self::Other(value.to_string()),
+        }
+    }
+
+    /// Leaf's spelling of the status (the verbatim string for [`CredentialStatus::Other`]).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Ok => "OK",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Invalid => "INVALID",
+            Self::MissingPermission => "MISSING_PERMISSION",
+            Self::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
+            Self::Other(value) => value,
+        }
+    }
+
+    /// Whether Leaf considers the credential usable.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok)
+    }
+}
+
+impl From<&str> for CredentialStatus {
+    fn from(value: &str) -> Self {
+        Self::parse(value)
+    }
+}
+
+impl std::str::FromStr for CredentialStatus {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::parse(value))
+    }
+}
+
+impl fmt::Display for CredentialStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for CredentialStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+        Ok(Self::parse(
+            &scalar_to_string(value.as_ref()).unwrap_or_default(),
+        ))
+    }
+}
+
+/// A provider credential as Leaf reports it, minus every secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    pub id: String,
+    pub status: CredentialStatus,
+    /// Leaf's `createdTime` as sent (RFC 3339 when Leaf sent epoch milliseconds).
+    pub created_time: Option<String>,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+}
+
+/// One logged provider call Leaf made for a credential; headers and body are never kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialEvent {
+    pub id: String,
+    /// Leaf's `createdDate` as sent (RFC 3339 when Leaf sent epoch milliseconds).
+    pub time: Option<String>,
+    pub status_code: Option<i32>,
+    /// Short and sanitised, built from the status code only, e.g. `HTTP 401 Unauthorized`.
+    pub summary: String,
+}
+
+/// Wire form of a credential: only the fields we keep. Unknown fields, including the secrets,
+/// are ignored by serde.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireCredential {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    status: Option<CredentialStatus>,
+    #[serde(default)]
+    created_time: Option<serde_json::Value>,
+    #[serde(default)]
+    token_metadata: Option<WireTokenMetadata>,
+    #[serde(default)]
+    client_id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireTokenMetadata {
+    #[serde(default)]
+    scopes: Option<serde_json::Value>,
+}
+
+impl From<WireCredential> for Credential {
+    fn from(wire: WireCredential) -> Self {
+        let scopes = match wire.token_metadata.and_then(|m| m.scopes) {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|item| scalar_to_string(Some(item)))
+                .collect(),
+            Some(serde_json::Value::String(text)) => text
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self {
+            id: scalar_to_string(wire.id.as_ref()).unwrap_or_default(),
+            status: wire
+                .status
+                .unwrap_or(CredentialStatus::Other(String::new())),
+            created_time: time_to_string(wire.created_time.as_ref()),
+            scopes,
+            client_id: scalar_to_string(wire.client_id.as_ref()),
+        }
+    }
+}
+
+/// Wire form of an event: `headers` and `body` are deliberately absent (they log raw provider
+/// traffic, tokens included), so serde skips them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireEvent {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    created_date: Option<serde_json::Value>,
+    #[serde(default)]
+    status_code: Option<serde_json::Value>,
+}
+
+impl From<WireEvent> for CredentialEvent {
+    fn from(wire: WireEvent) -> Self {
+        let status_code = match wire.status_code.as_ref() {
+            Some(serde_json::Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let summary = match status_code {
+            Some(code) => {
+                let reason = u16::try_from(code)
+                    .ok()
+                    .and_then(|c| reqwest::StatusCode::from_u16(c).ok())
+                    .and_then(|c| c.canonical_reason());
+                match reason {
+                    Some(reason) => format!("HTTP {code} {reason}"),
+                    None => format!("HTTP {code}"),
+                }
+            }
+            None => "no status code".to_string(),
+        };
+        Self {
+            id: scalar_to_string(wire.id.as_ref()).unwrap_or_default(),
+            time: time_to_string(wire.created_date.as_ref()),
+            status_code,
+            summary: sanitize::excerpt(&summary),
+        }
+    }
+}
+
+/// Sorts events newest first by their time; events without a parseable time go last.
+pub(crate) fn sort_newest_first(events: &mut [CredentialEvent]) {
+    events.sort_by_cached_key(|event| {
+        std::cmp::Reverse(
+            event
+                .time
+                .as_deref()
+                .and_then(parse_time)
+                .map(|t| t.as_nanosecond()),
+        )
+    });
+}
+
+/// Parses Leaf's timestamps leniently: RFC 3339 with any fraction, with or without `Z`/offset
+/// (no offset means UTC), or a date-time with a space.
+pub(crate) fn parse_time(text: &str) -> Option<jiff::Timestamp> {
+    let text = text.trim();
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts);
+    }
+    let civil = text.replace(' ', "T");
+    let civil = civil.trim_end_matches(['Z', 'z']);
+    civil
+        .parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+}
+
+fn scalar_to_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A time as Leaf sent it; numbers are taken as epoch milliseconds and shown as RFC 3339.
+fn time_to_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(|ts| ts.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_parses_case_insensitively_and_keeps_unknown_values_verbatim() {
+        assert_eq!(CredentialStatus::parse("ok"), CredentialStatus::Ok);
+        assert_eq!(
+            CredentialStatus::parse("Unauthenticated"),
+            CredentialStatus::Unauthenticated
+        );
+        assert_eq!(
+            CredentialStatus::parse("invalid"),
+            CredentialStatus::Invalid
+        );
+        assert_eq!(
+            CredentialStatus::parse("missing-permission"),
+            CredentialStatus::MissingPermission
+        );
+        assert_eq!(
+            CredentialStatus::parse(" temporarily_unavailable "),
+            CredentialStatus::TemporarilyUnavailable
+        );
+        let other = CredentialStatus::parse("Quarantined by Leaf");
+        assert_eq!(other, CredentialStatus::Other("Quarantined by Leaf".into()));
+        assert_eq!(other.as_str(), "Quarantined by Leaf");
+        assert_eq!(CredentialStatus::Ok.to_string(), "OK");
+    }
+
+    #[test]
+    fn credential_json_drops_every_secret() {
+        let wire: WireCredential = serde_json::from_value(json!({
+            "id": 42, "status": "OK", "createdTime": "2026-01-02T03:04:05.123456Z",
+            "tokenMetadata": {"scopes": ["openid", "ag"]}, "clientId": "cid",
+            "clientSecret": "SECRET-1", "accessToken": "ACCESS-1", "refreshToken": "REFRESH-1"
+        }))
+        .unwrap();
+        let credential = Credential::from(wire);
+        assert_eq!(credential.id, "42");
+        assert_eq!(credential.scopes, vec!["openid", "ag"]);
+        assert_eq!(credential.client_id.as_deref(), Some("cid"));
+        let all = format!(
+            "{credential:?} {}",
+            serde_json::to_string(&credential).unwrap()
+        );
+        for secret in ["SECRET-1", "ACCESS-1", "REFRESH-1"] {
+            assert!(!all.contains(secret), "{all}");
+        }
+    }
+
+    #[test]
+    fn credential_json_with_missing_or_odd_fields_still_parses() {
+        let wire: WireCredential = serde_json::from_value(json!({"status": null})).unwrap();
+        let credential = Credential::from(wire);
+        assert_eq!(credential.status, CredentialStatus::Other(String::new()));
+        assert!(credential.scopes.is_empty());
+        let wire: WireCredential =
+            serde_json::from_value(json!({"id": "a", "createdTime": 1700000000000_i64, "tokenMetadata": {"scopes": "a b"}}))
+                .unwrap();
+        let credential = Credential::from(wire);
+        assert_eq!(
+            credential.created_time.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        assert_eq!(credential.scopes, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn events_keep_id_time_code_and_a_safe_summary_only() {
+        let wire: WireEvent = serde_json::from_value(json!({
+            "id": "e1", "createdDate": "2026-01-02T03:04:05.123456Z", "statusCode": 400,
+            "headers": "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2ln",
+            "body": "{\"error\":\"invalid_grant\",\"error_description\":\"token rt-123 expired\"}"
+        }))
+        .unwrap();
+        let event = CredentialEvent::from(wire);
+        assert_eq!(event.summary, "HTTP 400 Bad Request");
+        assert_eq!(event.status_code, Some(400));
+        let all = format!("{event:?}");
+        assert!(!all.contains("eyJ") && !all.contains("rt-123"), "{all}");
+    }
+
+    #[test]
+    fn events_sort_newest_first_with_lenient_times() {
+        let mut events: Vec<CredentialEvent> = [
+            "2026-01-01T00:00:00.000001Z",
+            "2026-01-03 00:00:00",
+            "bad",
+            "2026-01-02T00:00:00Z",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| CredentialEvent {
+            id: i.to_string(),
+            time: Some(t.to_string()),
+            status_code: None,
+            summary: String::new(),
+        })
+        .collect();
+        sort_newest_first(&mut events);
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["1", "3", "0", "2"]);
+    }
+}

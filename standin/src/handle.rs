@@ -1,0 +1,287 @@
+//! The in-process control surface: every knob tests and the `/_standin/` endpoints turn.
+
+use std::time::Duration;
+
+use crate::leaf_api::Shared;
+use crate::state::{
+    BadRefresh, Counters, Faults, OnExisting, RecordedRequest, RetryAfter, State, StoredCredential,
+    StoredEvent,
+};
+
+/// A cheap, cloneable handle on a running stand-in's state.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Shared,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handle { .. }")
+    }
+}
+
+impl Handle {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut state)
+    }
+
+    // --- accounts, tokens, users -------------------------------------------------------------
+
+    /// Adds (or changes the password of) a username/password account.
+    pub fn add_account(&self, username: &str, password: &str) {
+        self.with(|s| {
+            s.accounts
+                .insert(username.to_string(), password.to_string())
+        });
+    }
+
+    pub fn remove_account(&self, username: &str) {
+        self.with(|s| s.accounts.remove(username));
+    }
+
+    /// Adds a static token, accepted until removed; logged as `token:N`.
+    pub fn add_token(&self, token: &str) {
+        self.with(|s| s.add_static_token(token.to_string()));
+    }
+
+    pub fn remove_token(&self, token: &str) {
+        self.with(|s| s.static_tokens.remove(token));
+    }
+
+    /// Registers a Leaf user (POST for an unknown user answers 404).
+    pub fn add_user(&self, id: &str) {
+        self.with(|s| {
+            s.users.entry(id.to_string()).or_default();
+        });
+    }
+
+    /// Removes a Leaf user with its credential and events.
+    pub fn remove_user(&self, id: &str) {
+        self.with(|s| s.users.remove(id));
+    }
+
+    /// Creates unknown users on first use instead of answering 404.
+    pub fn set_auto_create_users(&self, on: bool) {
+        self.with(|s| s.auto_create_users = on);
+    }
+
+    /// Lifetime of tokens issued from now on (the `exp` claim and the stand-in's own check).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.with(|s| s.token_lifetime = lifetime);
+    }
+
+    /// Whether issued tokens carry an `exp` claim (without it a client can only learn of expiry
+    /// from a 401).
+    pub fn set_exp_claim(&self, on: bool) {
+        self.with(|s| s.exp_claim = on);
+    }
+
+    /// Invalidates every issued token: their next use answers 401 (static tokens stay valid).
+    pub fn revoke_tokens(&self) {
+        self.with(|s| s.issued.clear());
+    }
+
+    // --- behaviour where Leaf documents nothing ----------------------------------------------
+
+    pub fn set_on_existing(&self, on_existing: OnExisting) {
+        self.with(|s| s.on_existing = on_existing);
+    }
+
+    pub fn set_bad_refresh(&self, bad_refresh: BadRefresh) {
+        self.with(|s| s.bad_refresh = bad_refresh);
+    }
+
+    // --- credentials and events --------------------------------------------------------------
+
+    /// Sets the status of the user's credential to any string; false when there is none.
+    pub fn set_status(&self, user: &str, status: &str) -> bool {
+        self.with(
+            |s| match s.users.get_mut(user).and_then(|u| u.credential.as_mut()) {
+                Some(credential) => {
+                    credential.status = status.to_string();
+                    credential.flip_after_gets = None;
+                    true
+                }
+                None => false,
+            },
+        )
+    }
+
+    /// Gives the user (created if needed) an existing credential, as if POSTed earlier by someone
+    /// else; returns it.
+    pub fn seed_credential(&self, user: &str, client_id: &str) -> StoredCredential {
+        self.with(|s| {
+            let credential =
+                s.new_credential(client_id, "seeded-client-secret", "seeded-refresh-token");
+            let event = s.new_event(200, None, None);
+            let u = s.users.entry(user.to_string()).or_default();
+            u.credential = Some(credential.clone());
+            u.events.push(event);
+            credential
+        })
+    }
+
+    /// The user's stored credential, secrets included (what Leaf holds).
+    pub fn credential(&self, user: &str) -> Option<StoredCredential> {
+        self.with(|s| s.users.get(user).and_then(|u| u.credential.clone()))
+    }
+
+    /// Appends an event; `None` headers/body get token-like defaults (a Basic auth header and a
+    /// token response or an `invalid_grant` error). Returns it.
+    pub fn push_event(
+        &self,
+        user: &str,
+        status_code: i32,
+        headers: Option<&str>,
+        body: Option<&str>,
+    ) -> StoredEvent {
+        self.with(|s| {
+            let event = s.new_event(
+                status_code,
+                headers.map(str::to_string),
+                body.map(str::to_string),
+            );
+            s.users
+                .entry(user.to_string())
+                .or_default()
+                .events
+                .push(event.clone());
+            event
+        })
+    }
+
+    /// Appends an event exactly as given (e.g. with an odd `createdDate`).
+    pub fn push_raw_event(&self, user: &str, event: StoredEvent) {
+        self.with(|s| {
+            s.users
+                .entry(user.to_string())
+                .or_default()
+                .events
+                .push(event)
+        });
+    }
+
+    pub fn events(&self, user: &str) -> Vec<StoredEvent> {
+        self.with(|s| {
+            s.users
+                .get(user)
+                .map(|u| u.events.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    // --- faults ------------------------------------------------------------------------------
+
+    pub fn faults(&self) -> Faults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces all fault settings (use `Faults::default()` to clear them).
+    pub fn set_faults(&self, faults: Faults) {
+        self.with(|s| {
+            s.rng = faults.seed;
+            s.fault_counter = 0;
+            s.faults = faults;
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.set_faults(Faults::default());
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|s| s.faults.latency = latency);
+    }
+
+    /// Every call answers 503 while on.
+    pub fn set_outage(&self, on: bool) {
+        self.with(|s| s.faults.outage = on);
+    }
+
+    /// Fails every `n`th request (counted from now) with `status`; 0 turns it off.
+    pub fn fail_every_nth(&self, n: u32, status: u16) {
+        self.with(|s| {
+            s.fault_counter = 0;
+            s.faults.fail_every_nth = n;
+            s.faults.fail_status = status;
+            s.faults.fail_body = None;
+        });
+    }
+
+    /// Fails every `n`th request with `status` and this body (JSON is sent as problem+json).
+    pub fn fail_every_nth_with_body(&self, n: u32, status: u16, body: &str) {
+        self.fail_every_nth(n, status);
+        self.with(|s| s.faults.fail_body = Some(body.to_string()));
+    }
+
+    /// Fails a `share` (0..=1) of requests with `status`, drawn from a generator seeded with `seed`.
+    pub fn fail_share(&self, share: f64, seed: u64, status: u16) {
+        self.with(|s| {
+            s.rng = seed;
+            s.faults.seed = seed;
+            s.faults.fail_share = share;
+            s.faults.fail_status = status;
+        });
+    }
+
+    /// Answers 429 with this `Retry-After` to the next `n` requests.
+    pub fn rate_limit_next(&self, n: u32, retry_after: RetryAfter) {
+        self.with(|s| {
+            s.faults.rate_limit_next = n;
+            s.faults.retry_after = retry_after;
+        });
+    }
+
+    /// Closes the connection without an answer for the next `n` requests.
+    pub fn drop_next(&self, n: u32) {
+        self.with(|s| s.faults.drop_next = n);
+    }
+
+    /// Answers 401 to the next `n` authenticated calls even when their token is valid.
+    pub fn unauthorized_next(&self, n: u32) {
+        self.with(|s| s.faults.unauthorized_next = n);
+    }
+
+    /// Limits counted faults (drop, 429, 401, 5xx) to paths containing `filter`.
+    pub fn set_fault_path_filter(&self, filter: Option<&str>) {
+        self.with(|s| s.faults.path_filter = filter.map(str::to_string));
+    }
+
+    // --- observation -------------------------------------------------------------------------
+
+    /// Every Leaf API request received so far, oldest first (control endpoints are not logged).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.with(|s| s.requests.clone())
+    }
+
+    pub fn clear_requests(&self) {
+        self.with(|s| s.requests.clear());
+    }
+
+    /// Requests with this method whose path ends with `suffix`.
+    pub fn count(&self, method: &str, suffix: &str) -> usize {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path.ends_with(suffix))
+                .count()
+        })
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> u64 {
+        self.with(|s| s.counters.logins)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.with(|s| s.counters.clone())
+    }
+
+    pub fn reset_counters(&self) {
+        self.with(|s| s.counters = Counters::default());
+    }
+}

@@ -1,0 +1,470 @@
+//! The documented Leaf contract, served strictly: authentication, Trimble credentials, events,
+//! plus the fault-injection and request-log middleware around them.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::state::{
+    self, BadRefreshMode, Bearer, OnExisting, RecordedRequest, RetryAfter, State as Inner,
+};
+
+pub(crate) type Shared = Arc<Mutex<Inner>>;
+
+/// Closes the request's connection without an answer (set per connection by the server).
+#[derive(Clone)]
+pub(crate) struct ConnKill(pub Arc<Notify>);
+
+/// Who made the request, attached to responses by handlers for the request log.
+#[derive(Clone)]
+struct AccountLabel(String);
+
+const CREDENTIALS: &str = "/services/usermanagement/api/users/{user}/trimble-credentials";
+const EVENTS: &str = "/services/usermanagement/api/users/{user}/trimble-credentials/events";
+
+pub(crate) fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/api/authenticate", post(authenticate))
+        .route(
+            CREDENTIALS,
+            get(get_credential)
+                .post(create_credential)
+                .delete(delete_credential),
+        )
+        .route(EVENTS, get(get_events))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            faults_and_log,
+        ))
+        .with_state(shared)
+}
+
+/// The JHipster-style problem+json Leaf answers errors with.
+pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = json!({
+        "type": "https://www.jhipster.tech/problem/problem-with-message",
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "message": format!("error.http.{}", status.as_u16()),
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+enum Decision {
+    Pass,
+    Outage,
+    Drop,
+    RateLimit(RetryAfter),
+    Unauthorized,
+    Fail(u16, Option<String>),
+}
+
+/// Applies latency and injected faults, then logs the request with its final status.
+async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let kill = request.extensions().get::<ConnKill>().cloned();
+    let is_login = path == "/api/authenticate";
+    // Logged as the arrival time: what a rate limit is about.
+    let arrived = jiff::Timestamp::now();
+    let (latency, decision, caller) = {
+        let mut state = lock(&shared);
+        state.counters.requests += 1;
+        let caller = match bearer(request.headers()) {
+            None => "none".to_string(),
+            Some(token) => match state.check_bearer(token) {
+                Bearer::Valid(label) => label,
+                Bearer::Invalid => "unknown".to_string(),
+            },
+        };
+        let faults = state.faults.clone();
+        let targeted = faults
+            .path_filter
+            .as_deref()
+            .is_none_or(|filter| path.contains(filter));
+        let decision = if faults.outage {
+            Decision::Outage
+        } else if !targeted {
+            Decision::Pass
+        } else if faults.drop_next > 0 {
+            state.faults.drop_next -= 1;
+            Decision::Drop
+        } else if faults.rate_limit_next > 0 {
+            state.faults.rate_limit_next -= 1;
+            Decision::RateLimit(faults.retry_after.clone())
+        } else if faults.unauthorized_next > 0 && !is_login {
+            state.faults.unauthorized_next -= 1;
+            Decision::Unauthorized
+        } else {
+            state.fault_counter += 1;
+            let nth = faults.fail_every_nth > 0
+                && state
+                    .fault_counter
+                    .is_multiple_of(u64::from(faults.fail_every_nth));
+            let share = faults.fail_share > 0.0 && state.next_random() < faults.fail_share;
+            if nth || share {
+                Decision::Fail(faults.fail_status, faults.fail_body.clone())
+            } else {
+                Decision::Pass
+            }
+        };
+        (faults.latency, decision, caller)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let response = match decision {
+        Decision::Pass => next.run(request).await,
+        Decision::Outage => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Leaf is down for maintenance",
+        ),
+        Decision::Unauthorized => {
+            problem(StatusCode::UNAUTHORIZED, "Full authentication is required")
+        }
+        Decision::Fail(status, body) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            lock(&shared).counters.injected_failures += 1;
+            match body {
+                Some(body) if body.trim_start().starts_with('{') => {
+                    let mut response = (status, body).into_response();
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/problem+json"),
+                    );
+                    response
+                }
+                Some(body) => (status, body).into_response(),
+                // Plain text on purpose: Leaf's gateways do not always answer problem+json.
+                None => (status, "upstream failure (injected by leaf-standin)").into_response(),
+            }
+        }
+        Decision::RateLimit(retry_after) => {
+            let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+            let value = match retry_after {
+                RetryAfter::None => None,
+                RetryAfter::Seconds(s) => Some(s.to_string()),
+                RetryAfter::DateIn(s) => Some(state::http_date(
+                    SystemTime::now() + std::time::Duration::from_secs(s),
+                )),
+                RetryAfter::Raw(raw) => Some(raw),
+            };
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Decision::Drop => {
+            {
+                let mut state = lock(&shared);
+                state.counters.dropped += 1;
+                record(&mut state, method, path, None, caller, arrived);
+            }
+            if let Some(kill) = kill {
+                kill.0.notify_one();
+                // The server drops this connection (and this future) as soon as it sees the signal.
+                std::future::pending::<()>().await;
+            }
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "connection drop requested");
+        }
+    };
+    let caller = response
+        .extensions()
+        .get::<AccountLabel>()
+        .map_or(caller, |label| label.0.clone());
+    let status = response.status().as_u16();
+    let mut state = lock(&shared);
+    if status == 401 {
+        state.counters.unauthorized += 1;
+    }
+    record(&mut state, method, path, Some(status), caller, arrived);
+    response
+}
+
+fn record(
+    state: &mut Inner,
+    method: String,
+    path: String,
+    status: Option<u16>,
+    account: String,
+    arrived: jiff::Timestamp,
+) {
+    state.requests.push(RecordedRequest {
+        method,
+        path,
+        status,
+        account,
+        at: arrived.to_string(),
+    });
+}
+
+async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "No such endpoint")
+}
+
+fn with_label(mut response: Response, label: String) -> Response {
+    response.extensions_mut().insert(AccountLabel(label));
+    response
+}
+
+/// Checks the bearer token: a missing, unknown or expired token is `None` (answer 401).
+fn authorize(state: &Inner, headers: &HeaderMap) -> Option<String> {
+    match bearer(headers).map(|token| state.check_bearer(token)) {
+        Some(Bearer::Valid(label)) => Some(label),
+        _ => None,
+    }
+}
+
+fn unauthorized() -> Response {
+    problem(
+        StatusCode::UNAUTHORIZED,
+        "Full authentication is required to access this resource",
+    )
+}
+
+/// `POST /api/authenticate` `{username, password, rememberMe}` -> `{id_token}`.
+async fn authenticate(State(shared): State<Shared>, body: String) -> Response {
+    let Ok(Value::Object(body)) = serde_json::from_str::<Value>(&body) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Request body must be a JSON object",
+        );
+    };
+    let (Some(username), Some(password)) = (
+        body.get("username").and_then(Value::as_str),
+        body.get("password").and_then(Value::as_str),
+    ) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "username and password are required",
+        );
+    };
+    // Leaf's docs send rememberMe as the string "true"; some clients send a boolean.
+    match body.get("rememberMe") {
+        None | Some(Value::Bool(_)) | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "true" || s == "false" => {}
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "rememberMe must be true or false"),
+    }
+    let mut state = lock(&shared);
+    if state
+        .accounts
+        .get(username)
+        .is_none_or(|expected| expected != password)
+    {
+        state.counters.failed_logins += 1;
+        return problem(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    state.counters.logins += 1;
+    let token = state.issue_token(username);
+    with_label(
+        (StatusCode::OK, axum::Json(json!({ "id_token": token }))).into_response(),
+        format!("user:{username}"),
+    )
+}
+
+fn credential_json(credential: &state::StoredCredential) -> Value {
+    // Like the real API: secrets and live tokens in clear, so tests prove the client drops them.
+    json!({
+        "id": credential.id,
+        "status": credential.status,
+        "createdTime": credential.created_time,
+        "tokenMetadata": { "scopes": credential.scopes },
+        "clientId": credential.client_id,
+        "clientSecret": credential.client_secret,
+        "accessToken": credential.access_token,
+        "refreshToken": credential.refresh_token,
+    })
+}
+
+async fn get_credential(
+    State(shared): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = lock(&shared);
+    let Some(label) = authorize(&state, &headers) else {
+        return unauthorized();
+    };
+    state.counters.gets += 1;
+    let mut flipped = false;
+    let answer = match state.user_mut(&user) {
+        None => problem(StatusCode::NOT_FOUND, "User not found"),
+        Some(u) => match u.credential.as_mut() {
+            None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+            Some(credential) => {
+                match credential.flip_after_gets {
+                    Some(0) => {
+                        credential.status = "UNAUTHENTICATED".to_string();
+                        credential.flip_after_gets = None;
+                        flipped = true;
+                    }
+                    Some(n) => credential.flip_after_gets = Some(n - 1),
+                    None => {}
+                }
+                (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
+            }
+        },
+    };
+    if flipped {
+        let event = state.new_event(400, None, None);
+        if let Some(u) = state.users.get_mut(&user) {
+            u.events.push(event);
+        }
+        // The flip is visible in this very answer.
+        if let Some(credential) = state.users.get(&user).and_then(|u| u.credential.as_ref()) {
+            return with_label(
+                (StatusCode::OK, axum::Json(credential_json(credential))).into_response(),
+                label,
+            );
+        }
+    }
+    with_label(answer, label)
+}
+
+async fn create_credential(
+    State(shared): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut state = lock(&shared);
+    let Some(label) = authorize(&state, &headers) else {
+        return unauthorized();
+    };
+    state.counters.creates += 1;
+    let response = create(&mut state, &user, &body);
+    with_label(response, label)
+}
+
+fn create(state: &mut Inner, user: &str, body: &str) -> Response {
+    if state.user_mut(user).is_none() {
+        return problem(StatusCode::NOT_FOUND, "User not found");
+    }
+    let Ok(Value::Object(body)) = serde_json::from_str::<Value>(body) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Request body must be a JSON object",
+        );
+    };
+    let mut fields = Vec::new();
+    for name in ["clientId", "clientSecret", "refreshToken"] {
+        match body.get(name).and_then(Value::as_str).map(str::trim) {
+            Some(value) if !value.is_empty() => fields.push(value.to_string()),
+            _ => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{name} must not be empty"),
+                );
+            }
+        }
+    }
+    let (client_id, client_secret, refresh_token) = (&fields[0], &fields[1], &fields[2]);
+    let exists = state
+        .users
+        .get(user)
+        .is_some_and(|u| u.credential.is_some());
+    if exists {
+        match state.on_existing {
+            OnExisting::Conflict => {
+                return problem(StatusCode::CONFLICT, "User already has Trimble credentials");
+            }
+            OnExisting::BadRequest => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "Trimble credentials already exist for this user",
+                );
+            }
+            OnExisting::Replace => {}
+        }
+    }
+    let bad = state.bad_refresh.is_bad(refresh_token);
+    if bad && state.bad_refresh.mode == BadRefreshMode::Reject {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Invalid refresh token: Trimble refused it (invalid_grant)",
+        );
+    }
+    let mut credential = state.new_credential(client_id, client_secret, refresh_token);
+    if bad {
+        credential.flip_after_gets = Some(state.bad_refresh.after_gets);
+    }
+    let event = state.new_event(200, None, None);
+    let answer = credential_json(&credential);
+    let u = state.users.get_mut(user).expect("user exists");
+    if exists {
+        u.events.clear();
+    }
+    u.credential = Some(credential);
+    u.events.push(event);
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+async fn delete_credential(
+    State(shared): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = lock(&shared);
+    let Some(label) = authorize(&state, &headers) else {
+        return unauthorized();
+    };
+    state.counters.deletes += 1;
+    let response = match state.user_mut(&user) {
+        None => problem(StatusCode::NOT_FOUND, "User not found"),
+        Some(u) => match u.credential.take() {
+            None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+            Some(_) => {
+                // Events are gone with the credential, as documented.
+                u.events.clear();
+                StatusCode::NO_CONTENT.into_response()
+            }
+        },
+    };
+    with_label(response, label)
+}
+
+async fn get_events(
+    State(shared): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = lock(&shared);
+    let Some(label) = authorize(&state, &headers) else {
+        return unauthorized();
+    };
+    state.counters.event_reads += 1;
+    let response = match state.user_mut(&user) {
+        None => problem(StatusCode::NOT_FOUND, "User not found"),
+        // Oldest first, as stored: Leaf documents no order, so clients must sort.
+        Some(u) => (StatusCode::OK, axum::Json(json!(u.events))).into_response(),
+    };
+    with_label(response, label)
+}

@@ -1,0 +1,136 @@
+//! `leaf-standin`: the Leaf stand-in as a process (quickstart, benchmark), controlled over HTTP
+//! under `/_standin/`. Prints `listening on http://ADDR` once it accepts connections.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use leaf_standin::{BadRefresh, BadRefreshMode, Faults, OnExisting, StandIn, StandInConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "leaf-standin",
+    about = "A strict local stand-in for Leaf's user-management API"
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// A username/password account, `user:pass` (repeatable).
+    #[arg(long = "account", value_parser = parse_account)]
+    accounts: Vec<(String, String)>,
+    /// A static token accepted as bearer (repeatable).
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// A registered Leaf user id (repeatable).
+    #[arg(long = "user")]
+    users: Vec<String>,
+    /// Create unknown Leaf users on first use instead of answering 404.
+    #[arg(long)]
+    auto_create_users: bool,
+    /// Latency added to every Leaf API answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    token_lifetime_secs: u64,
+    /// Issue tokens without an `exp` claim.
+    #[arg(long)]
+    no_exp_claim: bool,
+    /// What POST answers when the user already has a credential.
+    #[arg(long, value_enum, default_value = "409")]
+    on_existing: OnExistingArg,
+    /// Refuse bad refresh tokens at POST (reject) or accept and flip to UNAUTHENTICATED (flip).
+    #[arg(long, value_enum, default_value = "reject")]
+    bad_refresh_mode: BadRefreshArg,
+    /// Refresh tokens starting with this prefix are bad (empty: none).
+    #[arg(long, default_value = "bad-")]
+    bad_refresh_prefix: String,
+    /// With --bad-refresh-mode flip: GETs answered OK before the status flips.
+    #[arg(long, default_value_t = 1)]
+    bad_refresh_after_gets: u32,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnExistingArg {
+    #[value(name = "409")]
+    Conflict,
+    #[value(name = "400")]
+    BadRequest,
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BadRefreshArg {
+    Reject,
+    Flip,
+}
+
+fn parse_account(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .filter(|(u, _)| !u.is_empty())
+        .ok_or_else(|| "expected user:pass".to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let config = StandInConfig {
+        listen: args.listen,
+        accounts: args.accounts,
+        tokens: args.tokens,
+        users: args.users,
+        auto_create_users: args.auto_create_users,
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
+        exp_claim: !args.no_exp_claim,
+        on_existing: match args.on_existing {
+            OnExistingArg::Conflict => OnExisting::Conflict,
+            OnExistingArg::BadRequest => OnExisting::BadRequest,
+            OnExistingArg::Replace => OnExisting::Replace,
+        },
+        bad_refresh: BadRefresh {
+            mode: match args.bad_refresh_mode {
+                BadRefreshArg::Reject => BadRefreshMode::Reject,
+                BadRefreshArg::Flip => BadRefreshMode::Flip,
+            },
+            tokens: Vec::new(),
+            prefix: (!args.bad_refresh_prefix.is_empty()).then_some(args.bad_refresh_prefix),
+            after_gets: args.bad_refresh_after_gets,
+        },
+        faults: Faults {
+            latency: Duration::from_millis(args.latency_ms),
+            ..Faults::default()
+        },
+    };
+    let standin = match StandIn::try_start(config).await {
+        Ok(standin) => standin,
+        Err(error) => {
+            eprintln!("leaf-standin: cannot listen on {}: {error}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    println!("listening on {}", standin.origin());
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        _ = standin.wait() => {}
+        _ = shutdown_signal() => {}
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,307 @@
+//! Policies and multi-object rules: adoption, conflicts between resources, deletion while Leaf
+//! is down, suspend, and Leaf's credential events mirrored to the user.
+
+mod support;
+
+use std::time::Duration;
+
+use support::operator::{Fixture, conditions};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn ready_reason(tc: &leaf_operator::crd::TrimbleConnection) -> String {
+    conditions(tc)
+        .first()
+        .map(|c| c.2.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn adopt_matching_adopts_an_existing_credential_with_the_same_client_id_without_posting() {
+    let f = Fixture::start("adopt").await;
+    let seeded = f.standin.seed_credential("user-adopt", "client-a");
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-adopt", "creds", serde_json::json!({}))
+        .await;
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    assert_eq!(
+        tc.status.clone().unwrap().credential_id.as_deref(),
+        Some(seeded.id.as_str())
+    );
+    assert_eq!(
+        f.leaf_calls("user-adopt"),
+        vec!["GET 200", "GET events 200"]
+    );
+    let (kind, note) = f.wait_event("farm", "Adopted", WAIT).await;
+    assert_eq!(kind, "Normal");
+    assert!(note.contains(&seeded.id), "{note}");
+}
+
+#[tokio::test]
+async fn adopt_matching_with_another_client_id_is_a_conflict_until_replace_is_chosen() {
+    let f = Fixture::start("mismatch").await;
+    let seeded = f.standin.seed_credential("user-mismatch", "client-other");
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-mismatch", "creds", serde_json::json!({}))
+        .await;
+    let tc = f.wait_reason("farm", "Conflict", WAIT).await;
+    assert_eq!(
+        conditions(&tc),
+        vec![
+            (
+                "Ready".to_string(),
+                "False".to_string(),
+                "Conflict".to_string()
+            ),
+            (
+                "Stalled".to_string(),
+                "True".to_string(),
+                "Conflict".to_string()
+            ),
+        ]
+    );
+    assert!(tc.status.clone().unwrap().credential_id.is_none());
+    assert_eq!(
+        f.leaf_calls("user-mismatch"),
+        vec!["GET 200"],
+        "it touches nothing"
+    );
+    let (kind, _) = f.wait_event("farm", "Conflict", WAIT).await;
+    assert_eq!(kind, "Warning");
+
+    f.patch_spec("farm", serde_json::json!({"adoptionPolicy": "Replace"}))
+        .await;
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let stored = f.standin.credential("user-mismatch").unwrap();
+    assert_ne!(stored.id, seeded.id);
+    assert_eq!(stored.client_id, "client-a");
+    assert_eq!(
+        tc.status.unwrap().credential_id.as_deref(),
+        Some(stored.id.as_str())
+    );
+    assert_eq!(f.count_calls("user-mismatch", "DELETE"), 1);
+    assert_eq!(f.count_calls("user-mismatch", "POST"), 1);
+}
+
+#[tokio::test]
+async fn adoption_policy_never_refuses_even_a_matching_credential() {
+    let f = Fixture::start("never").await;
+    f.standin.seed_credential("user-never", "client-a");
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc(
+        "farm",
+        "user-never",
+        "creds",
+        serde_json::json!({"adoptionPolicy": "Never"}),
+    )
+    .await;
+    f.wait_reason("farm", "Conflict", WAIT).await;
+    assert_eq!(f.count_calls("user-never", "POST"), 0);
+    assert_eq!(f.count_calls("user-never", "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn adoption_policy_replace_deletes_the_existing_credential_and_creates_ours() {
+    let f = Fixture::start("replace").await;
+    let seeded = f.standin.seed_credential("user-replace", "client-other");
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc(
+        "farm",
+        "user-replace",
+        "creds",
+        serde_json::json!({"adoptionPolicy": "Replace"}),
+    )
+    .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    assert_eq!(
+        f.leaf_calls("user-replace"),
+        vec!["GET 200", "DELETE 204", "POST 201"]
+    );
+    assert_ne!(f.standin.credential("user-replace").unwrap().id, seeded.id);
+    f.wait_event("farm", "Created", WAIT).await;
+}
+
+#[tokio::test]
+async fn the_newer_of_two_resources_for_one_leaf_user_reports_conflict_and_touches_nothing() {
+    let f = Fixture::start("conflict").await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("first", "user-conflict", "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("first", "CredentialValid", WAIT).await;
+    // creationTimestamp has one-second resolution: make sure the second one is newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let calls_before = f.leaf_calls("user-conflict");
+
+    f.create_tc("second", "user-conflict", "creds", serde_json::json!({}))
+        .await;
+    let tc = f.wait_reason("second", "Conflict", WAIT).await;
+    let message = &tc.status.clone().unwrap().conditions[0].message;
+    assert!(
+        message.contains(&format!("{}/first", f.namespace)),
+        "{message}"
+    );
+    assert!(conditions(&tc).iter().any(|c| c.0 == "Stalled"));
+    assert_eq!(
+        f.leaf_calls("user-conflict"),
+        calls_before,
+        "the loser made no Leaf call"
+    );
+    assert_eq!(ready_reason(&f.get("first").await), "CredentialValid");
+
+    f.delete_tc("second").await;
+    f.wait_gone("second", Duration::from_secs(15)).await;
+    assert!(
+        f.standin.credential("user-conflict").is_some(),
+        "the winner's credential is untouched"
+    );
+    assert_eq!(f.count_calls("user-conflict", "DELETE"), 0);
+}
+
+#[tokio::test]
+async fn leaf_down_during_delete_keeps_the_finalizer_until_the_policy_is_switched_to_orphan() {
+    let f = Fixture::start("downdelete").await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-downdelete", "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+
+    f.standin.set_outage(true);
+    f.delete_tc("farm").await;
+    let tc = f.wait_reason("farm", "LeafUnavailable", WAIT).await;
+    let message = tc.status.clone().unwrap().conditions[0].message.clone();
+    assert!(
+        message.contains("Deleting") && message.contains("Orphan"),
+        "{message}"
+    );
+    assert_eq!(conditions(&tc)[0].1, "False");
+    // It stays while Leaf is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        f.tcs.get_opt("farm").await.unwrap().is_some(),
+        "the finalizer waits for Leaf"
+    );
+
+    f.patch_spec("farm", serde_json::json!({"deletionPolicy": "Orphan"}))
+        .await;
+    f.wait_gone("farm", Duration::from_secs(20)).await;
+    f.standin.set_outage(false);
+    assert!(
+        f.standin.credential("user-downdelete").is_some(),
+        "left in Leaf"
+    );
+    f.wait_event("farm", "Orphaned", WAIT).await;
+}
+
+#[tokio::test]
+async fn suspend_stops_all_leaf_calls_until_resumed() {
+    let f = Fixture::start("suspend").await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc(
+        "farm",
+        "user-suspend",
+        "creds",
+        serde_json::json!({"suspend": true}),
+    )
+    .await;
+    let tc = f.wait_reason("farm", "Suspended", WAIT).await;
+    assert_eq!(
+        conditions(&tc),
+        vec![(
+            "Ready".to_string(),
+            "False".to_string(),
+            "Suspended".to_string()
+        )]
+    );
+    // A Secret change while suspended changes nothing.
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-b")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        f.leaf_calls("user-suspend").is_empty(),
+        "{:?}",
+        f.leaf_calls("user-suspend")
+    );
+
+    f.patch_spec("farm", serde_json::json!({"suspend": false}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    assert_eq!(
+        f.standin
+            .credential("user-suspend")
+            .unwrap()
+            .submitted_refresh_token,
+        "refresh-b"
+    );
+}
+
+#[tokio::test]
+async fn leaf_credential_events_are_mirrored_once_and_sanitised() {
+    let f = Fixture::start_with("events", Default::default(), |o| o.refresh_interval("1s")).await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-events", "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+
+    let ok = f.standin.push_event("user-events", 200, None, None);
+    let failed = f.standin.push_event("user-events", 401, None, None);
+    let tc = f
+        .wait_until_status("farm", WAIT, |s| {
+            s.recent_events.iter().any(|e| e.id == failed.id)
+        })
+        .await;
+    let recent = tc.status.clone().unwrap().recent_events;
+    assert_eq!(recent[0].id, failed.id, "newest first: {recent:?}");
+    assert!(recent.iter().any(|e| e.id == ok.id));
+    assert_eq!(recent[0].status_code, Some(401));
+
+    // Several more checks: still exactly one Warning for the failed event.
+    let standin = f.standin.handle();
+    let reads = standin.count("GET", "/users/user-events/trimble-credentials/events");
+    support::wait_until("three more event reads", WAIT, || {
+        let standin = standin.clone();
+        async move {
+            let now = standin.count("GET", "/users/user-events/trimble-credentials/events");
+            if now >= reads + 3 {
+                Ok(())
+            } else {
+                Err(format!("{now}"))
+            }
+        }
+    })
+    .await;
+    let leaf_events: Vec<_> = f
+        .events("farm")
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "LeafCredentialEventError")
+        .collect();
+    assert_eq!(leaf_events.len(), 1, "{leaf_events:?}");
+    let (kind, _, note) = &leaf_events[0];
+    assert_eq!(kind, "Warning");
+    assert!(note.contains(&failed.id) && note.contains("401"), "{note}");
+
+    // Nothing from the event's headers or body reaches the status or the Event.
+    let status_text = serde_json::to_string(&tc.status).unwrap();
+    for text in [note.as_str(), status_text.as_str()] {
+        for forbidden in [
+            "Basic",
+            "invalid_grant",
+            "event-refresh",
+            "access_token",
+            "Authorization",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{forbidden:?} leaked into {text}"
+            );
+        }
+    }
+}

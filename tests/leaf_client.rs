@@ -1,0 +1,1145 @@
+//! The Leaf client against the leaf-standin over real HTTP: login and token reuse, renewal,
+//! re-login on 401, static tokens, every error class, Retry-After, the rate limit, open statuses,
+//! event sanitising, and that no secret value ever reaches a Debug, Display or serde output.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leaf_operator::leaf::{
+    Credential, CredentialEvent, CredentialStatus, LeafAccount, LeafClient, LeafClientConfig,
+    LeafError, Trimble, TrimbleCreateRequest,
+};
+use leaf_operator::metrics::Metrics;
+use leaf_standin::{
+    BadRefresh, BadRefreshMode, OnExisting, RetryAfter, StandIn, StandInConfig, StoredEvent,
+};
+
+const USER: &str = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+const PASSWORD: &str = "operator-password-Zq81";
+const STATIC_TOKEN: &str = "static-token-value-7f1e2d";
+const CLIENT_SECRET: &str = "trimble-client-secret-9kq2";
+const REFRESH_TOKEN: &str = "trimble-refresh-token-x81n";
+
+async fn standin() -> StandIn {
+    StandIn::start(
+        StandInConfig::default()
+            .with_account("operator", PASSWORD)
+            .with_token(STATIC_TOKEN)
+            .with_user(USER),
+    )
+    .await
+}
+
+fn config(standin: &StandIn) -> LeafClientConfig {
+    LeafClientConfig {
+        origin: standin.origin(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        requests_per_second: 0.0,
+        burst: 1,
+    }
+}
+
+fn client(standin: &StandIn) -> LeafClient {
+    LeafClient::new(config(standin), Arc::new(Metrics::new())).expect("client")
+}
+
+fn account() -> LeafAccount {
+    LeafAccount::password("operator", PASSWORD)
+}
+
+fn request() -> TrimbleCreateRequest {
+    TrimbleCreateRequest {
+        client_id: "trimble-client-id".into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: REFRESH_TOKEN.into(),
+    }
+}
+
+/// Every rendering of a value a caller could log.
+fn renderings<T: std::fmt::Debug + serde::Serialize>(value: &T) -> String {
+    format!(
+        "{value:?}\n{value:#?}\n{}",
+        serde_json::to_string(value).unwrap()
+    )
+}
+
+fn error_renderings(error: &LeafError) -> String {
+    format!("{error}\n{error:?}\n{error:#?}")
+}
+
+/// Fails naming the secret when any of them appears in `text`.
+fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !text.contains(secret),
+            "secret {secret:?} leaked into:\n{text}"
+        );
+    }
+}
+
+/// (method, path suffix, status) of every logged request, for sequence assertions.
+fn log(standin: &StandIn) -> Vec<(String, String, Option<u16>)> {
+    standin
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let short = if r.path == "/api/authenticate" {
+                "login".to_string()
+            } else {
+                r.path.rsplit('/').next().unwrap_or_default().to_string()
+            };
+            (r.method, short, r.status)
+        })
+        .collect()
+}
+
+fn entry(method: &str, path: &str, status: u16) -> (String, String, Option<u16>) {
+    (method.to_string(), path.to_string(), Some(status))
+}
+
+#[tokio::test]
+async fn login_then_calls_send_the_issued_bearer_token() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let none = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(none, None, "404 must mean no credential");
+    assert_eq!(
+        log(&standin),
+        vec![
+            entry("POST", "login", 200),
+            entry("GET", "trimble-credentials", 404)
+        ]
+    );
+    let requests = standin.requests();
+    assert!(
+        requests.iter().all(|r| r.account == "user:operator"),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_get_delete_round_trip_keeps_no_secret() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let created = client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap();
+    assert_eq!(created.status, CredentialStatus::Ok);
+    assert_eq!(created.client_id.as_deref(), Some("trimble-client-id"));
+    let stored = standin
+        .credential(USER)
+        .expect("stand-in holds the credential");
+    assert_eq!(stored.client_secret, CLIENT_SECRET);
+    assert_eq!(stored.submitted_refresh_token, REFRESH_TOKEN);
+    assert_eq!(created.id, stored.id);
+    assert!(
+        created
+            .created_time
+            .as_deref()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert!(!created.scopes.is_empty());
+
+    let fetched = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched, created);
+    // The stand-in echoes every secret in clear, like Leaf: none may survive parsing.
+    let secrets = [
+        CLIENT_SECRET,
+        REFRESH_TOKEN,
+        stored.refresh_token.as_str(),
+        stored.access_token.as_str(),
+    ];
+    assert_no_secrets(&renderings(&created), &secrets);
+    assert_no_secrets(&renderings(&fetched), &secrets);
+
+    client
+        .delete_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get_credential::<Trimble>(&account(), USER)
+            .await
+            .unwrap(),
+        None
+    );
+    client
+        .delete_credential::<Trimble>(&account(), USER)
+        .await
+        .expect("deleting a credential already gone (404) is success");
+}
+
+#[tokio::test]
+async fn token_is_reused_across_calls() {
+    let standin = standin().await;
+    let client = client(&standin);
+    for _ in 0..10 {
+        client
+            .get_credential::<Trimble>(&account(), USER)
+            .await
+            .unwrap();
+    }
+    assert_eq!(standin.logins(), 1, "ten calls must share one login");
+    assert_eq!(standin.count("GET", "/trimble-credentials"), 10);
+    // A clone shares the cache.
+    client
+        .clone()
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(standin.logins(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_login() {
+    let standin = standin().await;
+    // Slow logins make the race real: every caller arrives while the first login is in flight.
+    standin.set_latency(Duration::from_millis(100));
+    let client = client(&standin);
+    let calls = (0..20).map(|_| {
+        let client = client.clone();
+        async move { client.get_credential::<Trimble>(&account(), USER).await }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap(), None);
+    }
+    assert_eq!(
+        standin.logins(),
+        1,
+        "20 concurrent callers must share one login"
+    );
+}
+
+#[tokio::test]
+async fn token_is_renewed_before_its_exp_without_a_401() {
+    let standin = standin().await;
+    standin.set_token_lifetime(Duration::from_secs(2));
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(standin.logins(), 1);
+    // Wait past the token's lifetime (the condition here is the clock itself).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(standin.logins(), 2, "an expired token must be renewed");
+    assert_eq!(
+        standin.counters().unauthorized,
+        0,
+        "renewal must happen before Leaf answers 401"
+    );
+}
+
+#[tokio::test]
+async fn a_401_triggers_one_relogin_and_one_retry() {
+    let standin = standin().await;
+    // Without an exp claim the client can only learn of expiry from Leaf's 401.
+    standin.set_exp_claim(false);
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.revoke_tokens();
+    standin.clear_requests();
+    let result = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(result, None);
+    assert_eq!(
+        log(&standin),
+        vec![
+            entry("GET", "trimble-credentials", 401),
+            entry("POST", "login", 200),
+            entry("GET", "trimble-credentials", 404),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_second_401_after_relogin_is_auth_failed_without_more_retries() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.clear_requests();
+    standin.unauthorized_next(2);
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::AuthFailed {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_transient());
+    assert_eq!(
+        log(&standin),
+        vec![
+            entry("GET", "trimble-credentials", 401),
+            entry("POST", "login", 200),
+            entry("GET", "trimble-credentials", 401),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_401s_cause_a_single_relogin() {
+    let standin = standin().await;
+    standin.set_exp_claim(false);
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.revoke_tokens();
+    let calls = (0..10).map(|_| {
+        let client = client.clone();
+        async move { client.get_credential::<Trimble>(&account(), USER).await }
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap(), None);
+    }
+    assert_eq!(
+        standin.logins(),
+        2,
+        "one login at start, one after the revocation"
+    );
+}
+
+#[tokio::test]
+async fn static_token_is_used_as_is_and_never_logs_in() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let account = LeafAccount::token(STATIC_TOKEN);
+    for _ in 0..3 {
+        client
+            .get_credential::<Trimble>(&account, USER)
+            .await
+            .unwrap();
+    }
+    assert_eq!(standin.logins(), 0);
+    assert!(standin.requests().iter().all(|r| r.account == "token:1"));
+
+    // A refused static token cannot be renewed: AuthFailed after one request, no login.
+    standin.clear_requests();
+    let unknown = LeafAccount::token("revoked-static-token-55aa");
+    let error = client
+        .get_credential::<Trimble>(&unknown, USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::AuthFailed {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        log(&standin),
+        vec![entry("GET", "trimble-credentials", 401)]
+    );
+    assert_no_secrets(&error_renderings(&error), &["revoked-static-token-55aa"]);
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_failed() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let account = LeafAccount::password("operator", "wrong-password-Q19");
+    let error = client
+        .get_credential::<Trimble>(&account, USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::AuthFailed {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        log(&standin),
+        vec![entry("POST", "login", 401)],
+        "no call without a token"
+    );
+    assert_no_secrets(&error_renderings(&error), &["wrong-password-Q19"]);
+}
+
+#[tokio::test]
+async fn forbidden_is_auth_failed() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.fail_every_nth(1, 403);
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::AuthFailed {
+                status: Some(403),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_unavailable() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    for status in [500, 502, 503] {
+        standin.fail_every_nth(1, status);
+        let error = client
+            .get_credential::<Trimble>(&account(), USER)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LeafError::Unavailable { status: Some(s), .. } if s == status),
+            "{error:?}"
+        );
+        assert!(error.is_transient());
+        assert_eq!(error.retry_after(), None);
+    }
+    // The client does not retry 5xx itself: one request per call.
+    standin.clear_requests();
+    let _ = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert_eq!(standin.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn every_nth_failure_is_deterministic() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.fail_every_nth(3, 502);
+    let mut outcomes = Vec::new();
+    for _ in 0..6 {
+        outcomes.push(
+            client
+                .get_credential::<Trimble>(&account(), USER)
+                .await
+                .is_ok(),
+        );
+    }
+    assert_eq!(outcomes, [true, true, false, true, true, false]);
+}
+
+#[tokio::test]
+async fn rate_limited_answer_returns_retry_after_in_seconds() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.rate_limit_next(1, RetryAfter::Seconds(7));
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::Unavailable {
+                status: Some(429),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    // Only one 429 was injected.
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rate_limited_answer_returns_retry_after_as_http_date() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.rate_limit_next(1, RetryAfter::DateIn(30));
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    let retry_after = error
+        .retry_after()
+        .expect("an HTTP-date Retry-After is parsed");
+    // HTTP-dates have one-second resolution.
+    assert!(
+        retry_after >= Duration::from_secs(28) && retry_after <= Duration::from_secs(31),
+        "{retry_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn dropped_connection_is_unavailable() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.drop_next(1);
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::Unavailable { status: None, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        standin.requests().last().unwrap().status,
+        None,
+        "the stand-in logged the drop"
+    );
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn outage_is_unavailable_including_login() {
+    let standin = standin().await;
+    let client = client(&standin);
+    standin.set_outage(true);
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LeafError::Unavailable {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    standin.set_outage(false);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_leaf_is_unavailable() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = LeafClientConfig {
+        origin: format!("http://127.0.0.1:{port}"),
+        ..LeafClientConfig::default()
+    };
+    let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::Unavailable { status: None, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("connect"), "{error}");
+}
+
+#[tokio::test]
+async fn slow_answer_times_out_as_unavailable() {
+    let standin = standin().await;
+    let config = LeafClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..config(&standin)
+    };
+    let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
+    standin.set_latency(Duration::from_secs(2));
+    let started = Instant::now();
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::Unavailable { status: None, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("timed out"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn invalid_create_requests_are_rejected_with_a_sanitised_detail() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let mut empty_secret = request();
+    empty_secret.client_secret = "".into();
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &empty_secret)
+        .await
+        .unwrap_err();
+    match &error {
+        LeafError::Rejected {
+            status: 400,
+            detail,
+        } => assert!(
+            detail.contains("clientSecret must not be empty"),
+            "{detail}"
+        ),
+        other => panic!("expected Rejected 400, got {other:?}"),
+    }
+
+    // A bad refresh token refused at POST.
+    let mut bad = request();
+    bad.refresh_token = "bad-refresh-token-77".into();
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &bad)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::Rejected { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("Invalid refresh token"),
+        "{error}"
+    );
+    assert_no_secrets(
+        &error_renderings(&error),
+        &["bad-refresh-token-77", CLIENT_SECRET],
+    );
+    assert!(standin.credential(USER).is_none());
+}
+
+#[tokio::test]
+async fn create_for_an_unknown_leaf_user_is_rejected_as_not_found() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let error = client
+        .create_credential::<Trimble>(&account(), "no-such-user", &request())
+        .await
+        .unwrap_err();
+    assert!(error.is_not_found(), "{error:?}");
+    assert!(matches!(error, LeafError::Rejected { status: 404, .. }));
+}
+
+#[tokio::test]
+async fn create_on_existing_credential_is_already_exists_for_409_and_400() {
+    for behaviour in [OnExisting::Conflict, OnExisting::BadRequest] {
+        let standin = standin().await;
+        standin.set_on_existing(behaviour);
+        standin.seed_credential(USER, "someone-elses-client");
+        let client = client(&standin);
+        let error = client
+            .create_credential::<Trimble>(&account(), USER, &request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LeafError::AlreadyExists { .. }),
+            "{behaviour:?}: {error:?}"
+        );
+        assert_eq!(
+            standin.credential(USER).unwrap().client_id,
+            "someone-elses-client"
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_on_existing_credential_may_silently_replace_it() {
+    let standin = standin().await;
+    standin.set_on_existing(OnExisting::Replace);
+    let seeded = standin.seed_credential(USER, "old-client");
+    let client = client(&standin);
+    let created = client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap();
+    assert_ne!(created.id, seeded.id);
+    assert_eq!(created.client_id.as_deref(), Some("trimble-client-id"));
+}
+
+#[tokio::test]
+async fn bad_refresh_token_accepted_then_flipped_to_unauthenticated() {
+    let standin = standin().await;
+    standin.set_bad_refresh(BadRefresh {
+        mode: BadRefreshMode::Flip,
+        tokens: vec!["expired-refresh-token-1".into()],
+        prefix: None,
+        after_gets: 1,
+    });
+    let client = client(&standin);
+    let mut bad = request();
+    bad.refresh_token = "expired-refresh-token-1".into();
+    let created = client
+        .create_credential::<Trimble>(&account(), USER, &bad)
+        .await
+        .unwrap();
+    assert_eq!(created.status, CredentialStatus::Ok);
+    let first = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, CredentialStatus::Ok);
+    let second = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status, CredentialStatus::Unauthenticated);
+    let events = client
+        .credential_events::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(
+        events[0].status_code,
+        Some(400),
+        "the failed refresh is the newest event: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_status_is_kept_verbatim_and_known_ones_match_any_case() {
+    let standin = standin().await;
+    standin.seed_credential(USER, "cid");
+    let client = client(&standin);
+    let cases = [
+        ("OK", CredentialStatus::Ok),
+        ("unauthenticated", CredentialStatus::Unauthenticated),
+        ("invalid", CredentialStatus::Invalid),
+        ("Invalid", CredentialStatus::Invalid),
+        ("missing_permission", CredentialStatus::MissingPermission),
+        (
+            "TEMPORARILY_UNAVAILABLE",
+            CredentialStatus::TemporarilyUnavailable,
+        ),
+        (
+            "SUSPENDED_BY_LEAF",
+            CredentialStatus::Other("SUSPENDED_BY_LEAF".into()),
+        ),
+        (
+            "awaiting grower",
+            CredentialStatus::Other("awaiting grower".into()),
+        ),
+    ];
+    for (sent, expected) in cases {
+        assert!(standin.set_status(USER, sent));
+        let credential = client
+            .get_credential::<Trimble>(&account(), USER)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(credential.status, expected, "Leaf sent {sent:?}");
+        if let CredentialStatus::Other(value) = &credential.status {
+            assert_eq!(value, sent);
+            assert_eq!(credential.status.as_str(), sent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_come_newest_first_with_headers_and_bodies_dropped() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap();
+    let planted_jwt = leaf_standin::fake_jwt("planted-subject");
+    let planted = [
+        planted_jwt.as_str(),
+        "planted-refresh-token-QQ11",
+        "planted-secret-ZZ22",
+        "c2VjcmV0LWJhc2U2NC1ydW4tcGxhbnRlZA==",
+    ];
+    standin.push_event(
+        USER,
+        401,
+        Some(&format!("Authorization: Bearer {planted_jwt}\nX-Secret: planted-secret-ZZ22")),
+        Some(&format!(
+            r#"{{"error":"invalid_grant","refresh_token":"planted-refresh-token-QQ11","blob":"{}"}}"#,
+            planted[3]
+        )),
+    );
+    standin.push_raw_event(
+        USER,
+        StoredEvent {
+            id: "old".into(),
+            created_date: "2020-01-01T00:00:00.000000Z".into(),
+            status_code: 200,
+            headers: "Authorization: Basic planted-secret-ZZ22".into(),
+            body: r#"{"access_token":"planted-refresh-token-QQ11"}"#.into(),
+        },
+    );
+    let stored = standin.events(USER);
+    assert_eq!(stored.len(), 3);
+
+    let events = client
+        .credential_events::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].status_code, Some(401), "newest first: {events:?}");
+    assert_eq!(events[0].summary, "HTTP 401 Unauthorized");
+    assert_eq!(events[1].status_code, Some(200));
+    assert_eq!(events[2].id, "old", "oldest last");
+    assert!(events.iter().all(|e| e.summary.len() <= 200));
+    let mut all_secrets: Vec<&str> = planted.to_vec();
+    let stored_bodies: Vec<String> = stored
+        .iter()
+        .flat_map(|e| [e.headers.clone(), e.body.clone()])
+        .collect();
+    // Every token the stand-in put into the default event as well.
+    let default_tokens: Vec<String> = stored_bodies
+        .iter()
+        .flat_map(|text| {
+            text.split(['"', ' ', '\n'])
+                .filter(|w| w.len() >= 20)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all_secrets.extend(default_tokens.iter().map(String::as_str));
+    assert_no_secrets(&renderings(&events), &all_secrets);
+
+    // Gone with the credential, as documented; the client copes with an empty list.
+    client
+        .delete_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .credential_events::<Trimble>(&account(), USER)
+            .await
+            .unwrap(),
+        Vec::<CredentialEvent>::new()
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_is_honoured_across_callers_and_logins() {
+    let standin = standin().await;
+    let config = LeafClientConfig {
+        requests_per_second: 20.0,
+        burst: 5,
+        ..config(&standin)
+    };
+    let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
+    let started = Instant::now();
+    let calls = (0..24).map(|_| {
+        let client = client.clone();
+        async move { client.get_credential::<Trimble>(&account(), USER).await }
+    });
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    let elapsed = started.elapsed();
+    // 25 requests (1 login + 24 calls): 5 at once, 20 more at 20/s = at least 1 s.
+    assert_eq!(standin.requests().len(), 25);
+    assert!(
+        elapsed >= Duration::from_millis(950),
+        "25 requests at 20/s, burst 5, took {elapsed:?}"
+    );
+    // In any window of 500 ms at most burst + rate * window arrived (+2 for edges and jitter).
+    let mut times: Vec<jiff::Timestamp> = standin
+        .requests()
+        .iter()
+        .map(|r| r.at.parse().unwrap())
+        .collect();
+    times.sort();
+    for (i, start) in times.iter().enumerate() {
+        let window_end = start
+            .checked_add(jiff::SignedDuration::from_millis(500))
+            .unwrap();
+        let in_window = times[i..].iter().filter(|t| **t < window_end).count();
+        assert!(
+            in_window <= 5 + 10 + 2,
+            "{in_window} requests within 500 ms of request {i}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_request_is_counted_in_metrics_by_operation_and_status() {
+    let standin = standin().await;
+    let metrics = Arc::new(Metrics::new());
+    let client = LeafClient::new(config(&standin), metrics.clone()).unwrap();
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap();
+    client
+        .credential_events::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    client
+        .delete_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.drop_next(1);
+    let _ = client.get_credential::<Trimble>(&account(), USER).await;
+    let text = metrics.encode();
+    for line in [
+        r#"leaf_operator_leaf_requests_total{operation="authenticate",status="200"} 1"#,
+        r#"leaf_operator_leaf_requests_total{operation="get_credential",status="404"} 1"#,
+        r#"leaf_operator_leaf_requests_total{operation="create_credential",status="201"} 1"#,
+        r#"leaf_operator_leaf_requests_total{operation="credential_events",status="200"} 1"#,
+        r#"leaf_operator_leaf_requests_total{operation="delete_credential",status="204"} 1"#,
+        r#"leaf_operator_leaf_requests_total{operation="get_credential",status="error"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(
+        text.contains("leaf_operator_leaf_request_duration_seconds"),
+        "{text}"
+    );
+    assert_no_secrets(&text, &[PASSWORD, CLIENT_SECRET, REFRESH_TOKEN]);
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_any_debug_or_display_output() {
+    let standin = standin().await;
+    let client = client(&standin);
+    let password = account();
+    let token = LeafAccount::token(STATIC_TOKEN);
+    let create = request();
+    let mut outputs = vec![
+        format!("{password:?} {password:#?} {}", password.account_key()),
+        format!("{token:?} {token:#?} {}", token.account_key()),
+        format!("{create:?} {create:#?}"),
+    ];
+    // Errors of every class, produced for real.
+    let mut errors: Vec<LeafError> = Vec::new();
+    errors.push(
+        client
+            .get_credential::<Trimble>(&LeafAccount::password("operator", "nope-password-77"), USER)
+            .await
+            .unwrap_err(),
+    );
+    standin.rate_limit_next(1, RetryAfter::Seconds(1));
+    errors.push(
+        client
+            .get_credential::<Trimble>(&password, USER)
+            .await
+            .unwrap_err(),
+    );
+    let mut bad = request();
+    bad.refresh_token = "bad-and-secret-refresh-99".into();
+    errors.push(
+        client
+            .create_credential::<Trimble>(&password, USER, &bad)
+            .await
+            .unwrap_err(),
+    );
+    standin.seed_credential(USER, "cid");
+    errors.push(
+        client
+            .create_credential::<Trimble>(&password, USER, &create)
+            .await
+            .unwrap_err(),
+    );
+    standin.drop_next(1);
+    errors.push(
+        client
+            .get_credential::<Trimble>(&password, USER)
+            .await
+            .unwrap_err(),
+    );
+    let kinds: Vec<&str> = errors.iter().map(LeafError::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "auth_failed",
+            "unavailable",
+            "rejected",
+            "already_exists",
+            "unavailable"
+        ]
+    );
+    outputs.extend(errors.iter().map(error_renderings));
+    let credential: Credential = client
+        .get_credential::<Trimble>(&password, USER)
+        .await
+        .unwrap()
+        .unwrap();
+    outputs.push(renderings(&credential));
+    outputs.push(format!("{client:?}"));
+    let stored = standin.credential(USER).unwrap();
+    let text = outputs.join("\n");
+    let secrets = [
+        PASSWORD,
+        STATIC_TOKEN,
+        CLIENT_SECRET,
+        REFRESH_TOKEN,
+        "nope-password-77",
+        "bad-and-secret-refresh-99",
+        stored.client_secret.as_str(),
+        stored.refresh_token.as_str(),
+        stored.access_token.as_str(),
+    ];
+    assert_no_secrets(&text, &secrets);
+    // Leaf's issued token shape never shows up either.
+    assert!(
+        !text.contains("eyJ"),
+        "a JWT-looking string leaked:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn error_bodies_are_reduced_to_short_scrubbed_excerpts() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    let jwt = leaf_standin::fake_jwt("leaky");
+    let leaks = [
+        jwt.as_str(),
+        "leaked-refresh-QQ77",
+        "leaked-secret-PP66",
+        "0123456789abcdef0123456789abcdef",
+    ];
+    let problem = format!(
+        r#"{{"title":"Bad Request","status":400,"detail":"refreshToken=leaked-refresh-QQ77 rejected; clientSecret: leaked-secret-PP66; sent Bearer {jwt}; trace 0123456789abcdef0123456789abcdef {}"}}"#,
+        "padding ".repeat(100)
+    );
+    let plain = format!(
+        "Authorization: Bearer {jwt}\n\"password\": \"leaked-secret-PP66\"\n{}",
+        "x".repeat(1000)
+    );
+    for (status, body) in [
+        (400, problem.as_str()),
+        (422, plain.as_str()),
+        (503, problem.as_str()),
+    ] {
+        standin.fail_every_nth_with_body(1, status, body);
+        let error = client
+            .get_credential::<Trimble>(&account(), USER)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(status));
+        let text = error_renderings(&error);
+        assert_no_secrets(&text, &leaks);
+        assert!(!text.contains("eyJ"), "{text}");
+        let display = error.to_string();
+        assert!(display.chars().count() < 300, "excerpt too long: {display}");
+    }
+    // An empty body still gives a readable message.
+    standin.fail_every_nth_with_body(1, 418, "");
+    let error = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::Rejected { status: 418, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("418"), "{error}");
+}
+
+#[tokio::test]
+async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
+    let standin = standin().await;
+    let client = client(&standin);
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    // Too short and plain for any token pattern: only knowing the values sent can catch them.
+    let short = TrimbleCreateRequest {
+        client_id: "cid".into(),
+        client_secret: "cs-short".into(),
+        refresh_token: "rt-short".into(),
+    };
+    standin.fail_every_nth_with_body(
+        1,
+        400,
+        r#"{"detail":"refresh rt-short (client cid, secret cs-short) was refused"}"#,
+    );
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &short)
+        .await
+        .unwrap_err();
+    let text = error_renderings(&error);
+    assert_no_secrets(&text, &["rt-short", "cs-short"]);
+    assert!(
+        text.contains("client cid"),
+        "non-secret context is kept: {text}"
+    );
+
+    // The same for a password quoted back by a refused login.
+    standin.clear_faults();
+    standin.fail_every_nth_with_body(1, 401, "user operator password pw-short is wrong");
+    let error = client
+        .get_credential::<Trimble>(&LeafAccount::password("someone", "pw-short"), USER)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LeafError::AuthFailed { .. }), "{error:?}");
+    assert_no_secrets(&error_renderings(&error), &["pw-short"]);
+}

@@ -1,0 +1,1114 @@
+//! Production behaviour of the operator process against the real control plane and the Leaf
+//! stand-in: metrics and probes, leader election and graceful shutdown, and surviving faults
+//! (API server and etcd restarts, a Leaf outage, kill -9 during a burst) with nothing lost and
+//! nothing duplicated on Leaf.
+//!
+//! The tests of this binary run one at a time (see [`serial`]): some stop the shared API server.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use leaf_operator::crd::TrimbleConnection;
+use leaf_standin::{StandIn, StandInConfig};
+
+use support::operator::{Operator, OperatorOptions};
+use support::{ControlPlane, control_plane, process, wait_until};
+
+/// Tests here stop and restart the one API server of this binary: never two at once.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+// --- Kubernetes helpers ----------------------------------------------------------------------
+
+async fn create_secret(client: &kube::Client, namespace: &str, name: &str, refresh_token: &str) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([
+            ("clientId".to_string(), "trimble-app".to_string()),
+            ("clientSecret".to_string(), "app-secret-value".to_string()),
+            ("refreshToken".to_string(), refresh_token.to_string()),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create Secret {namespace}/{name}: {e}"));
+}
+
+fn connection(name: &str, leaf_user: &str, secret: &str) -> TrimbleConnection {
+    let spec = serde_json::from_value(serde_json::json!({
+        "leafUserId": leaf_user,
+        "credentialsSecretRef": {"name": secret},
+    }))
+    .expect("a valid spec");
+    TrimbleConnection::new(name, spec)
+}
+
+async fn create_connection(
+    api: &Api<TrimbleConnection>,
+    name: &str,
+    leaf_user: &str,
+    secret: &str,
+) {
+    let mut attempt = 0;
+    loop {
+        // Retried: during fault tests the API server may briefly refuse.
+        match api
+            .create(&PostParams::default(), &connection(name, leaf_user, secret))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => return,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                eprintln!("create {name} failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("failed to create TrimbleConnection {name}: {e}"),
+        }
+    }
+}
+
+fn ready_status(tc: &TrimbleConnection) -> Option<(String, String)> {
+    tc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until exactly `count` TrimbleConnections exist in the namespace and all are Ready=True.
+async fn wait_all_ready(api: &Api<TrimbleConnection>, count: usize, timeout: Duration) {
+    wait_until(
+        &format!("{count} TrimbleConnections to be Ready"),
+        timeout,
+        || async {
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let not_ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|tc| ready_status(tc).is_none_or(|(status, _)| status != "True"))
+                .map(|tc| {
+                    format!(
+                        "{}={:?}",
+                        tc.metadata.name.as_deref().unwrap_or("?"),
+                        ready_status(tc)
+                    )
+                })
+                .collect();
+            if list.items.len() == count && not_ready.is_empty() {
+                Ok(())
+            } else {
+                let shown: Vec<&String> = not_ready.iter().take(5).collect();
+                Err(format!(
+                    "{} exist, {} not ready, e.g. {shown:?}",
+                    list.items.len(),
+                    not_ready.len()
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+async fn lease_holder(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|lease| lease.spec)
+        .and_then(|spec| spec.holder_identity)
+}
+
+// --- Leaf stand-in helpers -------------------------------------------------------------------
+
+fn is_create(method: &str, path: &str) -> bool {
+    method.eq_ignore_ascii_case("POST") && path.ends_with("/trimble-credentials")
+}
+
+/// Number of create requests (any answer) the stand-in got for each Leaf user.
+fn creates_per_user(standin: &StandIn) -> BTreeMap<String, (usize, usize)> {
+    let mut per_user: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for request in standin.requests() {
+        if !is_create(&request.method, &request.path) {
+            continue;
+        }
+        let user = request
+            .path
+            .trim_end_matches("/trimble-credentials")
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let entry = per_user.entry(user).or_default();
+        entry.0 += 1;
+        if matches!(request.status, Some(200..=299)) {
+            entry.1 += 1;
+        }
+    }
+    per_user
+}
+
+/// Every user in `users` had exactly one create request, and it succeeded; Leaf holds a credential.
+fn assert_exactly_one_create_each(standin: &StandIn, users: &[String]) {
+    let per_user = creates_per_user(standin);
+    let wrong: Vec<String> = users
+        .iter()
+        .filter_map(|user| {
+            let (attempts, successes) = per_user.get(user).copied().unwrap_or_default();
+            let stored = standin.credential(user).is_some();
+            (attempts != 1 || successes != 1 || !stored).then(|| {
+                format!("{user}: {attempts} POSTs, {successes} succeeded, stored={stored}")
+            })
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "every Leaf user must get exactly one successful create and nothing more; wrong for {} of {}: {:?}",
+        wrong.len(),
+        users.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+// --- HTTP helpers ----------------------------------------------------------------------------
+
+async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status().as_u16(), 200, "/metrics must answer 200");
+    response.text().await.expect("metrics body")
+}
+
+/// Sum of the samples of `name` whose labels include every `key="value"` in `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// --- operator processes with leader election -------------------------------------------------
+
+/// An operator process started directly (for cases `Operator::start` does not cover: a standby
+/// never logs "caches synced", and a start while the API server is down cannot sync).
+struct Replica {
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Replica {
+    fn spawn(
+        control_plane: &ControlPlane,
+        namespace: &str,
+        origin: &str,
+        token: &str,
+        env: &[(&str, &str)],
+    ) -> Replica {
+        let run_dir = process::create_run_dir().expect("run dir");
+        let log_path = run_dir.join("operator.log");
+        let log = fs::File::create(&log_path).expect("operator log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leaf-operator"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", control_plane.kubeconfig_path())
+            .env("LEAF_API_URL", origin)
+            .env("LEAF_TOKEN", token)
+            .env("WATCH_NAMESPACES", namespace)
+            .env(
+                "RUST_LOG",
+                "info,leaf_operator=debug,kube_lease_manager=info",
+            )
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("LEAF_TIMEOUT", "5s")
+            .env("LEAF_REQUESTS_PER_SECOND", "200")
+            .env("LEAF_BURST", "200");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log));
+        let child = process::spawn_tied(command, &run_dir).expect("failed to start leaf-operator");
+        Replica {
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    fn spawn_elected(
+        control_plane: &ControlPlane,
+        namespace: &str,
+        origin: &str,
+        token: &str,
+        identity: &str,
+    ) -> Replica {
+        Self::spawn(
+            control_plane,
+            namespace,
+            origin,
+            token,
+            &[
+                ("LEADER_ELECTION", "true"),
+                ("POD_NAMESPACE", namespace),
+                ("POD_NAME", identity),
+            ],
+        )
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    async fn http_addr(&self) -> SocketAddr {
+        wait_until(
+            "the operator to log its HTTP address",
+            Duration::from_secs(30),
+            || async {
+                let log = self.log();
+                // Works for text and JSON lines: the address is the run of address characters.
+                log.lines()
+                    .find_map(|line| line.split("http server listening on ").nth(1))
+                    .map(|rest| {
+                        rest.chars()
+                            .take_while(|c| {
+                                c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')
+                            })
+                            .collect::<String>()
+                    })
+                    .and_then(|addr| addr.parse().ok())
+                    .ok_or_else(|| tail(&log))
+            },
+        )
+        .await
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::stop(&mut child, Duration::ZERO);
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit; returns how long that took, or None after `timeout`.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut()
+                && process::has_exited(child)
+            {
+                self.child = None;
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- replica log ({}) ---\n{}",
+                self.log_path.display(),
+                tail(&self.log())
+            );
+        }
+    }
+}
+
+// --- tests -----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-metrics").await;
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default().with_token("metrics-token")
+    })
+    .await;
+    let operator = Operator::start(
+        cp,
+        OperatorOptions::new(&ns, &standin.origin()).token("metrics-token"),
+    )
+    .await;
+    let addr = operator
+        .http_addr()
+        .expect("the operator logs its HTTP address");
+    assert_eq!(
+        get_status(addr, "/readyz").await,
+        Some(200),
+        "ready once the caches synced"
+    );
+    assert_eq!(get_status(addr, "/livez").await, Some(200));
+    let text = scrape(addr).await;
+    assert_eq!(
+        sample(&text, "leaf_operator_leader", &[]),
+        1.0,
+        "without election the replica leads:\n{text}"
+    );
+
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    for i in 1..=3 {
+        create_secret(&client, &ns, &format!("creds-{i}"), &format!("refresh-{i}")).await;
+        create_connection(
+            &api,
+            &format!("tc-{i}"),
+            &format!("user-{i}"),
+            &format!("creds-{i}"),
+        )
+        .await;
+    }
+    wait_all_ready(&api, 3, Duration::from_secs(60)).await;
+
+    let text = scrape(addr).await;
+    assert!(
+        sample(&text, "leaf_operator_reconciles_total", &[("result", "ok")]) >= 3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "leaf_operator_leaf_requests_total",
+            &[("operation", "create_credential"), ("status", "201")]
+        ),
+        3.0,
+        "one create per resource:\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "leaf_operator_leaf_requests_total",
+            &[("operation", "get_credential")]
+        ) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "leaf_operator_reconcile_duration_seconds_count", &[]) >= 3.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "leaf_operator_leaf_request_duration_seconds_count",
+            &[]
+        ) >= 6.0,
+        "{text}"
+    );
+    for i in 1..=3 {
+        let name = format!("tc-{i}");
+        let one = |condition| {
+            sample(
+                &text,
+                "leaf_operator_resource_ready",
+                &[
+                    ("namespace", &ns),
+                    ("name", &name),
+                    ("condition", condition),
+                ],
+            )
+        };
+        assert_eq!(
+            (one("True"), one("False"), one("Unknown")),
+            (1.0, 0.0, 0.0),
+            "ready gauge of {name}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("refresh-1") && !text.contains("app-secret-value"),
+        "no secret in metrics"
+    );
+
+    // Rotation: a changed Secret makes exactly one rotation.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"stringData": {"refreshToken": "refresh-1-rotated"}});
+    secrets
+        .patch("creds-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch Secret");
+    wait_until(
+        "the rotation to be counted",
+        Duration::from_secs(60),
+        || async {
+            let text = scrape(addr).await;
+            let rotations = sample(&text, "leaf_operator_rotations_total", &[]);
+            if rotations == 1.0 {
+                Ok(())
+            } else {
+                Err(format!("rotations_total = {rotations}"))
+            }
+        },
+    )
+    .await;
+    wait_all_ready(&api, 3, Duration::from_secs(60)).await;
+
+    // A Leaf outage: the resource reports it, the probes stay up, calls back off, then recovery.
+    standin.set_outage(true);
+    let before = standin.requests().len();
+    create_secret(&client, &ns, "creds-4", "refresh-4").await;
+    create_connection(&api, "tc-4", "user-4", "creds-4").await;
+    wait_until(
+        "tc-4 to report LeafUnavailable",
+        Duration::from_secs(30),
+        || async {
+            let tc = api.get("tc-4").await.map_err(|e| e.to_string())?;
+            match ready_status(&tc) {
+                Some((status, reason)) if status == "False" && reason == "LeafUnavailable" => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let outage_started = Instant::now();
+    let mut probes = Vec::new();
+    while outage_started.elapsed() < Duration::from_secs(12) {
+        probes.push((
+            get_status(addr, "/livez").await,
+            get_status(addr, "/readyz").await,
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during = standin.requests().len() - before;
+    eprintln!("Leaf requests during the outage (about 15 s): {during}");
+    let text = scrape(addr).await;
+    standin.set_outage(false);
+    assert!(
+        probes.iter().all(|p| *p == (Some(200), Some(200))),
+        "/livez and /readyz must stay 200 through a Leaf outage: {probes:?}"
+    );
+    // Per-object backoff (1 s doubling) allows about 5 attempts in ~15 s; a hot loop makes hundreds.
+    assert!(
+        during <= 20,
+        "{during} Leaf requests for one resource during the outage: no backoff"
+    );
+    assert!(
+        sample(
+            &text,
+            "leaf_operator_reconcile_errors_total",
+            &[("reason", "LeafUnavailable")]
+        ) >= 1.0,
+        "errors by reason:\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "leaf_operator_leaf_requests_total",
+            &[("status", "503")]
+        ) >= 1.0,
+        "{text}"
+    );
+    let one = |condition| {
+        sample(
+            &text,
+            "leaf_operator_resource_ready",
+            &[("name", "tc-4"), ("condition", condition)],
+        )
+    };
+    assert_eq!(
+        (one("True"), one("False")),
+        (0.0, 1.0),
+        "gauge shows tc-4 not ready:\n{text}"
+    );
+    wait_all_ready(&api, 4, Duration::from_secs(90)).await;
+    assert_exactly_one_create_each(
+        &standin,
+        &["user-2".into(), "user-3".into(), "user-4".into()],
+    );
+
+    // A deleted resource leaves the gauge at the next scrape.
+    api.delete("tc-2", &DeleteParams::default())
+        .await
+        .expect("delete tc-2");
+    wait_until(
+        "tc-2 to leave the ready gauge",
+        Duration::from_secs(60),
+        || async {
+            let text = scrape(addr).await;
+            if text.contains("name=\"tc-2\"") {
+                Err("still exported".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_ready_only_after_the_watches_sync() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let ns = cp.create_namespace("prod-readyz").await;
+    let standin = StandIn::start(StandInConfig::default().with_token("readyz-token")).await;
+
+    // Start the operator while the API server is down: it cannot list anything yet.
+    cp.stop_apiserver();
+    let replica = Replica::spawn(cp, &ns, &standin.origin(), "readyz-token", &[]);
+    let addr = replica.http_addr().await;
+    let mut before = Vec::new();
+    for _ in 0..6 {
+        before.push((
+            get_status(addr, "/livez").await,
+            get_status(addr, "/readyz").await,
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cp.start_apiserver().await.expect("restart kube-apiserver");
+    assert!(
+        before.iter().all(|p| *p == (Some(200), Some(503))),
+        "before the watches sync: live but not ready; got {before:?}"
+    );
+    wait_until(
+        "/readyz to turn 200 after the API server is back",
+        Duration::from_secs(60),
+        || async {
+            match get_status(addr, "/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(get_status(addr, "/livez").await, Some(200));
+    assert!(
+        replica.log().contains("caches synced"),
+        "{}",
+        tail(&replica.log())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hands_over_at_once() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-leader").await;
+    // One token per replica: the stand-in logs `token:1`, `token:2`, `token:3` as the caller.
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default()
+            .with_token("token-a")
+            .with_token("token-b")
+            .with_token("token-c")
+    })
+    .await;
+    let lease = "leaf-operator";
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    create_secret(&client, &ns, "creds", "refresh").await;
+
+    let mut a = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-a", "op-a");
+    wait_until(
+        "op-a to take the lease",
+        Duration::from_secs(30),
+        || async {
+            match lease_holder(&client, &ns, lease).await {
+                Some(holder) if holder == "op-a" => Ok(()),
+                other => Err(format!("holder {other:?}")),
+            }
+        },
+    )
+    .await;
+    let mut b = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-b", "op-b");
+    let a_addr = a.http_addr().await;
+    let b_addr = b.http_addr().await;
+    wait_until(
+        "op-b to stand by, ready",
+        Duration::from_secs(30),
+        || async {
+            match get_status(b_addr, "/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    for i in 0..5 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    wait_all_ready(&api, 5, Duration::from_secs(60)).await;
+    let requests = standin.requests();
+    let callers: std::collections::BTreeSet<&str> =
+        requests.iter().map(|r| r.account.as_str()).collect();
+    assert_eq!(
+        callers,
+        ["token:1"].into(),
+        "only the leader (op-a, token:1) may call Leaf"
+    );
+    assert_eq!(
+        sample(&scrape(a_addr).await, "leaf_operator_leader", &[]),
+        1.0
+    );
+    assert_eq!(
+        sample(&scrape(b_addr).await, "leaf_operator_leader", &[]),
+        0.0
+    );
+
+    // kill -9 the leader, with work pending: the standby takes over within the lease duration.
+    let seen = standin.requests().len();
+    a.kill();
+    let killed = Instant::now();
+    for i in 5..10 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    wait_until(
+        "op-b to take over the lease",
+        Duration::from_secs(30),
+        || async {
+            match lease_holder(&client, &ns, lease).await {
+                Some(holder) if holder == "op-b" => Ok(()),
+                other => Err(format!("holder {other:?}")),
+            }
+        },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!("kill -9 of the leader: op-b holds the lease {takeover:?} later");
+    assert!(
+        takeover <= Duration::from_secs(20),
+        "takeover took {takeover:?} (lease 15 s)"
+    );
+    wait_all_ready(&api, 10, Duration::from_secs(60)).await;
+    let after: Vec<String> = standin.requests()[seen..]
+        .iter()
+        .map(|r| r.account.clone())
+        .collect();
+    assert!(
+        after.iter().all(|a| a == "token:2"),
+        "after the kill only op-b calls Leaf: {after:?}"
+    );
+    let users: Vec<String> = (0..10).map(|i| format!("user-{i}")).collect();
+    assert_exactly_one_create_each(&standin, &users);
+    assert_eq!(
+        sample(&scrape(b_addr).await, "leaf_operator_leader", &[]),
+        1.0
+    );
+
+    // SIGTERM: the leader releases the lease at once and a standby takes over in seconds.
+    let c = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-c", "op-c");
+    let _ = c.http_addr().await;
+    b.sigterm();
+    let terminated = Instant::now();
+    wait_until(
+        "op-b to give up the lease",
+        Duration::from_secs(8),
+        || async {
+            match lease_holder(&client, &ns, lease).await {
+                Some(holder) if holder == "op-b" => Err("still op-b".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    let released = terminated.elapsed();
+    let exited = b.wait_exit(Duration::from_secs(15)).await;
+    assert!(
+        exited.is_some_and(|d| d <= Duration::from_secs(12)),
+        "op-b must exit within its grace period: {exited:?}"
+    );
+    assert!(
+        b.log().contains("released the leader lease"),
+        "{}",
+        tail(&b.log())
+    );
+    wait_until("op-c to take over", Duration::from_secs(10), || async {
+        match lease_holder(&client, &ns, lease).await {
+            Some(holder) if holder == "op-c" => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+    let handed_over = terminated.elapsed();
+    eprintln!(
+        "SIGTERM of the leader: lease released after {released:?}, op-b exited after {exited:?}, op-c leads after {handed_over:?}"
+    );
+    assert!(
+        released <= Duration::from_secs(5),
+        "lease released {released:?} after SIGTERM"
+    );
+    assert!(
+        handed_over <= Duration::from_secs(8),
+        "op-c took over {handed_over:?} after SIGTERM"
+    );
+    create_connection(&api, "tc-10", "user-10", "creds").await;
+    wait_all_ready(&api, 11, Duration::from_secs(60)).await;
+    assert_exactly_one_create_each(&standin, &["user-10".to_string()]);
+    let last_create = standin
+        .requests()
+        .into_iter()
+        .rfind(|r| is_create(&r.method, &r.path))
+        .expect("a create");
+    assert_eq!(
+        last_create.account, "token:3",
+        "the new leader op-c made the last create"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-restarts").await;
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default().with_token("restart-token")
+    })
+    .await;
+    // A little Leaf latency keeps creates in flight when the API server goes away.
+    standin.set_latency(Duration::from_millis(300));
+    let operator = Operator::start(
+        cp,
+        OperatorOptions::new(&ns, &standin.origin()).token("restart-token"),
+    )
+    .await;
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    create_secret(&client, &ns, "creds", "refresh").await;
+    for i in 0..10 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    // Mid-run: as soon as Leaf has seen a few creates, the API server disappears.
+    wait_until(
+        "some creates to reach Leaf",
+        Duration::from_secs(30),
+        || async {
+            let n = standin.count("POST", "/trimble-credentials");
+            if n >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} creates"))
+            }
+        },
+    )
+    .await;
+    let ready_before = api
+        .list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|tc| ready_status(tc).is_some_and(|(s, _)| s == "True"))
+                .count()
+        })
+        .unwrap_or_default();
+    cp.stop_apiserver();
+    eprintln!(
+        "API server stopped with {} creates sent and {ready_before} of 10 resources Ready",
+        standin.count("POST", "/trimble-credentials")
+    );
+    cp.start_apiserver().await.expect("kube-apiserver restarts");
+    wait_all_ready(&api, 10, Duration::from_secs(90)).await;
+
+    cp.restart_etcd().await;
+    let client = cp.client();
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    for i in 10..20 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    wait_all_ready(&api, 20, Duration::from_secs(90)).await;
+    let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    assert_exactly_one_create_each(&standin, &users);
+    let addr = operator.http_addr().expect("http address");
+    assert_eq!(
+        get_status(addr, "/livez").await,
+        Some(200),
+        "alive after the restarts"
+    );
+    assert_eq!(
+        get_status(addr, "/readyz").await,
+        Some(200),
+        "ready after the restarts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_of_200_creates_then_restart_gives_one_credential_each() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-burst").await;
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default().with_token("burst-token")
+    })
+    .await;
+    standin.set_latency(Duration::from_millis(20));
+    let mut operator = Operator::start(
+        cp,
+        OperatorOptions::new(&ns, &standin.origin()).token("burst-token"),
+    )
+    .await;
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    create_secret(&client, &ns, "creds", "refresh").await;
+    const COUNT: usize = 200;
+    let creating = futures::stream::iter(0..COUNT)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>();
+    let killer = async {
+        wait_until(
+            "a part of the burst to reach Leaf",
+            Duration::from_secs(60),
+            || async {
+                let n = standin.count("POST", "/trimble-credentials");
+                if n >= 30 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} creates"))
+                }
+            },
+        )
+        .await;
+        operator.kill();
+    };
+    tokio::join!(creating, killer);
+    let at_kill = standin.count("POST", "/trimble-credentials");
+    eprintln!("operator killed after {at_kill} of {COUNT} creates");
+    assert!(
+        at_kill < COUNT,
+        "the kill must land mid-burst ({at_kill} creates already)"
+    );
+    operator.restart().await;
+    wait_all_ready(&api, COUNT, Duration::from_secs(180)).await;
+    let users: Vec<String> = (0..COUNT).map(|i| format!("user-{i}")).collect();
+    assert_exactly_one_create_each(&standin, &users);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_put_each_reconcile_in_a_span_with_name_and_namespace() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-json").await;
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default().with_token("json-token")
+    })
+    .await;
+    let replica = Replica::spawn(
+        cp,
+        &ns,
+        &standin.origin(),
+        "json-token",
+        &[("LOG_FORMAT", "json")],
+    );
+    let _ = replica.http_addr().await;
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    create_secret(&client, &ns, "creds", "refresh-json").await;
+    create_connection(&api, "tc-json", "user-json", "creds").await;
+    wait_all_ready(&api, 1, Duration::from_secs(60)).await;
+    let log = replica.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect();
+    // Every span a line was logged in, as (span name, fields).
+    let in_reconcile_of_tc = lines.iter().any(|line| {
+        line["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&line["span"]))
+            .any(|span| {
+                span["name"] == "reconcile"
+                    && span["namespace"] == ns.as_str()
+                    && span["trimbleconnection"] == "tc-json"
+            })
+    });
+    assert!(
+        in_reconcile_of_tc,
+        "a log line inside the reconcile span must carry the object's name and namespace; got:\n{}",
+        tail(&log)
+    );
+    assert!(
+        !log.contains("refresh-json") && !log.contains("app-secret-value"),
+        "no secret in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_after() {
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let client = cp.client();
+    let ns = cp.create_namespace("prod-leader-outage").await;
+    let standin = StandIn::start(StandInConfig {
+        auto_create_users: true,
+        ..StandInConfig::default()
+            .with_token("token-a")
+            .with_token("token-b")
+    })
+    .await;
+    let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
+    create_secret(&client, &ns, "creds", "refresh").await;
+    let a = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-a", "op-a");
+    let b = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-b", "op-b");
+    let (a_addr, b_addr) = (a.http_addr().await, b.http_addr().await);
+    let leaders = || async {
+        let a = sample(&scrape(a_addr).await, "leaf_operator_leader", &[]);
+        let b = sample(&scrape(b_addr).await, "leaf_operator_leader", &[]);
+        (a, b)
+    };
+    wait_until("one leader", Duration::from_secs(30), || async {
+        match leaders().await {
+            (a, b) if a + b == 1.0 => Ok(()),
+            other => Err(format!("leader gauges {other:?}")),
+        }
+    })
+    .await;
+    for i in 0..3 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    wait_all_ready(&api, 3, Duration::from_secs(60)).await;
+
+    cp.stop_apiserver();
+    let stopped = Instant::now();
+    let outcome = wait_until_ok(
+        "both replicas to stop leading",
+        Duration::from_secs(20),
+        || async {
+            match leaders().await {
+                (0.0, 0.0) => Ok(()),
+                other => Err(format!("leader gauges {other:?}")),
+            }
+        },
+    )
+    .await;
+    let stepped_down = stopped.elapsed();
+    cp.start_apiserver().await.expect("kube-apiserver restarts");
+    outcome.unwrap_or_else(|e| panic!("a leader that cannot renew must stop reconciling: {e}"));
+    eprintln!("API server stopped: the leader stepped down after {stepped_down:?}");
+    assert!(
+        stepped_down <= Duration::from_secs(13),
+        "stepped down after {stepped_down:?} (lease 15 s)"
+    );
+
+    wait_until(
+        "exactly one leader again",
+        Duration::from_secs(40),
+        || async {
+            match leaders().await {
+                (a, b) if a + b == 1.0 => Ok(()),
+                other => Err(format!("leader gauges {other:?}")),
+            }
+        },
+    )
+    .await;
+    for i in 3..6 {
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+    }
+    wait_all_ready(&api, 6, Duration::from_secs(60)).await;
+    let users: Vec<String> = (0..6).map(|i| format!("user-{i}")).collect();
+    assert_exactly_one_create_each(&standin, &users);
+    assert_eq!(
+        {
+            let (a, b) = leaders().await;
+            a + b
+        },
+        1.0,
+        "still exactly one leader"
+    );
+}
+
+/// Like `wait_until`, but returns the failure instead of panicking (to restore the API server
+/// before failing).
+async fn wait_until_ok<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(last) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

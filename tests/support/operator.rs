@@ -1,0 +1,593 @@
+//! Runs the real `leaf-operator` binary as a process, as in production, for black-box tests.
+//!
+//! The operator watches only the test's namespace (so tests in one binary do not see each other),
+//! talks to the control plane through its kubeconfig and to a Leaf stand-in. Its complete stdout
+//! and stderr go to one file, which the secret-scan test reads. Dropping the guard kills it.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::control_plane::ControlPlane;
+use super::process;
+use super::wait::wait_until;
+
+/// How the operator is started.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// The namespace(s) to watch (WATCH_NAMESPACES).
+    pub namespaces: Vec<String>,
+    /// Origin of the Leaf stand-in.
+    pub leaf_origin: String,
+    /// Default Leaf account: (username, password).
+    pub account: Option<(String, String)>,
+    /// Default Leaf account as a static token (instead of `account`).
+    pub token: Option<String>,
+    /// RUST_LOG.
+    pub rust_log: String,
+    /// Test-only override of every refreshInterval.
+    pub refresh_interval: Option<String>,
+    /// Further environment variables.
+    pub env: Vec<(String, String)>,
+    /// Further flags.
+    pub args: Vec<String>,
+}
+
+impl OperatorOptions {
+    pub fn new(namespace: &str, leaf_origin: &str) -> Self {
+        Self {
+            namespaces: vec![namespace.to_string()],
+            leaf_origin: leaf_origin.to_string(),
+            account: None,
+            token: None,
+            rust_log: std::env::var("LEAF_TEST_RUST_LOG")
+                .unwrap_or_else(|_| "info,leaf_operator=debug".to_string()),
+            refresh_interval: None,
+            env: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn account(mut self, username: &str, password: &str) -> Self {
+        self.account = Some((username.to_string(), password.to_string()));
+        self
+    }
+
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    pub fn refresh_interval(mut self, interval: &str) -> Self {
+        self.refresh_interval = Some(interval.to_string());
+        self
+    }
+
+    pub fn rust_log(mut self, filter: &str) -> Self {
+        self.rust_log = filter.to_string();
+        self
+    }
+}
+
+/// A running operator process; killed when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    log_path: PathBuf,
+    options: OperatorOptions,
+    kubeconfig: PathBuf,
+    run_dir: PathBuf,
+    starts: u32,
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_leaf-operator")
+}
+
+impl Operator {
+    /// Starts the operator and waits until it has logged that its caches synced.
+    pub async fn start(control_plane: &ControlPlane, options: OperatorOptions) -> Operator {
+        let run_dir =
+            process::create_run_dir().expect("failed to create a run directory for the operator");
+        let mut operator = Operator {
+            child: None,
+            log_path: run_dir.join("operator.log"),
+            options,
+            kubeconfig: control_plane.kubeconfig_path().to_path_buf(),
+            run_dir,
+            starts: 0,
+        };
+        operator.spawn().await;
+        operator
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        // Appending keeps the log of every start in one file for the secret scan.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("failed to open the operator log");
+        let mut command = Command::new(binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("LEAF_API_URL", &self.options.leaf_origin)
+            .env("WATCH_NAMESPACES", self.options.namespaces.join(","))
+            .env("RUST_LOG", &self.options.rust_log)
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("POD_NAME", format!("test-operator-{}", self.starts))
+            .env("LEAF_TIMEOUT", "5s")
+            .env("LEAF_REQUESTS_PER_SECOND", "200")
+            .env("LEAF_BURST", "200");
+        if let Some((username, password)) = &self.options.account {
+            command
+                .env("LEAF_USERNAME", username)
+                .env("LEAF_PASSWORD", password);
+        }
+        if let Some(token) = &self.options.token {
+            command.env("LEAF_TOKEN", token);
+        }
+        if let Some(interval) = &self.options.refresh_interval {
+            command.env("LEAF_OPERATOR_TEST_REFRESH_INTERVAL", interval);
+        }
+        for (key, value) in &self.options.env {
+            command.env(key, value);
+        }
+        command
+            .args(&self.options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log));
+        let child =
+            process::spawn_tied(command, &self.run_dir).expect("failed to start leaf-operator");
+        self.child = Some(child);
+        let expected = self.starts;
+        let log_path = self.log_path.clone();
+        wait_until(
+            "the operator to sync its caches",
+            Duration::from_secs(60),
+            || {
+                let log_path = log_path.clone();
+                async move {
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    let synced = log.matches("caches synced").count() as u32;
+                    if synced >= expected {
+                        Ok(())
+                    } else {
+                        Err(last_lines(&log, 20))
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::stop(&mut child, Duration::ZERO);
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::stop(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the process again with the same options (after `kill` or `stop`).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// The complete output of every start so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The address the HTTP server of the current start listens on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let log = self.log();
+        log.lines()
+            .rev()
+            .find_map(|line| line.split("http server listening on ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.trim_matches('"').parse().ok())
+    }
+
+    /// Waits until the log contains `needle` (counting every start).
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let path = self.log_path.clone();
+        wait_until(&format!("the operator to log {needle:?}"), timeout, || {
+            let path = path.clone();
+            async move {
+                let log = fs::read_to_string(&path).unwrap_or_default();
+                if log.contains(needle) {
+                    Ok(())
+                } else {
+                    Err(last_lines(&log, 10))
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- operator log ({}) ---\n{}",
+                self.log_path.display(),
+                last_lines(&self.log(), 80)
+            );
+        }
+    }
+}
+
+// --- helpers for the controller tests ---------------------------------------------------------
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use leaf_operator::crd::{TrimbleConnection, TrimbleConnectionStatus};
+use leaf_standin::{StandIn, StandInConfig};
+
+/// Username and password of the stand-in account the operator uses by default.
+pub const LEAF_USERNAME: &str = "operator@example.com";
+pub const LEAF_PASSWORD: &str = "leaf-password-PLANTED-7f3a";
+
+/// One test's world: a namespace, a Leaf stand-in and an operator watching only that namespace.
+pub struct Fixture {
+    pub namespace: String,
+    pub client: kube::Client,
+    pub standin: StandIn,
+    pub operator: Operator,
+    pub tcs: Api<TrimbleConnection>,
+    pub secrets: Api<Secret>,
+}
+
+impl Fixture {
+    /// Starts everything with the default options (stand-in users are created on first use).
+    pub async fn start(prefix: &str) -> Fixture {
+        Self::start_with(prefix, StandInConfig::default(), |options| options).await
+    }
+
+    pub async fn start_with(
+        prefix: &str,
+        standin_config: StandInConfig,
+        options: impl FnOnce(OperatorOptions) -> OperatorOptions,
+    ) -> Fixture {
+        let control_plane = super::control_plane().await;
+        control_plane.install_crd().await;
+        let namespace = control_plane.create_namespace(prefix).await;
+        let mut standin_config = standin_config.with_account(LEAF_USERNAME, LEAF_PASSWORD);
+        standin_config.auto_create_users = true;
+        let standin = StandIn::start(standin_config).await;
+        let options = options(
+            OperatorOptions::new(&namespace, &standin.origin())
+                .account(LEAF_USERNAME, LEAF_PASSWORD),
+        );
+        let operator = Operator::start(control_plane, options).await;
+        let client = control_plane.client();
+        Fixture {
+            tcs: Api::namespaced(client.clone(), &namespace),
+            secrets: Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace,
+            standin,
+            operator,
+        }
+    }
+
+    /// Creates or replaces a Secret with these string values.
+    pub async fn put_secret(&self, name: &str, values: &[(&str, &str)]) {
+        let secret = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": values.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+        });
+        let secret: Secret = serde_json::from_value(secret).expect("secret");
+        match self.secrets.get_opt(name).await.expect("read secret") {
+            Some(existing) => {
+                let mut replacement = secret;
+                replacement.metadata.resource_version = existing.metadata.resource_version;
+                self.secrets
+                    .replace(name, &PostParams::default(), &replacement)
+                    .await
+                    .expect("replace secret");
+            }
+            None => {
+                self.secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .expect("create secret");
+            }
+        }
+    }
+
+    /// The usual credentials Secret.
+    pub async fn put_credentials(
+        &self,
+        name: &str,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) {
+        self.put_secret(
+            name,
+            &[
+                ("clientId", client_id),
+                ("clientSecret", client_secret),
+                ("refreshToken", refresh_token),
+            ],
+        )
+        .await;
+    }
+
+    /// Creates a TrimbleConnection; `extra` is merged into its spec.
+    pub async fn create_tc(
+        &self,
+        name: &str,
+        user: &str,
+        secret: &str,
+        extra: serde_json::Value,
+    ) -> TrimbleConnection {
+        let mut spec = serde_json::json!({
+            "leafUserId": user,
+            "credentialsSecretRef": {"name": secret},
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                spec.insert(k.clone(), v.clone());
+            }
+        }
+        let tc: TrimbleConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "withleaf.io/v1alpha1",
+            "kind": "TrimbleConnection",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("TrimbleConnection");
+        self.tcs
+            .create(&PostParams::default(), &tc)
+            .await
+            .expect("create TrimbleConnection")
+    }
+
+    /// Merge-patches the spec.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.tcs
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": spec})),
+            )
+            .await
+            .expect("patch spec");
+    }
+
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        self.tcs
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .expect("annotate");
+    }
+
+    pub async fn delete_tc(&self, name: &str) {
+        self.tcs
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete TrimbleConnection");
+    }
+
+    pub async fn get(&self, name: &str) -> TrimbleConnection {
+        self.tcs.get(name).await.expect("get TrimbleConnection")
+    }
+
+    /// Waits until the object is gone.
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let tcs = self.tcs.clone();
+        wait_until(&format!("{name} to be deleted"), timeout, || {
+            let tcs = tcs.clone();
+            async move {
+                match tcs.get_opt(name).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(tc) => Err(describe(&tc)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until Ready has `reason` for the current generation; returns the object.
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> TrimbleConnection {
+        let tcs = self.tcs.clone();
+        wait_until(
+            &format!("{name} to have Ready reason {reason}"),
+            timeout,
+            || {
+                let tcs = tcs.clone();
+                async move {
+                    let tc = tcs.get(name).await.map_err(|e| e.to_string())?;
+                    let status = tc.status.clone().unwrap_or_default();
+                    let ready = condition(&status, "Ready");
+                    let current = ready.is_some_and(|c| c.reason == reason)
+                        && status.observed_generation == tc.metadata.generation;
+                    if current { Ok(tc) } else { Err(describe(&tc)) }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the status satisfies `check`; returns the object.
+    pub async fn wait_until_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        check: impl Fn(&TrimbleConnectionStatus) -> bool,
+    ) -> TrimbleConnection {
+        let check = &check;
+        wait_until(&format!("the status of {name}"), timeout, || async move {
+            let tc = self.tcs.get(name).await.map_err(|e| e.to_string())?;
+            if check(&tc.status.clone().unwrap_or_default()) {
+                Ok(tc)
+            } else {
+                Err(describe(&tc))
+            }
+        })
+        .await
+    }
+
+    /// The Kubernetes Events about `name`, oldest first: (type, reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String)> {
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut events: Vec<KubeEvent> = api
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        events
+            .into_iter()
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Reasons of the Events about `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .map(|(_, reason, _)| reason)
+            .collect()
+    }
+
+    /// Waits until an Event with `reason` exists for `name`; returns (type, note).
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> (String, String) {
+        wait_until(
+            &format!("an Event {reason} about {name}"),
+            timeout,
+            || async {
+                let events = self.events(name).await;
+                events
+                    .iter()
+                    .find(|(_, r, _)| r == reason)
+                    .map(|(t, _, n)| (t.clone(), n.clone()))
+                    .ok_or_else(|| format!("{events:?}"))
+            },
+        )
+        .await
+    }
+
+    /// The Leaf calls made for `user`, in order: "GET", "POST", "DELETE", "GET events", each
+    /// with the answer's status, e.g. "POST 201".
+    pub fn leaf_calls(&self, user: &str) -> Vec<String> {
+        let marker = format!("/users/{user}/trimble-credentials");
+        self.standin
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains(&marker))
+            .map(|r| {
+                let what = if r.path.ends_with("/events") {
+                    format!("{} events", r.method)
+                } else {
+                    r.method.clone()
+                };
+                match r.status {
+                    Some(status) => format!("{what} {status}"),
+                    None => format!("{what} dropped"),
+                }
+            })
+            .collect()
+    }
+
+    /// Calls of one kind ("POST", "DELETE", "GET", "GET events") for `user`.
+    pub fn count_calls(&self, user: &str, what: &str) -> usize {
+        self.leaf_calls(user)
+            .iter()
+            .filter(|call| call.rsplit_once(' ').map(|(w, _)| w) == Some(what))
+            .count()
+    }
+}
+
+/// A condition of a status by type.
+pub fn condition<'a>(
+    status: &'a TrimbleConnectionStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// (type, status, reason) of every condition.
+pub fn conditions(tc: &TrimbleConnection) -> Vec<(String, String, String)> {
+    tc.status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A one-line description of an object's state for failure messages.
+pub fn describe(tc: &TrimbleConnection) -> String {
+    let status = tc.status.clone().unwrap_or_default();
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} {} ({})", c.type_, c.status, c.reason, c.message))
+        .collect();
+    format!(
+        "generation {:?} observed {:?}; conditions [{}]; credentialId {:?}; credentialStatus {:?}; pendingCreate {:?}",
+        tc.metadata.generation,
+        status.observed_generation,
+        conditions.join("; "),
+        status.credential_id,
+        status.credential_status,
+        status.pending_create
+    )
+}
