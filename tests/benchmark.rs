@@ -55,6 +55,8 @@ struct BenchConfig {
     /// Refresh intervals measured at steady state (after one interval of warm-up).
     steady_intervals: u32,
     rust_log: String,
+    /// Further environment for the operator process (e.g. `MALLOC_ARENA_MAX=2`).
+    operator_env: Vec<(String, String)>,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -83,21 +85,24 @@ impl BenchConfig {
             refresh: Duration::ZERO,
             steady_intervals: 2,
             rust_log: "info".to_string(),
+            operator_env: Vec::new(),
         };
         config.refresh = config.default_refresh();
         config
     }
 
-    /// A refresh interval the rate limit can sustain with room to spare: every resource makes
-    /// about 2 calls per check, so N resources need N*2/rps seconds per round.
+    /// A refresh interval that keeps the first periodic checks out of the creation phase: every
+    /// resource makes about 2 calls per create and per check, so one round over N resources takes
+    /// at least N*2/rps seconds; 2.5 rounds leaves room for creation running up to 2.25× the
+    /// ideal before checks compete with creates for the rate limit.
     fn default_refresh(&self) -> Duration {
         let round = self.n as f64 * 2.0 / self.rps;
-        Duration::from_secs_f64((round * 1.25).max(15.0).ceil())
+        Duration::from_secs_f64((round * 2.5).max(15.0).ceil())
     }
 
     /// BENCH_N, BENCH_LATENCY_MS, BENCH_UNRELATED_SECRETS, BENCH_UNRELATED_SECRET_KB,
     /// BENCH_CONCURRENCY, BENCH_RPS, BENCH_BURST, BENCH_REFRESH_SECS, BENCH_STEADY_INTERVALS,
-    /// BENCH_RUST_LOG.
+    /// BENCH_RUST_LOG, BENCH_OPERATOR_ENV (`KEY=VALUE,...` for the operator process).
     fn from_env() -> Self {
         let mut config = Self::with_n(env_or("BENCH_N", 100usize));
         config.latency = Duration::from_millis(env_or("BENCH_LATENCY_MS", 100u64));
@@ -112,6 +117,13 @@ impl BenchConfig {
         }
         config.steady_intervals = env_or("BENCH_STEADY_INTERVALS", config.steady_intervals);
         config.rust_log = env_or("BENCH_RUST_LOG", config.rust_log);
+        // BENCH_OPERATOR_ENV="KEY=VALUE,KEY=VALUE"
+        config.operator_env = std::env::var("BENCH_OPERATOR_ENV")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         config
     }
 
@@ -174,7 +186,8 @@ fn watch_tcs(api: Api<TrimbleConnection>) -> Arc<Mutex<TcState>> {
             match event {
                 watcher::Event::Init => {}
                 watcher::Event::InitApply(tc) => {
-                    s.objects.insert(tc.metadata.name.clone().unwrap_or_default(), track(&tc));
+                    s.objects
+                        .insert(tc.metadata.name.clone().unwrap_or_default(), track(&tc));
                 }
                 watcher::Event::InitDone => s.synced = true,
                 watcher::Event::Apply(tc) => {
@@ -188,7 +201,8 @@ fn watch_tcs(api: Api<TrimbleConnection>) -> Arc<Mutex<TcState>> {
                     }
                 }
                 watcher::Event::Delete(tc) => {
-                    s.objects.remove(&tc.metadata.name.clone().unwrap_or_default());
+                    s.objects
+                        .remove(&tc.metadata.name.clone().unwrap_or_default());
                     s.deleted += 1;
                 }
             }
@@ -239,7 +253,10 @@ fn operator_pid() -> u32 {
             continue;
         };
         let comm = &stat[open + 1..close];
-        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
         if comm == "leaf-operator" && ppid == Some(me) {
             return pid;
         }
@@ -271,7 +288,12 @@ fn process_stats(pid: u32) -> ProcessStats {
         .map(|close| stat[close + 1..].split_whitespace().collect())
         .unwrap_or_default();
     // utime and stime are fields 14 and 15; after the command name they are at index 11 and 12.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { sysconf(SC_CLK_TCK) }.max(1) as f64;
     ProcessStats {
@@ -291,6 +313,8 @@ struct Calls {
     total: u64,
     logins: u64,
     errors: u64,
+    /// GETs of a credential that exists (periodic checks, rotations); a create's GET finds none.
+    get_found: u64,
 }
 
 impl Calls {
@@ -298,8 +322,17 @@ impl Calls {
         self.by_kind.get(kind).copied().unwrap_or(0)
     }
 
+    /// Calls of the periodic checks that happened during this phase (GET found + GET events).
+    fn check_calls(&self) -> u64 {
+        self.get_found + self.kind("GET events")
+    }
+
     fn summary(&self) -> String {
-        let kinds: Vec<String> = self.by_kind.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         format!(
             "{} ({}; logins {}; failed {})",
             self.total,
@@ -326,6 +359,9 @@ fn calls_since(standin: &StandIn, from: usize) -> (Calls, usize) {
         } else {
             r.method.clone()
         };
+        if kind == "GET" && r.status == Some(200) {
+            calls.get_found += 1;
+        }
         *calls.by_kind.entry(kind).or_default() += 1;
         calls.total += 1;
         // A GET answering 404 is the expected "no credential yet", not a failure.
@@ -348,8 +384,14 @@ fn credentials_secret(i: usize, version: u32) -> Secret {
         string_data: Some(
             [
                 ("clientId".to_string(), format!("bench-client-{i}")),
-                ("clientSecret".to_string(), format!("bench-client-secret-{i}-v{version}")),
-                ("refreshToken".to_string(), format!("bench-refresh-token-{i}-v{version}")),
+                (
+                    "clientSecret".to_string(),
+                    format!("bench-client-secret-{i}-v{version}"),
+                ),
+                (
+                    "refreshToken".to_string(),
+                    format!("bench-refresh-token-{i}-v{version}"),
+                ),
             ]
             .into(),
         ),
@@ -404,7 +446,10 @@ async fn wait_state(
 }
 
 fn bench_names(state: &TcState) -> impl Iterator<Item = (&String, &Tracked)> {
-    state.objects.iter().filter(|(name, _)| name.starts_with("bench-") && *name != "bench-probe")
+    state
+        .objects
+        .iter()
+        .filter(|(name, _)| name.starts_with("bench-") && *name != "bench-probe")
 }
 
 // --- the run -----------------------------------------------------------------------------------------
@@ -462,7 +507,9 @@ async fn run(config: &BenchConfig) -> Results {
     let control_plane = support::control_plane().await;
     control_plane.install_crd().await;
     let client = control_plane.client();
-    let namespace = control_plane.create_namespace(&format!("bench-{}", config.n)).await;
+    let namespace = control_plane
+        .create_namespace(&format!("bench-{}", config.n))
+        .await;
     let tcs: Api<TrimbleConnection> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let tc_state = watch_tcs(tcs.clone());
@@ -488,7 +535,12 @@ async fn run(config: &BenchConfig) -> Results {
                 data: Some([("blob".to_string(), blob.clone())].into()),
                 ..Default::default()
             };
-            async move { secrets.create(&PostParams::default(), &secret).await.map(|_| ()) }
+            async move {
+                secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map(|_| ())
+            }
         })
         .await;
         results.unrelated_created_in = began.elapsed();
@@ -510,24 +562,54 @@ async fn run(config: &BenchConfig) -> Results {
         })
         .await
         .expect("create the probe Secret");
-    tcs.create(&PostParams::default(), &trimble_connection("bench-probe", "probe-user", "bench-probe"))
-        .await
-        .expect("create the probe TrimbleConnection");
-    wait_state(&tc_state, "the watches to sync", Duration::from_secs(60), |s| {
-        if s.synced { Ok(()) } else { Err("not synced".into()) }
-    })
+    tcs.create(
+        &PostParams::default(),
+        &trimble_connection("bench-probe", "probe-user", "bench-probe"),
+    )
+    .await
+    .expect("create the probe TrimbleConnection");
+    wait_state(
+        &tc_state,
+        "the watches to sync",
+        Duration::from_secs(60),
+        |s| {
+            if s.synced {
+                Ok(())
+            } else {
+                Err("not synced".into())
+            }
+        },
+    )
     .await;
     let options = OperatorOptions {
         rust_log: config.rust_log.clone(),
         env: vec![
-            ("RECONCILE_CONCURRENCY".into(), config.concurrency.to_string()),
+            (
+                "RECONCILE_CONCURRENCY".into(),
+                config.concurrency.to_string(),
+            ),
             ("LEAF_REQUESTS_PER_SECOND".into(), config.rps.to_string()),
             ("LEAF_BURST".into(), config.burst.to_string()),
             ("LEAF_TIMEOUT".into(), "30s".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(config.operator_env.iter().cloned())
+        .collect(),
         ..OperatorOptions::new(&namespace, &standin.origin()).account(LEAF_USERNAME, LEAF_PASSWORD)
     }
     .refresh_interval(&format!("{}s", config.refresh.as_secs()));
+    // The stand-in counts a request when it arrives (before its latency): poll that count.
+    let first_call = {
+        let handle = standin.handle();
+        tokio::spawn(async move {
+            loop {
+                if handle.counters().requests > 0 {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
     let spawned_wall = SystemTime::now();
     let spawned = Instant::now();
     let mut operator = Operator::start(control_plane, options).await;
@@ -539,17 +621,18 @@ async fn run(config: &BenchConfig) -> Results {
         .and_then(log_line_time)
         .and_then(|t| t.duration_since(spawned_wall).ok())
         .unwrap_or_else(|| spawned.elapsed());
-    let probe_ready = wait_state(&tc_state, "the probe to be Ready", Duration::from_secs(60), |s| {
-        match s.objects.get("bench-probe") {
+    let probe_ready = wait_state(
+        &tc_state,
+        "the probe to be Ready",
+        Duration::from_secs(60),
+        |s| match s.objects.get("bench-probe") {
             Some(t) if t.ready => Ok(()),
             other => Err(format!("{other:?}")),
-        }
-    })
+        },
+    )
     .await;
-    let first = standin.requests().first().cloned().expect("the operator called Leaf");
-    let first_at: jiff::Timestamp = first.at.parse().expect("an RFC 3339 request time");
-    let first_at = SystemTime::from(first_at) - config.latency;
-    results.startup_first_leaf_call = first_at.duration_since(spawned_wall).unwrap_or_default();
+    let first_call = first_call.await.expect("the first-call poller");
+    results.startup_first_leaf_call = first_call.duration_since(spawned);
     results.startup_first_write = tc_state
         .lock()
         .unwrap()
@@ -578,7 +661,11 @@ async fn run(config: &BenchConfig) -> Results {
     let began = Instant::now();
     for_each_parallel(config.n, |i| {
         let tcs = tcs.clone();
-        let tc = trimble_connection(&format!("bench-{i}"), &format!("{USER_PREFIX}{i}"), &format!("bench-secret-{i}"));
+        let tc = trimble_connection(
+            &format!("bench-{i}"),
+            &format!("{USER_PREFIX}{i}"),
+            &format!("bench-secret-{i}"),
+        );
         async move { tcs.create(&PostParams::default(), &tc).await.map(|_| ()) }
     })
     .await;
@@ -586,10 +673,19 @@ async fn run(config: &BenchConfig) -> Results {
     results.ideal_ready = config.ideal(CALLS_PER_CREATE);
     let n = config.n;
     let timeout = results.ideal_ready * 10 + Duration::from_secs(120);
-    let all_ready = wait_state(&tc_state, "all TrimbleConnections to be Ready", timeout, |s| {
-        let ready = bench_names(s).filter(|(_, t)| t.ready).count();
-        if ready == n { Ok(()) } else { Err(format!("{ready} of {n} Ready")) }
-    })
+    let all_ready = wait_state(
+        &tc_state,
+        "all TrimbleConnections to be Ready",
+        timeout,
+        |s| {
+            let ready = bench_names(s).filter(|(_, t)| t.ready).count();
+            if ready == n {
+                Ok(())
+            } else {
+                Err(format!("{ready} of {n} Ready"))
+            }
+        },
+    )
     .await;
     results.all_ready = all_ready.duration_since(began);
     let (calls, next) = calls_since(&standin, mark);
@@ -650,7 +746,11 @@ async fn run(config: &BenchConfig) -> Results {
         }});
         async move {
             secrets
-                .patch(&format!("bench-secret-{i}"), &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &format!("bench-secret-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await
                 .map(|_| ())
         }
@@ -658,14 +758,26 @@ async fn run(config: &BenchConfig) -> Results {
     .await;
     results.ideal_rotate = config.ideal(CALLS_PER_ROTATE);
     let timeout = results.ideal_rotate * 10 + Duration::from_secs(120);
-    let rotated = wait_state(&tc_state, "all TrimbleConnections to be rotated", timeout, |s| {
-        let done = bench_names(s)
-            .filter(|(name, t)| {
-                t.ready && !t.pending_create && t.credential_id.is_some() && old_ids.get(*name) != Some(&t.credential_id)
-            })
-            .count();
-        if done == n { Ok(()) } else { Err(format!("{done} of {n} rotated")) }
-    })
+    let rotated = wait_state(
+        &tc_state,
+        "all TrimbleConnections to be rotated",
+        timeout,
+        |s| {
+            let done = bench_names(s)
+                .filter(|(name, t)| {
+                    t.ready
+                        && !t.pending_create
+                        && t.credential_id.is_some()
+                        && old_ids.get(*name) != Some(&t.credential_id)
+                })
+                .count();
+            if done == n {
+                Ok(())
+            } else {
+                Err(format!("{done} of {n} rotated"))
+            }
+        },
+    )
     .await;
     results.rotate = rotated.duration_since(began);
     let (calls, next) = calls_since(&standin, mark);
@@ -683,15 +795,28 @@ async fn run(config: &BenchConfig) -> Results {
     let began = Instant::now();
     for_each_parallel(config.n, |i| {
         let tcs = tcs.clone();
-        async move { tcs.delete(&format!("bench-{i}"), &DeleteParams::default()).await.map(|_| ()) }
+        async move {
+            tcs.delete(&format!("bench-{i}"), &DeleteParams::default())
+                .await
+                .map(|_| ())
+        }
     })
     .await;
     results.ideal_delete = config.ideal(CALLS_PER_DELETE);
     let timeout = results.ideal_delete * 10 + Duration::from_secs(120);
-    let deleted = wait_state(&tc_state, "all TrimbleConnections to be deleted", timeout, |s| {
-        let left = bench_names(s).count();
-        if left == 0 { Ok(()) } else { Err(format!("{left} left")) }
-    })
+    let deleted = wait_state(
+        &tc_state,
+        "all TrimbleConnections to be deleted",
+        timeout,
+        |s| {
+            let left = bench_names(s).count();
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} left"))
+            }
+        },
+    )
     .await;
     results.delete = deleted.duration_since(began);
     let (calls, _) = calls_since(&standin, mark);
@@ -739,7 +864,11 @@ fn row(config: &BenchConfig, r: &Results) -> String {
     format!(
         "| {n} | {} | {} ms / {} / {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.3} ({} status, {} Events) | {} ({}) | {} ({}) | {:.1} MiB | {:.1} | {} ms / {} ms |\n",
         if config.unrelated_secrets > 0 {
-            format!("{} × {} KiB", config.unrelated_secrets, config.unrelated_secret_bytes / 1024)
+            format!(
+                "{} × {} KiB",
+                config.unrelated_secrets,
+                config.unrelated_secret_bytes / 1024
+            )
         } else {
             "0".to_string()
         },
@@ -749,7 +878,7 @@ fn row(config: &BenchConfig, r: &Results) -> String {
         secs(r.all_ready),
         secs(r.ideal_ready),
         r.ratio(),
-        r.per_resource(n, r.create_calls.total),
+        r.per_resource(n, r.create_calls.total - r.create_calls.check_calls()),
         per_refresh,
         writes_per_refresh,
         r.steady_tc_writes,
@@ -768,16 +897,26 @@ fn row(config: &BenchConfig, r: &Results) -> String {
 fn details(config: &BenchConfig, r: &Results) -> String {
     let mut out = String::new();
     let n = config.n;
-    let _ = writeln!(out, "<details><summary>N = {n}, {} unrelated Secrets: details</summary>\n", config.unrelated_secrets);
+    let _ = writeln!(
+        out,
+        "<details><summary>N = {n}, {} unrelated Secrets: details</summary>\n",
+        config.unrelated_secrets
+    );
     let _ = writeln!(out, "- settings: `{}`", r.config_line);
     let _ = writeln!(
         out,
         "- date {}; load average before/after: {}",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     if config.unrelated_secrets > 0 {
-        let _ = writeln!(out, "- creating the unrelated Secrets took {}", secs(r.unrelated_created_in));
+        let _ = writeln!(
+            out,
+            "- creating the unrelated Secrets took {}",
+            secs(r.unrelated_created_in)
+        );
     }
     let _ = writeln!(
         out,
@@ -799,6 +938,12 @@ fn details(config: &BenchConfig, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
+        "- of those Leaf calls, {} were periodic checks of resources already Ready (GET found, GET events); {:.2} calls/resource to create without them",
+        r.create_calls.check_calls(),
+        r.per_resource(n, r.create_calls.total - r.create_calls.check_calls())
+    );
+    let _ = writeln!(
+        out,
         "- first refresh interval after all Ready (warm-up): Leaf calls {}; TrimbleConnection writes {}, Events {}",
         r.warmup_calls.summary(),
         r.warmup_tc_writes,
@@ -816,8 +961,20 @@ fn details(config: &BenchConfig, r: &Results) -> String {
         r.steady_tc_writes,
         r.steady_events
     );
-    let _ = writeln!(out, "- rotate: {} (ideal {}); Leaf calls {}", secs(r.rotate), secs(r.ideal_rotate), r.rotate_calls.summary());
-    let _ = writeln!(out, "- delete: {} (ideal {}); Leaf calls {}", secs(r.delete), secs(r.ideal_delete), r.delete_calls.summary());
+    let _ = writeln!(
+        out,
+        "- rotate: {} (ideal {}); Leaf calls {}",
+        secs(r.rotate),
+        secs(r.ideal_rotate),
+        r.rotate_calls.summary()
+    );
+    let _ = writeln!(
+        out,
+        "- delete: {} (ideal {}); Leaf calls {}",
+        secs(r.delete),
+        secs(r.ideal_delete),
+        r.delete_calls.summary()
+    );
     for (phase, s) in [
         ("after startup", r.after_startup),
         ("after create", r.after_create),
@@ -844,7 +1001,8 @@ fn report(config: &BenchConfig, r: &Results, file: &str) {
     let existing = std::fs::read_to_string(&path).unwrap_or_default();
     let mut text = existing;
     text.push_str(&format!("\n{TABLE_HEADER}{row}\n{details}"));
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+    std::fs::write(&path, text)
+        .unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
     eprintln!("benchmark: results appended to {}", path.display());
 }
 
@@ -855,8 +1013,18 @@ async fn benchmark_smoke_n50() {
     let r = run(&config).await;
     report(&config, &r, "bench-smoke.md");
     let n = config.n as u64;
-    assert_eq!(r.create_calls.kind("POST"), n, "exactly one POST per resource: {}", r.create_calls.summary());
-    assert_eq!(r.create_calls.errors, 0, "no failed Leaf call while creating: {}", r.create_calls.summary());
+    assert_eq!(
+        r.create_calls.kind("POST"),
+        n,
+        "exactly one POST per resource: {}",
+        r.create_calls.summary()
+    );
+    assert_eq!(
+        r.create_calls.errors,
+        0,
+        "no failed Leaf call while creating: {}",
+        r.create_calls.summary()
+    );
     // The ideal is a lower bound the rate limiter enforces; far below it means a broken measurement.
     assert!(
         r.all_ready >= r.ideal_ready.mul_f64(0.8),
@@ -864,18 +1032,49 @@ async fn benchmark_smoke_n50() {
         r.all_ready,
         r.ideal_ready
     );
-    assert!(r.steady_calls.kind("GET events") >= n, "every resource was checked at steady state: {}", r.steady_calls.summary());
-    assert_eq!(r.steady_calls.kind("POST"), 0, "no create at steady state: {}", r.steady_calls.summary());
+    assert!(
+        r.steady_calls.kind("GET events") >= n,
+        "every resource was checked at steady state: {}",
+        r.steady_calls.summary()
+    );
+    assert_eq!(
+        r.steady_calls.kind("POST"),
+        0,
+        "no create at steady state: {}",
+        r.steady_calls.summary()
+    );
     assert_eq!(
         (r.steady_tc_writes, r.steady_events),
         (0, 0),
         "no status write and no Event at steady state"
     );
-    assert_eq!(r.rotate_calls.kind("POST"), n, "one POST per rotation: {}", r.rotate_calls.summary());
-    assert_eq!(r.rotate_calls.kind("DELETE"), n, "one DELETE per rotation: {}", r.rotate_calls.summary());
-    assert_eq!(r.delete_calls.kind("DELETE"), n, "one DELETE per deletion: {}", r.delete_calls.summary());
-    assert!(r.after_delete.peak_rss_mib > 1.0, "the operator's memory was read: {:?}", r.after_delete);
-    assert!(r.startup_first_leaf_call > Duration::ZERO, "startup was measured");
+    assert_eq!(
+        r.rotate_calls.kind("POST"),
+        n,
+        "one POST per rotation: {}",
+        r.rotate_calls.summary()
+    );
+    assert_eq!(
+        r.rotate_calls.kind("DELETE"),
+        n,
+        "one DELETE per rotation: {}",
+        r.rotate_calls.summary()
+    );
+    assert_eq!(
+        r.delete_calls.kind("DELETE"),
+        n,
+        "one DELETE per deletion: {}",
+        r.delete_calls.summary()
+    );
+    assert!(
+        r.after_delete.peak_rss_mib > 1.0,
+        "the operator's memory was read: {:?}",
+        r.after_delete
+    );
+    assert!(
+        r.startup_first_leaf_call > Duration::ZERO,
+        "startup was measured"
+    );
 }
 
 /// The real benchmark, configured by BENCH_* variables; run through `scripts/bench.sh`.

@@ -73,3 +73,24 @@ fn bad_configuration_stops_at_start_with_a_clear_message() {
         );
     }
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let output = operator(
+        &[
+            ("LOG_FORMAT", "json"),
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ],
+        &[],
+    );
+    assert!(!output.status.success(), "no cluster: it must stop");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "it logged why it stopped");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some(), "{line}");
+    }
+}

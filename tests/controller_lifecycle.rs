@@ -217,6 +217,9 @@ async fn a_refresh_that_finds_nothing_new_writes_nothing() {
         version,
         "no write for a check that found nothing new"
     );
+    // Leaf echoes a live refresh token that differs from the Secret's by design: never drift.
+    assert_eq!(f.count_calls("user-noop", "POST"), 1);
+    assert_eq!(f.count_calls("user-noop", "DELETE"), 0);
 }
 
 #[tokio::test]
@@ -309,4 +312,33 @@ async fn the_reconcile_requested_at_annotation_forces_a_check_and_is_echoed() {
         "the forced check saw Leaf's new status"
     );
     assert!(f.count_calls("user-requested", "GET") > gets);
+}
+
+#[tokio::test]
+async fn missing_permission_and_provider_trouble_are_reported_with_their_own_reasons() {
+    let f = Fixture::start_with("perm", Default::default(), |o| o.refresh_interval("1s")).await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-1")
+        .await;
+    f.create_tc("farm", "user-perm", "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+
+    assert!(f.standin.set_status("user-perm", "MISSING_PERMISSION"));
+    let tc = f.wait_reason("farm", "MissingPermission", WAIT).await;
+    assert_eq!(conditions(&tc)[0].1, "False");
+    let (kind, _) = f.wait_event("farm", "MissingPermission", WAIT).await;
+    assert_eq!(kind, "Warning");
+
+    assert!(f.standin.set_status("user-perm", "TEMPORARILY_UNAVAILABLE"));
+    f.wait_reason("farm", "ProviderUnavailable", WAIT).await;
+
+    assert!(f.standin.set_status("user-perm", "OK"));
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let (kind, _) = f.wait_event("farm", "CredentialValid", WAIT).await;
+    assert_eq!(kind, "Normal", "recovery is announced");
+    assert_eq!(
+        f.count_calls("user-perm", "POST"),
+        1,
+        "status changes never re-create"
+    );
 }

@@ -305,3 +305,61 @@ async fn leaf_credential_events_are_mirrored_once_and_sanitised() {
         }
     }
 }
+
+#[tokio::test]
+async fn one_operator_watching_two_namespaces_serves_both_and_sees_conflicts_across_them() {
+    let control_plane = support::control_plane().await;
+    let other = control_plane.create_namespace("second").await;
+    let other_ns = other.clone();
+    let f = Fixture::start_with("first", Default::default(), move |mut o| {
+        o.namespaces.push(other_ns);
+        o
+    })
+    .await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-multi", "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The same Leaf user from the other namespace: the newer one loses.
+    let tcs: kube::Api<leaf_operator::crd::TrimbleConnection> =
+        kube::Api::namespaced(f.client.clone(), &other);
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(f.client.clone(), &other);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"clientId": "client-b", "clientSecret": "s", "refreshToken": "r"}
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    for (name, user) in [("dup", "user-multi"), ("own", "user-multi-2")] {
+        let tc: leaf_operator::crd::TrimbleConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "withleaf.io/v1alpha1", "kind": "TrimbleConnection",
+            "metadata": {"name": name},
+            "spec": {"leafUserId": user, "credentialsSecretRef": {"name": "creds"}}
+        }))
+        .unwrap();
+        tcs.create(&Default::default(), &tc).await.unwrap();
+    }
+    support::wait_until("the second namespace to be served", WAIT, || {
+        let tcs = tcs.clone();
+        async move {
+            let dup = tcs.get("dup").await.map_err(|e| e.to_string())?;
+            let own = tcs.get("own").await.map_err(|e| e.to_string())?;
+            let (dup_reason, own_reason) = (ready_reason(&dup), ready_reason(&own));
+            if dup_reason == "Conflict" && own_reason == "CredentialValid" {
+                Ok(())
+            } else {
+                Err(format!("dup {dup_reason:?}, own {own_reason:?}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        f.standin.credential("user-multi").unwrap().client_id,
+        "client-a",
+        "the older one keeps it"
+    );
+}

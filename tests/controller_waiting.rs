@@ -251,3 +251,30 @@ async fn leaf_429_retry_after_is_honoured() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_wrong_default_account_password_is_leaf_auth_failed_without_any_credential_call() {
+    let f = Fixture::start_with("badpass", StandInConfig::default(), |o| {
+        o.account(support::operator::LEAF_USERNAME, "wrong-password")
+    })
+    .await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("farm", "user-badpass", "creds", serde_json::json!({}))
+        .await;
+    let tc = f.wait_reason("farm", "LeafAuthFailed", WAIT).await;
+    assert_eq!(
+        conditions(&tc),
+        triples(&[
+            ("Ready", "False", "LeafAuthFailed"),
+            ("Stalled", "True", "LeafAuthFailed")
+        ])
+    );
+    assert!(
+        f.leaf_calls("user-badpass").is_empty(),
+        "{:?}",
+        f.leaf_calls("user-badpass")
+    );
+    let message = &tc.status.as_ref().unwrap().conditions[0].message;
+    assert!(!message.contains("wrong-password"), "{message}");
+}

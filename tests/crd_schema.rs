@@ -108,7 +108,7 @@ fn committed_crd_matches_the_generated_one() {
             .unwrap_or_else(|| "one is a prefix of the other".to_string());
         panic!(
             "{CRD_FILE} is out of date with src/crd.rs ({first_difference}).\n\
-             Regenerate it with: cargo run --bin crdgen > {CRD_FILE}"
+             Regenerate it and its copies with: cargo run --bin crdgen -- --write"
         );
     }
 }

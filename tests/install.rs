@@ -203,7 +203,7 @@ fn chart_and_kustomize_crd_copies_match_the_generated_crd() {
         let copied = read(&repo(copy));
         assert!(
             copied == generated,
-            "{copy} differs from crds/trimbleconnections.yaml; refresh it with\n    cp crds/trimbleconnections.yaml {copy}"
+            "{copy} differs from crds/trimbleconnections.yaml; regenerate every copy with\n    cargo run --bin crdgen -- --write"
         );
     }
 }

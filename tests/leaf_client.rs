@@ -791,6 +791,10 @@ async fn unknown_status_is_kept_verbatim_and_known_ones_match_any_case() {
             .unwrap()
             .unwrap();
         assert_eq!(credential.status, expected, "Leaf sent {sent:?}");
+        assert_eq!(
+            credential.raw_status, sent,
+            "the exact string is kept for display"
+        );
         if let CredentialStatus::Other(value) = &credential.status {
             assert_eq!(value, sent);
             assert_eq!(credential.status.as_str(), sent);
@@ -1142,4 +1146,23 @@ async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
         .unwrap_err();
     assert!(matches!(error, LeafError::AuthFailed { .. }), "{error:?}");
     assert_no_secrets(&error_renderings(&error), &["pw-short"]);
+}
+
+#[tokio::test]
+async fn create_with_an_empty_answer_reads_the_credential_back() {
+    let standin = standin().await;
+    standin.set_empty_create_answer(true);
+    let client = client(&standin);
+    let created = client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .expect("a 201 without a body is still a created credential");
+    assert_eq!(created.id, standin.credential(USER).unwrap().id);
+    assert_eq!(created.status, CredentialStatus::Ok);
+    assert_eq!(
+        standin.count("POST", "/trimble-credentials"),
+        1,
+        "never POST twice"
+    );
+    assert_eq!(standin.count("GET", "/trimble-credentials"), 1);
 }

@@ -826,8 +826,8 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
         ..StandInConfig::default().with_token("restart-token")
     })
     .await;
-    // A little Leaf latency keeps creates in flight when the API server goes away.
-    standin.set_latency(Duration::from_millis(300));
+    // A slow Leaf keeps the creates in flight when the API server goes away.
+    standin.set_latency(Duration::from_secs(2));
     let operator = Operator::start(
         cp,
         OperatorOptions::new(&ns, &standin.origin()).token("restart-token"),
@@ -838,16 +838,17 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
     for i in 0..10 {
         create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
     }
-    // Mid-run: as soon as Leaf has seen a few creates, the API server disappears.
+    // Mid-run: once every resource has looked its credential up (404), the creates follow and
+    // take 2 s at Leaf; the API server crashes while they are in flight.
     wait_until(
-        "some creates to reach Leaf",
+        "every resource to look up its credential",
         Duration::from_secs(30),
         || async {
-            let n = standin.count("POST", "/trimble-credentials");
-            if n >= 2 {
+            let n = standin.count("GET", "/trimble-credentials");
+            if n >= 10 {
                 Ok(())
             } else {
-                Err(format!("{n} creates"))
+                Err(format!("{n} lookups"))
             }
         },
     )
@@ -862,12 +863,17 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
                 .count()
         })
         .unwrap_or_default();
-    cp.stop_apiserver();
+    cp.kill_apiserver();
     eprintln!(
         "API server stopped with {} creates sent and {ready_before} of 10 resources Ready",
         standin.count("POST", "/trimble-credentials")
     );
     cp.start_apiserver().await.expect("kube-apiserver restarts");
+    standin.set_latency(Duration::from_millis(20));
+    assert!(
+        ready_before < 10,
+        "the API server must go away mid-run ({ready_before} of 10 already Ready)"
+    );
     wait_all_ready(&api, 10, Duration::from_secs(90)).await;
 
     cp.restart_etcd().await;
@@ -1082,6 +1088,46 @@ async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_
     wait_all_ready(&api, 6, Duration::from_secs(60)).await;
     let users: Vec<String> = (0..6).map(|i| format!("user-{i}")).collect();
     assert_exactly_one_create_each(&standin, &users);
+    // Only the leader exports the per-resource gauge; the standby's stopped stores are dropped.
+    let (a_text, b_text) = (scrape(a_addr).await, scrape(b_addr).await);
+    let (leader_text, standby_text) = if sample(&a_text, "leaf_operator_leader", &[]) == 1.0 {
+        (a_text, b_text)
+    } else {
+        (b_text, a_text)
+    };
+    wait_until(
+        "the leader's ready gauge to show 6 Ready resources",
+        Duration::from_secs(20),
+        || async {
+            let text = scrape(
+                if sample(&scrape(a_addr).await, "leaf_operator_leader", &[]) == 1.0 {
+                    a_addr
+                } else {
+                    b_addr
+                },
+            )
+            .await;
+            let ready = sample(
+                &text,
+                "leaf_operator_resource_ready",
+                &[("condition", "True")],
+            );
+            if ready == 6.0 {
+                Ok(())
+            } else {
+                Err(format!("{ready} Ready in the gauge"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        leader_text.contains("leaf_operator_resource_ready{"),
+        "{leader_text}"
+    );
+    assert!(
+        !standby_text.contains("leaf_operator_resource_ready{"),
+        "a standby must not export stale per-resource gauges:\n{standby_text}"
+    );
     assert_eq!(
         {
             let (a, b) = leaders().await;

@@ -4,6 +4,25 @@
 //! that a namespaced install needs no cluster-wide RBAC). Each also watches Secrets as metadata
 //! only and maps a changed Secret to the TrimbleConnections that reference it through its store.
 //! Reconcile itself is in [`reconcile`]; what it writes is computed by the pure [`status`].
+//!
+//! Choices where the contract is silent:
+//! - Deleting a suspended resource with `deletionPolicy: Delete` still deletes the Leaf
+//!   credential: the deletion is the user's explicit, later request.
+//! - A missing or unusable Leaf account during deletion (its Secret already gone, as when a whole
+//!   namespace is deleted) never blocks: the credential is left in Leaf and a Warning Event says so.
+//! - Leaf refusing a POST (`CredentialRejected`) marks those Secret values as used: they are not
+//!   sent again, even on `reconcile-requested-at`, until the Secret changes.
+//! - A credential that vanished from Leaf is `CredentialInvalid` (a person must supply a new
+//!   refresh token; the old one was consumed), never silently re-created from the same values.
+//! - `suspend` is not an answer to `reconcile-requested-at`: the annotation is echoed only once a
+//!   reconcile actually runs.
+//! - `Ready` is `Unknown` only for a Leaf status the operator does not know; `Suspended` and every
+//!   waiting state are `False` (kstatus reads that as "in progress").
+//! - `Reconciling=True` accompanies Creating, Rotating, Deleting, LeafUnavailable and
+//!   SecretNotFound; `Stalled=True` the reasons `Reason::is_stalled` lists.
+//! - With a list of namespaces, one controller runs per namespace (no cluster-wide RBAC needed);
+//!   a semaphore makes `--concurrency` a bound for the whole process, and the conflict check
+//!   looks across all their stores.
 
 pub mod backoff;
 pub mod conflict;
@@ -42,6 +61,9 @@ pub struct Context {
     pub stores: RwLock<Vec<Store<TrimbleConnection>>>,
     /// TEST ONLY: replaces every `refreshInterval` (see `Config::test_refresh_interval`).
     pub refresh_override: Option<Duration>,
+    /// Process-wide bound on reconciles in flight (each controller is bounded too, but with one
+    /// controller per namespace only this makes `--concurrency` a bound for the whole process).
+    pub permits: std::sync::OnceLock<tokio::sync::Semaphore>,
 }
 
 impl Context {
@@ -62,6 +84,7 @@ impl Context {
             schedules: backoff::Schedules::default(),
             stores: RwLock::new(Vec::new()),
             refresh_override,
+            permits: std::sync::OnceLock::new(),
         }
     }
 
@@ -120,6 +143,8 @@ pub async fn run(
     } else {
         namespaces.into_iter().map(Some).collect()
     };
+    ctx.permits
+        .get_or_init(|| tokio::sync::Semaphore::new(usize::from(concurrency.max(1))));
     let stop = stop.shared();
     let on_progress = Arc::new(on_progress);
     let mut stores = Vec::new();
@@ -181,5 +206,8 @@ pub async fn run(
     };
     tokio::spawn(readiness);
     futures::future::join_all(runs).await;
+    // Stopped stores are no longer updated: a replica that lost leadership must not keep
+    // exporting their stale content (the ready gauge reads these stores).
+    ctx.stores.write().expect("stores lock").clear();
     tracing::info!("controller stopped");
 }

@@ -85,6 +85,11 @@ impl Error {
 
 /// Entry point for kube-runtime: finalizer first, then apply or cleanup, with metrics and a span.
 pub async fn reconcile(tc: Arc<TrimbleConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Held for the whole reconcile; the semaphore is never closed, so acquiring cannot fail.
+    let _permit = match ctx.permits.get() {
+        Some(permits) => permits.acquire().await.ok(),
+        None => None,
+    };
     let started = Instant::now();
     let namespace = tc.namespace().unwrap_or_default();
     let name = tc.name_any();
@@ -301,7 +306,7 @@ impl<'a> Work<'a> {
     /// Copies what Leaf reports about the credential into the status.
     fn fill(next: &mut TrimbleConnectionStatus, credential: &Credential) {
         next.credential_id = Some(credential.id.clone());
-        next.credential_status = Some(credential.status.as_str().to_string());
+        next.credential_status = Some(credential.raw_status.clone());
         next.scopes = credential.scopes.clone();
         next.leaf_created_time = credential.created_time.clone();
     }
@@ -1058,6 +1063,33 @@ async fn cleanup(
                 message,
                 retry,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_patch_removes_every_absent_field() {
+        let status = TrimbleConnectionStatus {
+            credential_id: Some("c1".to_string()),
+            ..TrimbleConnectionStatus::default()
+        };
+        let patch = status_patch(&status);
+        let fields = patch["status"].as_object().expect("status object");
+        assert_eq!(fields["credentialId"], "c1");
+        for absent in [
+            "pendingCreate",
+            "secretFingerprint",
+            "conditions",
+            "recentEvents",
+        ] {
+            assert!(
+                fields[absent].is_null(),
+                "{absent} must be sent as null: {patch}"
+            );
         }
     }
 }

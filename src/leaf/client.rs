@@ -160,12 +160,14 @@ impl LeafClient {
             );
         }
         match parse_credential(&answer.body) {
-            Ok(credential) => Ok(credential),
-            // The credential was created but the answer is unreadable: read it back rather than
-            // report a failure that would make the caller POST the same values again.
-            Err(parse_error) => match self.get_credential::<P>(account, leaf_user_id).await? {
+            Ok(credential) if !credential.id.is_empty() || !credential.raw_status.is_empty() => {
+                Ok(credential)
+            }
+            // The credential was created but the answer is unreadable or empty: read it back
+            // rather than report a failure that would make the caller POST the same values again.
+            parsed => match self.get_credential::<P>(account, leaf_user_id).await? {
                 Some(credential) => Ok(credential),
-                None => Err(parse_error),
+                None => parsed,
             },
         }
     }

@@ -51,12 +51,14 @@ impl CredentialStatus {
         }
     }
 
-    /// Leaf's spelling of the status (the verbatim string for [`CredentialStatus::Other`]).
+    /// Leaf's spelling of the status: the documented spelling for known values (Leaf's prose
+    /// says `invalid` in lower case), the verbatim string for [`CredentialStatus::Other`]. For
+    /// the exact string of one answer use [`Credential::raw_status`].
     pub fn as_str(&self) -> &str {
         match self {
             Self::Ok => "OK",
             Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::Invalid => "INVALID",
+            Self::Invalid => "invalid",
             Self::MissingPermission => "MISSING_PERMISSION",
             Self::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
             Self::Other(value) => value,
@@ -108,7 +110,10 @@ impl<'de> Deserialize<'de> for CredentialStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Credential {
     pub id: String,
+    /// The status, classified (known values matched case-insensitively).
     pub status: CredentialStatus,
+    /// Leaf's status string exactly as sent (`"invalid"`, `"Ok"`, ...): what to show users.
+    pub raw_status: String,
     /// Leaf's `createdTime` as sent (RFC 3339 when Leaf sent epoch milliseconds).
     pub created_time: Option<String>,
     pub scopes: Vec<String>,
@@ -135,7 +140,7 @@ pub(crate) struct WireCredential {
     #[serde(default)]
     id: Option<serde_json::Value>,
     #[serde(default)]
-    status: Option<CredentialStatus>,
+    status: Option<serde_json::Value>,
     #[serde(default)]
     created_time: Option<serde_json::Value>,
     #[serde(default)]
@@ -164,11 +169,11 @@ impl From<WireCredential> for Credential {
                 .collect(),
             _ => Vec::new(),
         };
+        let raw_status = scalar_to_string(wire.status.as_ref()).unwrap_or_default();
         Self {
             id: scalar_to_string(wire.id.as_ref()).unwrap_or_default(),
-            status: wire
-                .status
-                .unwrap_or(CredentialStatus::Other(String::new())),
+            status: CredentialStatus::parse(&raw_status),
+            raw_status,
             created_time: time_to_string(wire.created_time.as_ref()),
             scopes,
             client_id: scalar_to_string(wire.client_id.as_ref()),
@@ -324,6 +329,7 @@ mod tests {
         let wire: WireCredential = serde_json::from_value(json!({"status": null})).unwrap();
         let credential = Credential::from(wire);
         assert_eq!(credential.status, CredentialStatus::Other(String::new()));
+        assert_eq!(credential.raw_status, "");
         assert!(credential.scopes.is_empty());
         let wire: WireCredential =
             serde_json::from_value(json!({"id": "a", "createdTime": 1700000000000_i64, "tokenMetadata": {"scopes": "a b"}}))

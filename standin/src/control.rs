@@ -213,7 +213,7 @@ async fn clear_faults(State(h): State<Handle>) -> StatusCode {
 }
 
 /// `onExisting` ("conflict"/"409", "badrequest"/"400", "replace"), `badRefresh` (object),
-/// `tokenLifetimeSecs`, `expClaim`, `autoCreateUsers`.
+/// `tokenLifetimeSecs`, `expClaim`, `autoCreateUsers`, `emptyCreateAnswer`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Behaviour {
@@ -222,6 +222,7 @@ struct Behaviour {
     token_lifetime_secs: Option<u64>,
     exp_claim: Option<bool>,
     auto_create_users: Option<bool>,
+    empty_create_answer: Option<bool>,
 }
 
 async fn behaviour(State(h): State<Handle>, Json(b): Json<Behaviour>) -> StatusCode {
@@ -239,6 +240,9 @@ async fn behaviour(State(h): State<Handle>, Json(b): Json<Behaviour>) -> StatusC
     }
     if let Some(a) = b.auto_create_users {
         h.set_auto_create_users(a);
+    }
+    if let Some(e) = b.empty_create_answer {
+        h.set_empty_create_answer(e);
     }
     StatusCode::NO_CONTENT
 }

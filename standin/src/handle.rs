@@ -95,6 +95,11 @@ impl Handle {
         self.with(|s| s.bad_refresh = bad_refresh);
     }
 
+    /// POST answers 201 with an empty body instead of the credential JSON.
+    pub fn set_empty_create_answer(&self, on: bool) {
+        self.with(|s| s.empty_create_answer = on);
+    }
+
     // --- credentials and events --------------------------------------------------------------
 
     /// Sets the status of the user's credential to any string; false when there is none.

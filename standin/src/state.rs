@@ -226,6 +226,8 @@ pub(crate) struct State {
     pub auto_create_users: bool,
     pub on_existing: OnExisting,
     pub bad_refresh: BadRefresh,
+    /// POST answers 201 with an empty body (Leaf documents the JSON, but clients should cope).
+    pub empty_create_answer: bool,
     pub faults: Faults,
     pub requests: Vec<RecordedRequest>,
     pub counters: Counters,
@@ -253,6 +255,7 @@ impl State {
             auto_create_users: false,
             on_existing: OnExisting::default(),
             bad_refresh: BadRefresh::default(),
+            empty_create_answer: false,
             faults: Faults::default(),
             requests: Vec::new(),
             counters: Counters::default(),

@@ -1,0 +1,135 @@
+//! The Leaf client's logs, captured at trace level (its own and its HTTP stack's), hold no
+//! secret. A test binary of its own: tracing's per-callsite interest cache is process-wide, so a
+//! thread-scoped capture is only reliable when no other test runs alongside.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leaf_operator::leaf::{
+    LeafAccount, LeafClient, LeafClientConfig, Trimble, TrimbleCreateRequest,
+};
+use leaf_operator::metrics::Metrics;
+use leaf_standin::{StandIn, StandInConfig};
+
+const USER: &str = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
+const PASSWORD: &str = "operator-password-Zq81";
+const CLIENT_SECRET: &str = "trimble-client-secret-9kq2";
+const REFRESH_TOKEN: &str = "trimble-refresh-token-x81n";
+
+fn account() -> LeafAccount {
+    LeafAccount::password("operator", PASSWORD)
+}
+
+fn request() -> TrimbleCreateRequest {
+    TrimbleCreateRequest {
+        client_id: "trimble-client-id".into(),
+        client_secret: CLIENT_SECRET.into(),
+        refresh_token: REFRESH_TOKEN.into(),
+    }
+}
+
+fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "secret {secret:?} leaked into:\n{text}"
+        );
+    }
+}
+
+/// A tracing writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_at_trace_level_hold_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let standin = StandIn::start(
+        StandInConfig::default()
+            .with_account("operator", PASSWORD)
+            .with_user(USER),
+    )
+    .await;
+    let config = LeafClientConfig {
+        origin: standin.origin(),
+        request_timeout: Duration::from_secs(5),
+        requests_per_second: 0.0,
+        ..LeafClientConfig::default()
+    };
+    let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
+    client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap();
+    client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    client
+        .credential_events::<Trimble>(&account(), USER)
+        .await
+        .unwrap();
+    standin.fail_every_nth_with_body(
+        1,
+        400,
+        r#"{"detail":"refreshToken=trimble-refresh-token-x81n"}"#,
+    );
+    let _ = client
+        .create_credential::<Trimble>(&account(), USER, &request())
+        .await
+        .unwrap_err();
+    standin.clear_faults();
+    let _ = client
+        .get_credential::<Trimble>(
+            &LeafAccount::password("operator", "wrong-pass-for-log"),
+            USER,
+        )
+        .await
+        .unwrap_err();
+    standin.drop_next(1);
+    let _ = client
+        .get_credential::<Trimble>(&account(), USER)
+        .await
+        .unwrap_err();
+    let stored = standin.credential(USER).unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("operation=\"create_credential\"")
+            || logs.contains("operation=create_credential"),
+        "the client logs each request at debug level:\n{logs}"
+    );
+    assert_no_secrets(
+        &logs,
+        &[
+            PASSWORD,
+            CLIENT_SECRET,
+            REFRESH_TOKEN,
+            "wrong-pass-for-log",
+            stored.refresh_token.as_str(),
+            stored.access_token.as_str(),
+        ],
+    );
+    assert!(
+        !logs.contains("eyJ"),
+        "a JWT-looking string was logged:\n{logs}"
+    );
+}
