@@ -28,7 +28,7 @@ names=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  if ((status != 0)); then
+  if ((status != 0 && status != 130)); then
     for log in operator standin kube-apiserver etcd; do
       if [[ -s "$work/$log.log" ]]; then
         printf '\n--- last lines of %s.log ---\n' "$log" >&2
@@ -50,11 +50,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Where available, the kernel kills our background processes if this script dies without running
+# its cleanup (SIGKILL).
+tie=()
+if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then tie=(setpriv --pdeathsig KILL); fi
+
 # start NAME COMMAND...: runs it in the background, output to $work/NAME.log.
 start() {
   local name="$1"
   shift
-  "$@" >"$work/$name.log" 2>&1 &
+  "${tie[@]}" "$@" >"$work/$name.log" 2>&1 &
   pids+=("$!")
   names+=("$name")
 }
@@ -218,5 +223,6 @@ if $keep; then
   echo "  export KUBECONFIG=$KUBECONFIG"
   echo "  $bin/kubectl apply -f $root/examples/secret.yaml -f $root/examples/trimbleconnection.yaml"
   echo "Logs: $work/{operator,standin,kube-apiserver,etcd}.log"
-  while true; do sleep 3600; done
+  start keep-running sleep infinity
+  wait "${pids[-1]}"
 fi

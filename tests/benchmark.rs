@@ -1085,3 +1085,41 @@ async fn benchmark() {
     let r = run(&config).await;
     report(&config, &r, "bench-results.md");
 }
+
+/// Profiling aid: resident memory of N TrimbleConnections held as the controller's store holds
+/// them (`Arc<TrimbleConnection>` in a map), with and without `managedFields`. Reads one object
+/// as JSON from BENCH_SAMPLE (`kubectl get tc NAME -o json --show-managed-fields`); BENCH_PRUNE=1
+/// clears managedFields.
+#[test]
+#[ignore = "profiling aid; needs BENCH_SAMPLE"]
+fn store_memory_probe() {
+    let path = std::env::var("BENCH_SAMPLE").expect("BENCH_SAMPLE=<TrimbleConnection JSON file>");
+    let n: usize = env_or("BENCH_N", 5000usize);
+    let text = std::fs::read_to_string(&path).expect("read BENCH_SAMPLE");
+    let rss = || process_stats(std::process::id()).rss_mib;
+    // One variant per process: memory freed by the first would hide the growth of the second.
+    let prune = std::env::var("BENCH_PRUNE").is_ok_and(|v| v == "1");
+    {
+        let before = rss();
+        let mut store: HashMap<String, Arc<TrimbleConnection>> = HashMap::new();
+        for i in 0..n {
+            // Parsed from text each time, as a watch event would be.
+            let mut tc: TrimbleConnection =
+                serde_json::from_str(&text).expect("a TrimbleConnection");
+            tc.metadata.name = Some(format!("bench-{i}"));
+            if prune {
+                tc.metadata.managed_fields = None;
+            }
+            store.insert(format!("bench-{i}"), Arc::new(tc));
+        }
+        let after = rss();
+        println!(
+            "{n} TrimbleConnections, managedFields {}: +{:.1} MiB ({:.1} KiB each; JSON {} bytes)",
+            if prune { "pruned" } else { "kept" },
+            after - before,
+            (after - before) * 1024.0 / n as f64,
+            text.len()
+        );
+        drop(store);
+    }
+}

@@ -175,7 +175,13 @@ async fn no_planted_secret_reaches_status_events_metrics_or_the_operator_log() {
         let encoded = STANDARD.encode(secret);
         for (name, text) in &sources {
             if text.contains(secret.as_str()) {
-                leaks.push(format!("{secret:?} in {name}"));
+                // Show where, so that a leak can be traced to the code that logged it.
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains(secret.as_str()))
+                    .take(3)
+                    .collect();
+                leaks.push(format!("{secret:?} in {name}: {lines:#?}"));
             }
             if text.contains(&encoded) {
                 leaks.push(format!("base64 of {secret:?} in {name}"));

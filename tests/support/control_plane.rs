@@ -5,7 +5,6 @@
 //! ports, are configured like controller-runtime's envtest (RBAC, ServiceAccount token signing,
 //! an admin token in `system:masters`) and die with the test binary (see `process.rs`).
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -104,7 +103,7 @@ pub fn tool_bin_dir() -> Result<PathBuf, String> {
 struct Server {
     name: &'static str,
     program: PathBuf,
-    args: Vec<OsString>,
+    args: Vec<String>,
     log: PathBuf,
     child: Mutex<Option<Child>>,
 }
@@ -197,10 +196,6 @@ fn free_ports(count: usize) -> Result<Vec<u16>, String> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("failed to read a port: {e}"))
-}
-
-fn os_args(args: &[String]) -> Vec<OsString> {
-    args.iter().map(OsString::from).collect()
 }
 
 fn http_client(ca_pem: &[u8]) -> reqwest::Client {
@@ -329,7 +324,7 @@ impl ControlPlane {
             etcd: Server {
                 name: "etcd",
                 program: bin_dir.join("etcd"),
-                args: os_args(&etcd_args),
+                args: etcd_args,
                 log: run_dir.join("etcd.log"),
                 child: Mutex::new(None),
             },
@@ -337,7 +332,7 @@ impl ControlPlane {
             apiserver: Server {
                 name: "kube-apiserver",
                 program: bin_dir.join("kube-apiserver"),
-                args: os_args(&apiserver_args),
+                args: apiserver_args,
                 log: run_dir.join("kube-apiserver.log"),
                 child: Mutex::new(None),
             },

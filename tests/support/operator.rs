@@ -231,6 +231,16 @@ fn last_lines(text: &str, n: usize) -> String {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+        // LEAF_TEST_KEEP_LOGS=DIR keeps a copy of every operator log for debugging.
+        if let Ok(dir) = std::env::var("LEAF_TEST_KEEP_LOGS") {
+            let _ = fs::create_dir_all(&dir);
+            let name = self
+                .run_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = fs::copy(&self.log_path, Path::new(&dir).join(format!("{name}.log")));
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- operator log ({}) ---\n{}",
