@@ -109,6 +109,59 @@ async fn a_secret_change_rotates_with_exactly_one_delete_and_one_post() {
 }
 
 #[tokio::test]
+async fn a_rotation_whose_post_fails_once_is_finished_later_and_still_announced_as_rotated() {
+    let f = Fixture::start("rotate-retry").await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-1")
+        .await;
+    f.create_tc("farm", "user-rotate-retry", "creds", serde_json::json!({}))
+        .await;
+    let before = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let old_id = before.status.clone().unwrap().credential_id.unwrap();
+    f.standin.clear_requests();
+    // The rotation's calls for this user are GET, DELETE, POST: the third one fails with 503.
+    f.standin
+        .set_fault_path_filter(Some("/users/user-rotate-retry/trimble-credentials"));
+    f.standin.fail_every_nth(3, 503);
+
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-2")
+        .await;
+    let (kind, note) = f.wait_event("farm", "Rotated", WAIT).await;
+    f.standin.fail_every_nth(0, 503);
+    assert_eq!(kind, "Normal");
+    let stored = f
+        .standin
+        .credential("user-rotate-retry")
+        .expect("credential");
+    assert_eq!(stored.submitted_refresh_token, "refresh-2");
+    assert!(
+        note.contains(&old_id) && note.contains(&stored.id),
+        "{note}"
+    );
+    let calls = f.leaf_calls("user-rotate-retry");
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("DELETE")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("POST"))
+            .collect::<Vec<_>>(),
+        vec!["POST 503", "POST 201"],
+        "{calls:?}"
+    );
+    let created = f
+        .event_reasons("farm")
+        .await
+        .into_iter()
+        .filter(|r| r == "Created")
+        .count();
+    assert_eq!(created, 1, "only the first create is announced as Created");
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+}
+
+#[tokio::test]
 async fn unauthenticated_is_reported_and_a_new_refresh_token_makes_it_valid_again() {
     let f = Fixture::start_with("unauth", Default::default(), |o| o.refresh_interval("2s")).await;
     f.put_credentials("creds", "client-a", "secret-a", "refresh-1")

@@ -163,6 +163,56 @@ async fn the_newer_of_two_resources_for_one_leaf_user_reports_conflict_and_touch
 }
 
 #[tokio::test]
+async fn deleting_the_loser_of_a_conflict_never_deletes_the_winners_credential() {
+    let f = Fixture::start("conflict-delete").await;
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+        .await;
+    f.create_tc("first", "user-conflict-del", "creds", serde_json::json!({}))
+        .await;
+    let first = f.wait_reason("first", "CredentialValid", WAIT).await;
+    let id = first.status.unwrap().credential_id.unwrap();
+    // creationTimestamp has one-second resolution: make sure the second one is newer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    f.create_tc(
+        "second",
+        "user-conflict-del",
+        "creds",
+        serde_json::json!({}),
+    )
+    .await;
+    f.wait_reason("second", "Conflict", WAIT).await;
+    // The loser names the winner's credential, as when it recorded it before the older resource
+    // was in the operator's store (the stores of several namespaces sync independently).
+    let status = serde_json::json!({"status": {"credentialId": id}});
+    f.tcs
+        .patch_status(
+            "second",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .expect("write credentialId");
+    f.wait_until_status("second", WAIT, |s| {
+        s.credential_id.as_deref() == Some(id.as_str())
+    })
+    .await;
+
+    f.delete_tc("second").await;
+    f.wait_gone("second", Duration::from_secs(15)).await;
+    assert_eq!(
+        f.count_calls("user-conflict-del", "DELETE"),
+        0,
+        "{:?}",
+        f.leaf_calls("user-conflict-del")
+    );
+    assert_eq!(
+        f.standin.credential("user-conflict-del").map(|c| c.id),
+        Some(id),
+        "the winner's credential is untouched"
+    );
+}
+
+#[tokio::test]
 async fn leaf_down_during_delete_keeps_the_finalizer_until_the_policy_is_switched_to_orphan() {
     let f = Fixture::start("downdelete").await;
     f.put_credentials("creds", "client-a", "secret-a", "refresh-a")

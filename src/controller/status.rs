@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{CredentialEventSummary, TrimbleConnectionStatus};
-use crate::leaf::{CredentialEvent, CredentialStatus};
+use crate::leaf::{CredentialEvent, CredentialStatus, LeafError};
 use crate::reason::{CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, Reason};
 
 /// How many Leaf events `status.recentEvents` keeps.
@@ -180,6 +180,19 @@ pub fn credential_outcome(status: &CredentialStatus, secret_name: &str) -> Outco
                 format!("Leaf reports the status {shown:?}, which this operator does not know"),
             )
         }
+    }
+}
+
+/// The reason a failed Leaf call puts on the resource: transient trouble is `LeafUnavailable`
+/// (retried with backoff), a refused identity `LeafAuthFailed`, a refused request
+/// `CredentialRejected` (both need a person).
+pub fn leaf_error_reason(error: &LeafError) -> Reason {
+    match error {
+        LeafError::Unavailable { .. } | LeafError::InvalidResponse { .. } => {
+            Reason::LeafUnavailable
+        }
+        LeafError::AuthFailed { .. } | LeafError::Config { .. } => Reason::LeafAuthFailed,
+        LeafError::Rejected { .. } | LeafError::AlreadyExists { .. } => Reason::CredentialRejected,
     }
 }
 
@@ -392,6 +405,28 @@ mod tests {
         assert_eq!(other.reason, Reason::CredentialStatusUnknown);
         assert!(other.message.contains("PAUSED_BY_LEAF"));
         assert_eq!(ready_status(other.reason), "Unknown");
+    }
+
+    #[test]
+    fn leaf_failures_map_to_transient_or_stalled_reasons() {
+        let unavailable = LeafError::Unavailable {
+            status: Some(503),
+            retry_after: None,
+            detail: "d".to_string(),
+        };
+        assert_eq!(leaf_error_reason(&unavailable), Reason::LeafUnavailable);
+        assert!(!leaf_error_reason(&unavailable).is_stalled());
+        let auth = LeafError::AuthFailed {
+            status: Some(401),
+            detail: "d".to_string(),
+        };
+        assert_eq!(leaf_error_reason(&auth), Reason::LeafAuthFailed);
+        let rejected = LeafError::Rejected {
+            status: 400,
+            detail: "d".to_string(),
+        };
+        assert_eq!(leaf_error_reason(&rejected), Reason::CredentialRejected);
+        assert!(leaf_error_reason(&rejected).is_stalled());
     }
 
     #[test]
