@@ -203,6 +203,10 @@ pub struct PendingCreate {
     pub secret_fingerprint: String,
     /// When the create was started (RFC 3339).
     pub started_at: String,
+    /// Short hash of the clientId being sent: after a restart, a credential with this clientId is
+    /// the one this create made, even if the Secret has changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_fingerprint: Option<String>,
 }
 
 /// One of Leaf's credential events, reduced to what is safe to show.

@@ -74,6 +74,15 @@ pub fn fingerprint(client_id: &str, client_secret: &str, refresh_token: &str) ->
     digest[..16].to_string()
 }
 
+/// Fingerprint of a clientId alone, so that an interrupted create can recognise the credential it
+/// made after the Secret changed, without the status holding the clientId itself.
+pub fn client_id_fingerprint(client_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"trimble-client-id-v1\0");
+    hasher.update(client_id.as_bytes());
+    hex::encode(hasher.finalize())[..16].to_string()
+}
+
 async fn get_secret(api: &Api<Secret>, name: &str) -> Result<Secret, SecretError> {
     match api.get_opt(name).await {
         Ok(Some(secret)) => Ok(secret),

@@ -217,6 +217,7 @@ mod tests {
             pending_create: Some(PendingCreate {
                 secret_fingerprint: "f1".to_string(),
                 started_at: "2026-01-01T00:00:00Z".to_string(),
+                client_id_fingerprint: None,
             }),
             ..rejected("f1")
         };

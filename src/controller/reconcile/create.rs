@@ -13,13 +13,27 @@ use crate::controller::status::{self, Outcome};
 use crate::crd::{PendingCreate, TrimbleConnectionStatus};
 use crate::leaf::{Credential, LeafAccount, LeafError, Trimble, TrimbleCreateRequest};
 use crate::reason::Reason;
-use crate::secret::TrimbleSecret;
+use crate::secret::{TrimbleSecret, client_id_fingerprint};
 
 /// The intent recorded before a POST of `secret`'s values.
 pub(super) fn pending(secret: &TrimbleSecret) -> PendingCreate {
     PendingCreate {
         secret_fingerprint: secret.fingerprint.clone(),
         started_at: jiff::Timestamp::now().to_string(),
+        client_id_fingerprint: Some(client_id_fingerprint(&secret.client_id)),
+    }
+}
+
+/// Whether `credential` is the one the interrupted create `pending` made. Its clientId is compared
+/// with the one that create sent (the Secret may have changed since); a pendingCreate written by an
+/// older version has no such hash, and then the Secret's current clientId is what it has to go on.
+fn made_by(pending: &PendingCreate, secret: &TrimbleSecret, credential: &Credential) -> bool {
+    let Some(client_id) = credential.client_id.as_deref() else {
+        return true;
+    };
+    match &pending.client_id_fingerprint {
+        Some(sent) => *sent == client_id_fingerprint(client_id),
+        None => client_id == secret.client_id,
     }
 }
 
@@ -143,10 +157,7 @@ impl Work<'_> {
                 // The old credential is still there: the rotation's DELETE did not happen.
                 self.rotate(account, secret, next, credential.id).await
             }
-            Some(credential)
-                if credential.client_id.is_none()
-                    || credential.client_id.as_deref() == Some(secret.client_id.as_str()) =>
-            {
+            Some(credential) if made_by(&pending, secret, &credential) => {
                 self.resume_created(account, secret, next, pending, credential, rotating_from)
                     .await
             }
@@ -220,5 +231,58 @@ impl Work<'_> {
                 self.event(Reason::Created, "Create", &note).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::leaf::CredentialStatus;
+
+    fn secret(client_id: &str) -> TrimbleSecret {
+        TrimbleSecret {
+            client_id: client_id.to_string(),
+            client_secret: SecretString::from("cs"),
+            refresh_token: SecretString::from("rt"),
+            fingerprint: format!("fp-{client_id}"),
+        }
+    }
+
+    fn credential(client_id: Option<&str>) -> Credential {
+        Credential {
+            id: "c1".to_string(),
+            status: CredentialStatus::Ok,
+            raw_status: "OK".to_string(),
+            created_time: None,
+            scopes: vec![],
+            client_id: client_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_interrupted_create_recognises_its_credential_after_the_secret_changed() {
+        let in_doubt = pending(&secret("app-a"));
+        let now = secret("app-b");
+        assert!(made_by(&in_doubt, &now, &credential(Some("app-a"))));
+        assert!(!made_by(&in_doubt, &now, &credential(Some("app-b"))));
+        assert!(made_by(&in_doubt, &now, &credential(None)));
+    }
+
+    #[test]
+    fn a_pending_create_from_before_the_hash_falls_back_to_the_current_client_id() {
+        let mut old = pending(&secret("app-a"));
+        old.client_id_fingerprint = None;
+        assert!(made_by(&old, &secret("app-a"), &credential(Some("app-a"))));
+        assert!(!made_by(&old, &secret("app-a"), &credential(Some("other"))));
+    }
+
+    #[test]
+    fn the_client_id_hash_does_not_contain_the_client_id() {
+        let recorded = pending(&secret("PLANTED-client-id"));
+        let hash = recorded.client_id_fingerprint.expect("recorded");
+        assert_eq!(hash.len(), 16);
+        assert!(!hash.contains("PLANTED"));
     }
 }
