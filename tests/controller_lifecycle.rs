@@ -6,17 +6,16 @@ mod support;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use support::operator::{Fixture, conditions};
+use support::operator::{
+    Fixture, assert_one_delete_and_one_post, conditions, default_credentials_fingerprint,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn creates_the_credential_and_reports_ready_with_an_event() {
     let f = Fixture::start("create").await;
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
-    f.create_tc("farm", "user-create", "creds", serde_json::json!({}))
-        .await;
+    f.create_farm_with_default_credentials("user-create").await;
 
     let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
     let status = tc.status.clone().expect("status");
@@ -39,7 +38,7 @@ async fn creates_the_credential_and_reports_ready_with_an_event() {
     assert!(status.leaf_created_time.is_some());
     assert_eq!(
         status.secret_fingerprint.as_deref(),
-        Some(leaf_operator::secret::fingerprint("client-a", "secret-a", "refresh-a").as_str())
+        Some(default_credentials_fingerprint().as_str())
     );
     assert!(
         status.pending_create.is_none(),
@@ -87,16 +86,7 @@ async fn a_secret_change_rotates_with_exactly_one_delete_and_one_post() {
     assert_eq!(status.credential_id.as_deref(), Some(stored.id.as_str()));
     assert_eq!(conditions(&tc)[0].2, "CredentialValid");
     let calls = f.leaf_calls("user-rotate");
-    assert_eq!(
-        calls.iter().filter(|c| c.starts_with("DELETE")).count(),
-        1,
-        "{calls:?}"
-    );
-    assert_eq!(
-        calls.iter().filter(|c| c.starts_with("POST")).count(),
-        1,
-        "{calls:?}"
-    );
+    assert_one_delete_and_one_post(&calls);
     let delete = calls.iter().position(|c| c.starts_with("DELETE")).unwrap();
     let post = calls.iter().position(|c| c.starts_with("POST")).unwrap();
     assert!(delete < post, "DELETE before POST: {calls:?}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use leaf_operator::crd::FINALIZER;
 use leaf_operator::secret::fingerprint;
-use support::operator::Fixture;
+use support::operator::{Fixture, assert_one_delete_and_one_post, default_credentials_fingerprint};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -45,18 +45,11 @@ async fn after_a_crash_following_the_post_the_created_credential_is_recorded_wit
 {
     let mut f = Fixture::start("crash-after").await;
     f.operator.kill();
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
-    f.create_tc("farm", "user-crash-after", "creds", serde_json::json!({}))
+    f.create_farm_with_default_credentials("user-crash-after")
         .await;
     // What the interrupted POST left in Leaf.
     let created = f.standin.seed_credential("user-crash-after", "client-a");
-    leave_as_crashed(
-        &f,
-        "farm",
-        &fingerprint("client-a", "secret-a", "refresh-a"),
-    )
-    .await;
+    leave_as_crashed(&f, "farm", &default_credentials_fingerprint()).await;
 
     f.operator.restart().await;
     let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
@@ -65,7 +58,7 @@ async fn after_a_crash_following_the_post_the_created_credential_is_recorded_wit
     assert!(status.pending_create.is_none());
     assert_eq!(
         status.secret_fingerprint,
-        Some(fingerprint("client-a", "secret-a", "refresh-a"))
+        Some(default_credentials_fingerprint())
     );
     assert_eq!(
         f.count_calls("user-crash-after", "POST"),
@@ -81,16 +74,9 @@ async fn after_a_crash_following_the_post_the_created_credential_is_recorded_wit
 async fn after_a_crash_before_the_post_reached_leaf_the_credential_is_created_once() {
     let mut f = Fixture::start("crash-before").await;
     f.operator.kill();
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+    f.create_farm_with_default_credentials("user-crash-before")
         .await;
-    f.create_tc("farm", "user-crash-before", "creds", serde_json::json!({}))
-        .await;
-    leave_as_crashed(
-        &f,
-        "farm",
-        &fingerprint("client-a", "secret-a", "refresh-a"),
-    )
-    .await;
+    leave_as_crashed(&f, "farm", &default_credentials_fingerprint()).await;
 
     f.operator.restart().await;
     f.wait_reason("farm", "CredentialValid", WAIT).await;
@@ -103,8 +89,7 @@ async fn after_a_crash_before_the_post_reached_leaf_the_credential_is_created_on
 #[tokio::test]
 async fn an_operator_killed_during_the_post_and_restarted_creates_exactly_one_credential() {
     let mut f = Fixture::start("crash-kill").await;
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
+    f.put_default_credentials().await;
     // A slow Leaf keeps the POST in flight long enough to kill the operator in the middle.
     f.standin.set_latency(Duration::from_secs(2));
     f.create_tc("farm", "user-crash-kill", "creds", serde_json::json!({}))
@@ -171,14 +156,5 @@ async fn a_crash_between_the_rotation_delete_and_post_finishes_the_rotation_once
         Some(stored.id.as_str())
     );
     let calls = f.leaf_calls("user-crash-rotate");
-    assert_eq!(
-        calls.iter().filter(|c| c.starts_with("DELETE")).count(),
-        1,
-        "{calls:?}"
-    );
-    assert_eq!(
-        calls.iter().filter(|c| c.starts_with("POST")).count(),
-        1,
-        "{calls:?}"
-    );
+    assert_one_delete_and_one_post(&calls);
 }

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{RetryAfter, StandInConfig};
 use support::operator::{Fixture, conditions};
 
@@ -17,34 +18,53 @@ fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Ready=False and Reconciling=True, both for `reason`: the operator waits and retries by itself.
+fn assert_waiting(tc: &TrimbleConnection, reason: &str) {
+    assert_eq!(
+        conditions(tc),
+        triples(&[("Ready", "False", reason), ("Reconciling", "True", reason)]),
+        "waiting, not stalled"
+    );
+}
+
+/// Ready=False and Stalled=True, both for `reason`: nothing changes until the user acts.
+fn assert_stalled(tc: &TrimbleConnection, reason: &str) {
+    assert_eq!(
+        conditions(tc),
+        triples(&[("Ready", "False", reason), ("Stalled", "True", reason)])
+    );
+}
+
+/// Ready=True for CredentialValid and no other condition left behind.
+fn assert_ready(tc: &TrimbleConnection) {
+    assert_eq!(
+        conditions(tc),
+        triples(&[("Ready", "True", "CredentialValid")])
+    );
+}
+
+/// Waits for an Event with `reason` on `farm` and asserts it is a Warning.
+async fn assert_warning_event(f: &Fixture, reason: &str) {
+    let (kind, _) = f.wait_event("farm", reason, WAIT).await;
+    assert_eq!(kind, "Warning");
+}
+
 #[tokio::test]
 async fn a_late_secret_is_a_wait_not_an_error_and_creation_follows_at_once() {
     let f = Fixture::start("late").await;
     f.create_tc("farm", "user-late", "creds", serde_json::json!({}))
         .await;
     let tc = f.wait_reason("farm", "SecretNotFound", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "SecretNotFound"),
-            ("Reconciling", "True", "SecretNotFound")
-        ]),
-        "waiting, not stalled"
-    );
-    let (kind, _) = f.wait_event("farm", "SecretNotFound", WAIT).await;
-    assert_eq!(kind, "Warning");
+    assert_waiting(&tc, "SecretNotFound");
+    assert_warning_event(&f, "SecretNotFound").await;
     assert!(f.leaf_calls("user-late").is_empty());
 
     // The Secret watch reacts at once; the periodic recheck is minutes away.
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
+    f.put_default_credentials().await;
     let tc = f
         .wait_reason("farm", "CredentialValid", Duration::from_secs(20))
         .await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[("Ready", "True", "CredentialValid")])
-    );
+    assert_ready(&tc);
     assert_eq!(f.leaf_calls("user-late"), vec!["GET 404", "POST 201"]);
     let reasons = f.event_reasons("farm").await;
     assert_eq!(
@@ -65,13 +85,7 @@ async fn an_incomplete_secret_stalls_naming_the_key_and_a_fix_proceeds() {
     f.create_tc("farm", "user-incomplete", "creds", serde_json::json!({}))
         .await;
     let tc = f.wait_reason("farm", "SecretInvalid", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "SecretInvalid"),
-            ("Stalled", "True", "SecretInvalid")
-        ])
-    );
+    assert_stalled(&tc, "SecretInvalid");
     let message = &tc.status.as_ref().unwrap().conditions[0].message;
     assert!(message.contains("refreshToken"), "{message}");
     assert!(!message.contains("secret-a"), "{message}");
@@ -90,11 +104,9 @@ async fn an_incomplete_secret_stalls_naming_the_key_and_a_fix_proceeds() {
         f.leaf_calls("user-incomplete").is_empty(),
         "no Leaf call with an unusable Secret"
     );
-    let (kind, _) = f.wait_event("farm", "SecretInvalid", WAIT).await;
-    assert_eq!(kind, "Warning");
+    assert_warning_event(&f, "SecretInvalid").await;
 
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
+    f.put_default_credentials().await;
     let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
     assert_eq!(conditions(&tc).len(), 1, "Stalled removed");
 }
@@ -102,8 +114,7 @@ async fn an_incomplete_secret_stalls_naming_the_key_and_a_fix_proceeds() {
 #[tokio::test]
 async fn a_refused_leaf_account_is_leaf_auth_failed_and_stalled() {
     let f = Fixture::start("authfail").await;
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
+    f.put_default_credentials().await;
     f.put_secret("leaf-account", &[("token", "not-a-known-token")])
         .await;
     f.create_tc(
@@ -114,16 +125,9 @@ async fn a_refused_leaf_account_is_leaf_auth_failed_and_stalled() {
     )
     .await;
     let tc = f.wait_reason("farm", "LeafAuthFailed", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "LeafAuthFailed"),
-            ("Stalled", "True", "LeafAuthFailed")
-        ])
-    );
+    assert_stalled(&tc, "LeafAuthFailed");
     assert_eq!(f.count_calls("user-authfail", "POST"), 0);
-    let (kind, _) = f.wait_event("farm", "LeafAuthFailed", WAIT).await;
-    assert_eq!(kind, "Warning");
+    assert_warning_event(&f, "LeafAuthFailed").await;
 
     // A valid token in the referenced Secret: the Secret watch brings the fix in.
     f.standin.add_token("team-token-1");
@@ -150,20 +154,13 @@ async fn a_refused_post_is_credential_rejected_and_never_retried_with_the_same_v
     f.create_tc("farm", "user-rejected", "creds", serde_json::json!({}))
         .await;
     let tc = f.wait_reason("farm", "CredentialRejected", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "CredentialRejected"),
-            ("Stalled", "True", "CredentialRejected")
-        ])
-    );
+    assert_stalled(&tc, "CredentialRejected");
     let status = tc.status.clone().unwrap();
     let message = &status.conditions[0].message;
     assert!(message.contains("400"), "{message}");
     assert!(!message.contains("bad-refresh-token-value"), "{message}");
     assert!(status.credential_id.is_none());
-    let (kind, _) = f.wait_event("farm", "CredentialRejected", WAIT).await;
-    assert_eq!(kind, "Warning");
+    assert_warning_event(&f, "CredentialRejected").await;
 
     // Nudging it does not send the refused values again.
     f.annotate("farm", "withleaf.io/reconcile-requested-at", "now")
@@ -184,18 +181,9 @@ async fn a_refused_post_is_credential_rejected_and_never_retried_with_the_same_v
 async fn leaf_5xx_backs_off_with_a_bounded_call_count_and_recovers() {
     let f = Fixture::start("outage").await;
     f.standin.set_outage(true);
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
-    f.create_tc("farm", "user-outage", "creds", serde_json::json!({}))
-        .await;
+    f.create_farm_with_default_credentials("user-outage").await;
     let tc = f.wait_reason("farm", "LeafUnavailable", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "LeafUnavailable"),
-            ("Reconciling", "True", "LeafUnavailable")
-        ])
-    );
+    assert_waiting(&tc, "LeafUnavailable");
     let started = f.standin.requests().len();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = f.standin.requests().len() - started;
@@ -211,10 +199,7 @@ async fn leaf_5xx_backs_off_with_a_bounded_call_count_and_recovers() {
 
     f.standin.set_outage(false);
     let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[("Ready", "True", "CredentialValid")])
-    );
+    assert_ready(&tc);
     assert_eq!(f.count_calls("user-outage", "POST"), 1);
 }
 
@@ -224,9 +209,7 @@ async fn leaf_429_retry_after_is_honoured() {
     f.standin
         .set_fault_path_filter(Some("/trimble-credentials"));
     f.standin.rate_limit_next(2, RetryAfter::Seconds(3));
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
-    f.create_tc("farm", "user-ratelimit", "creds", serde_json::json!({}))
+    f.create_farm_with_default_credentials("user-ratelimit")
         .await;
     f.wait_reason("farm", "CredentialValid", WAIT).await;
 
@@ -258,18 +241,9 @@ async fn a_wrong_default_account_password_is_leaf_auth_failed_without_any_creden
         o.account(support::operator::LEAF_USERNAME, "wrong-password")
     })
     .await;
-    f.put_credentials("creds", "client-a", "secret-a", "refresh-a")
-        .await;
-    f.create_tc("farm", "user-badpass", "creds", serde_json::json!({}))
-        .await;
+    f.create_farm_with_default_credentials("user-badpass").await;
     let tc = f.wait_reason("farm", "LeafAuthFailed", WAIT).await;
-    assert_eq!(
-        conditions(&tc),
-        triples(&[
-            ("Ready", "False", "LeafAuthFailed"),
-            ("Stalled", "True", "LeafAuthFailed")
-        ])
-    );
+    assert_stalled(&tc, "LeafAuthFailed");
     assert!(
         f.leaf_calls("user-badpass").is_empty(),
         "{:?}",

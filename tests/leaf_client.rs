@@ -2,6 +2,8 @@
 //! re-login on 401, static tokens, every error class, Retry-After, the rate limit, open statuses,
 //! event sanitising, and that no secret value ever reaches a Debug, Display or serde output.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +15,13 @@ use leaf_operator::metrics::Metrics;
 use leaf_standin::{
     BadRefresh, BadRefreshMode, OnExisting, RetryAfter, StandIn, StandInConfig, StoredEvent,
 };
+use support::leaf::{
+    CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, USER, account, assert_no_secrets,
+    create_user_credential, delete_user_credential, get_user_credential, request,
+    user_credential_events,
+};
 
-const USER: &str = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
-const PASSWORD: &str = "operator-password-Zq81";
 const STATIC_TOKEN: &str = "static-token-value-7f1e2d";
-const CLIENT_SECRET: &str = "trimble-client-secret-9kq2";
-const REFRESH_TOKEN: &str = "trimble-refresh-token-x81n";
 
 async fn standin() -> StandIn {
     StandIn::start(
@@ -44,16 +47,42 @@ fn client(standin: &StandIn) -> LeafClient {
     LeafClient::new(config(standin), Arc::new(Metrics::new())).expect("client")
 }
 
-fn account() -> LeafAccount {
-    LeafAccount::password("operator", PASSWORD)
+/// A client that has already logged in: its first call (a GET, answered 404) succeeded, so what
+/// a test does next starts with a cached token.
+async fn logged_in_client(standin: &StandIn) -> LeafClient {
+    let client = client(standin);
+    get_user_credential(&client).await.unwrap();
+    client
 }
 
-fn request() -> TrimbleCreateRequest {
-    TrimbleCreateRequest {
-        client_id: "trimble-client-id".into(),
-        client_secret: CLIENT_SECRET.into(),
-        refresh_token: REFRESH_TOKEN.into(),
-    }
+/// `callers` GETs of the user's credential at once, each on its own clone of `client`.
+async fn get_concurrently(
+    client: &LeafClient,
+    callers: usize,
+) -> Vec<Result<Option<Credential>, LeafError>> {
+    let calls = (0..callers).map(|_| {
+        let client = client.clone();
+        async move { get_user_credential(&client).await }
+    });
+    futures::future::join_all(calls).await
+}
+
+/// Fails unless `error` is AuthFailed with HTTP `status`.
+#[track_caller]
+fn assert_auth_failed(error: &LeafError, status: u16) {
+    assert!(
+        matches!(error, LeafError::AuthFailed { status: Some(s), .. } if *s == status),
+        "{error:?}"
+    );
+}
+
+/// Fails unless `error` is Unavailable with HTTP `status` (`None`: no answer at all).
+#[track_caller]
+fn assert_unavailable(error: &LeafError, status: Option<u16>) {
+    assert!(
+        matches!(error, LeafError::Unavailable { status: s, .. } if *s == status),
+        "{error:?}"
+    );
 }
 
 /// Every rendering of a value a caller could log.
@@ -66,17 +95,6 @@ fn renderings<T: std::fmt::Debug + serde::Serialize>(value: &T) -> String {
 
 fn error_renderings(error: &LeafError) -> String {
     format!("{error}\n{error:?}\n{error:#?}")
-}
-
-/// Fails naming the secret when any of them appears in `text`.
-fn assert_no_secrets(text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!secret.is_empty());
-        assert!(
-            !text.contains(secret),
-            "secret {secret:?} leaked into:\n{text}"
-        );
-    }
 }
 
 /// (method, path suffix, status) of every logged request, for sequence assertions.
@@ -103,10 +121,7 @@ fn entry(method: &str, path: &str, status: u16) -> (String, String, Option<u16>)
 async fn login_then_calls_send_the_issued_bearer_token() {
     let standin = standin().await;
     let client = client(&standin);
-    let none = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let none = get_user_credential(&client).await.unwrap();
     assert_eq!(none, None, "404 must mean no credential");
     assert_eq!(
         log(&standin),
@@ -126,10 +141,7 @@ async fn login_then_calls_send_the_issued_bearer_token() {
 async fn create_get_delete_round_trip_keeps_no_secret() {
     let standin = standin().await;
     let client = client(&standin);
-    let created = client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap();
+    let created = create_user_credential(&client).await.unwrap();
     assert_eq!(created.status, CredentialStatus::Ok);
     assert_eq!(created.client_id.as_deref(), Some("trimble-client-id"));
     let stored = standin
@@ -146,11 +158,7 @@ async fn create_get_delete_round_trip_keeps_no_secret() {
     );
     assert!(!created.scopes.is_empty());
 
-    let fetched = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap()
-        .unwrap();
+    let fetched = get_user_credential(&client).await.unwrap().unwrap();
     assert_eq!(fetched, created);
     // The stand-in echoes every secret in clear, like Leaf: none may survive parsing.
     let secrets = [
@@ -162,19 +170,9 @@ async fn create_get_delete_round_trip_keeps_no_secret() {
     assert_no_secrets(&renderings(&created), &secrets);
     assert_no_secrets(&renderings(&fetched), &secrets);
 
-    client
-        .delete_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .get_credential::<Trimble>(&account(), USER)
-            .await
-            .unwrap(),
-        None
-    );
-    client
-        .delete_credential::<Trimble>(&account(), USER)
+    delete_user_credential(&client).await.unwrap();
+    assert_eq!(get_user_credential(&client).await.unwrap(), None);
+    delete_user_credential(&client)
         .await
         .expect("deleting a credential already gone (404) is success");
 }
@@ -184,19 +182,12 @@ async fn token_is_reused_across_calls() {
     let standin = standin().await;
     let client = client(&standin);
     for _ in 0..10 {
-        client
-            .get_credential::<Trimble>(&account(), USER)
-            .await
-            .unwrap();
+        get_user_credential(&client).await.unwrap();
     }
     assert_eq!(standin.logins(), 1, "ten calls must share one login");
     assert_eq!(standin.count("GET", "/trimble-credentials"), 10);
     // A clone shares the cache.
-    client
-        .clone()
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client.clone()).await.unwrap();
     assert_eq!(standin.logins(), 1);
 }
 
@@ -206,11 +197,7 @@ async fn concurrent_callers_share_one_login() {
     // Slow logins make the race real: every caller arrives while the first login is in flight.
     standin.set_latency(Duration::from_millis(100));
     let client = client(&standin);
-    let calls = (0..20).map(|_| {
-        let client = client.clone();
-        async move { client.get_credential::<Trimble>(&account(), USER).await }
-    });
-    for result in futures::future::join_all(calls).await {
+    for result in get_concurrently(&client, 20).await {
         assert_eq!(result.unwrap(), None);
     }
     assert_eq!(
@@ -224,21 +211,14 @@ async fn concurrent_callers_share_one_login() {
 async fn token_is_renewed_before_its_exp_without_a_401() {
     let standin = standin().await;
     standin.set_token_lifetime(Duration::from_secs(2));
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     assert_eq!(standin.logins(), 1);
     // Wait past the token's lifetime (the condition here is the clock itself).
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client).await.unwrap();
     assert_eq!(standin.logins(), 2, "an expired token must be renewed");
     assert_eq!(
         standin.counters().unauthorized,
@@ -252,17 +232,10 @@ async fn a_401_triggers_one_relogin_and_one_retry() {
     let standin = standin().await;
     // Without an exp claim the client can only learn of expiry from Leaf's 401.
     standin.set_exp_claim(false);
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.revoke_tokens();
     standin.clear_requests();
-    let result = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let result = get_user_credential(&client).await.unwrap();
     assert_eq!(result, None);
     assert_eq!(
         log(&standin),
@@ -277,27 +250,11 @@ async fn a_401_triggers_one_relogin_and_one_retry() {
 #[tokio::test]
 async fn a_second_401_after_relogin_is_auth_failed_without_more_retries() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.clear_requests();
     standin.unauthorized_next(2);
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::AuthFailed {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_auth_failed(&error, 401);
     assert!(!error.is_transient());
     assert_eq!(
         log(&standin),
@@ -313,17 +270,9 @@ async fn a_second_401_after_relogin_is_auth_failed_without_more_retries() {
 async fn concurrent_401s_cause_a_single_relogin() {
     let standin = standin().await;
     standin.set_exp_claim(false);
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.revoke_tokens();
-    let calls = (0..10).map(|_| {
-        let client = client.clone();
-        async move { client.get_credential::<Trimble>(&account(), USER).await }
-    });
-    for result in futures::future::join_all(calls).await {
+    for result in get_concurrently(&client, 10).await {
         assert_eq!(result.unwrap(), None);
     }
     assert_eq!(
@@ -354,16 +303,7 @@ async fn static_token_is_used_as_is_and_never_logs_in() {
         .get_credential::<Trimble>(&unknown, USER)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::AuthFailed {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_auth_failed(&error, 401);
     assert_eq!(
         log(&standin),
         vec![entry("GET", "trimble-credentials", 401)]
@@ -380,16 +320,7 @@ async fn wrong_password_is_auth_failed() {
         .get_credential::<Trimble>(&account, USER)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::AuthFailed {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_auth_failed(&error, 401);
     assert_eq!(
         log(&standin),
         vec![entry("POST", "login", 401)],
@@ -401,75 +332,37 @@ async fn wrong_password_is_auth_failed() {
 #[tokio::test]
 async fn forbidden_is_auth_failed() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.fail_every_nth(1, 403);
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::AuthFailed {
-                status: Some(403),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_auth_failed(&error, 403);
 }
 
 #[tokio::test]
 async fn server_errors_are_unavailable() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     for status in [500, 502, 503] {
         standin.fail_every_nth(1, status);
-        let error = client
-            .get_credential::<Trimble>(&account(), USER)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, LeafError::Unavailable { status: Some(s), .. } if s == status),
-            "{error:?}"
-        );
+        let error = get_user_credential(&client).await.unwrap_err();
+        assert_unavailable(&error, Some(status));
         assert!(error.is_transient());
         assert_eq!(error.retry_after(), None);
     }
     // The client does not retry 5xx itself: one request per call.
     standin.clear_requests();
-    let _ = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
+    let _ = get_user_credential(&client).await.unwrap_err();
     assert_eq!(standin.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn every_nth_failure_is_deterministic() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.fail_every_nth(3, 502);
     let mut outcomes = Vec::new();
     for _ in 0..6 {
-        outcomes.push(
-            client
-                .get_credential::<Trimble>(&account(), USER)
-                .await
-                .is_ok(),
-        );
+        outcomes.push(get_user_credential(&client).await.is_ok());
     }
     assert_eq!(outcomes, [true, true, false, true, true, false]);
 }
@@ -477,47 +370,21 @@ async fn every_nth_failure_is_deterministic() {
 #[tokio::test]
 async fn rate_limited_answer_returns_retry_after_in_seconds() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.rate_limit_next(1, RetryAfter::Seconds(7));
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::Unavailable {
-                status: Some(429),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_unavailable(&error, Some(429));
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
     // Only one 429 was injected.
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client).await.unwrap();
 }
 
 #[tokio::test]
 async fn rate_limited_answer_returns_retry_after_as_http_date() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.rate_limit_next(1, RetryAfter::DateIn(30));
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
+    let error = get_user_credential(&client).await.unwrap_err();
     let retry_after = error
         .retry_after()
         .expect("an HTTP-date Retry-After is parsed");
@@ -531,29 +398,16 @@ async fn rate_limited_answer_returns_retry_after_as_http_date() {
 #[tokio::test]
 async fn dropped_connection_is_unavailable() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     standin.drop_next(1);
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, LeafError::Unavailable { status: None, .. }),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_unavailable(&error, None);
     assert_eq!(
         standin.requests().last().unwrap().status,
         None,
         "the stand-in logged the drop"
     );
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client).await.unwrap();
 }
 
 #[tokio::test]
@@ -561,25 +415,10 @@ async fn outage_is_unavailable_including_login() {
     let standin = standin().await;
     let client = client(&standin);
     standin.set_outage(true);
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            LeafError::Unavailable {
-                status: Some(503),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_unavailable(&error, Some(503));
     standin.set_outage(false);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client).await.unwrap();
 }
 
 #[tokio::test]
@@ -595,14 +434,8 @@ async fn unreachable_leaf_is_unavailable() {
         ..LeafClientConfig::default()
     };
     let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, LeafError::Unavailable { status: None, .. }),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_unavailable(&error, None);
     assert!(error.to_string().contains("connect"), "{error}");
 }
 
@@ -616,14 +449,8 @@ async fn slow_answer_times_out_as_unavailable() {
     let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
     standin.set_latency(Duration::from_secs(2));
     let started = Instant::now();
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, LeafError::Unavailable { status: None, .. }),
-        "{error:?}"
-    );
+    let error = get_user_credential(&client).await.unwrap_err();
+    assert_unavailable(&error, None);
     assert!(error.to_string().contains("timed out"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -690,10 +517,7 @@ async fn create_on_existing_credential_is_already_exists_for_409_and_400() {
         standin.set_on_existing(behaviour);
         standin.seed_credential(USER, "someone-elses-client");
         let client = client(&standin);
-        let error = client
-            .create_credential::<Trimble>(&account(), USER, &request())
-            .await
-            .unwrap_err();
+        let error = create_user_credential(&client).await.unwrap_err();
         assert!(
             matches!(error, LeafError::AlreadyExists { .. }),
             "{behaviour:?}: {error:?}"
@@ -711,10 +535,7 @@ async fn create_on_existing_credential_may_silently_replace_it() {
     standin.set_on_existing(OnExisting::Replace);
     let seeded = standin.seed_credential(USER, "old-client");
     let client = client(&standin);
-    let created = client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap();
+    let created = create_user_credential(&client).await.unwrap();
     assert_ne!(created.id, seeded.id);
     assert_eq!(created.client_id.as_deref(), Some("trimble-client-id"));
 }
@@ -736,22 +557,11 @@ async fn bad_refresh_token_accepted_then_flipped_to_unauthenticated() {
         .await
         .unwrap();
     assert_eq!(created.status, CredentialStatus::Ok);
-    let first = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = get_user_credential(&client).await.unwrap().unwrap();
     assert_eq!(first.status, CredentialStatus::Ok);
-    let second = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = get_user_credential(&client).await.unwrap().unwrap();
     assert_eq!(second.status, CredentialStatus::Unauthenticated);
-    let events = client
-        .credential_events::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let events = user_credential_events(&client).await.unwrap();
     assert_eq!(
         events[0].status_code,
         Some(400),
@@ -785,11 +595,7 @@ async fn unknown_status_is_kept_verbatim_and_known_ones_match_any_case() {
     ];
     for (sent, expected) in cases {
         assert!(standin.set_status(USER, sent));
-        let credential = client
-            .get_credential::<Trimble>(&account(), USER)
-            .await
-            .unwrap()
-            .unwrap();
+        let credential = get_user_credential(&client).await.unwrap().unwrap();
         assert_eq!(credential.status, expected, "Leaf sent {sent:?}");
         assert_eq!(
             credential.raw_status, sent,
@@ -806,10 +612,7 @@ async fn unknown_status_is_kept_verbatim_and_known_ones_match_any_case() {
 async fn events_come_newest_first_with_headers_and_bodies_dropped() {
     let standin = standin().await;
     let client = client(&standin);
-    client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap();
+    create_user_credential(&client).await.unwrap();
     let planted_jwt = leaf_standin::fake_jwt("planted-subject");
     let planted = [
         planted_jwt.as_str(),
@@ -839,10 +642,7 @@ async fn events_come_newest_first_with_headers_and_bodies_dropped() {
     let stored = standin.events(USER);
     assert_eq!(stored.len(), 3);
 
-    let events = client
-        .credential_events::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let events = user_credential_events(&client).await.unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0].status_code, Some(401), "newest first: {events:?}");
     assert_eq!(events[0].summary, "HTTP 401 Unauthorized");
@@ -868,15 +668,9 @@ async fn events_come_newest_first_with_headers_and_bodies_dropped() {
     assert_no_secrets(&renderings(&events), &all_secrets);
 
     // Gone with the credential, as documented; the client copes with an empty list.
-    client
-        .delete_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    delete_user_credential(&client).await.unwrap();
     assert_eq!(
-        client
-            .credential_events::<Trimble>(&account(), USER)
-            .await
-            .unwrap(),
+        user_credential_events(&client).await.unwrap(),
         Vec::<CredentialEvent>::new()
     );
 }
@@ -891,11 +685,7 @@ async fn rate_limit_is_honoured_across_callers_and_logins() {
     };
     let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
     let started = Instant::now();
-    let calls = (0..24).map(|_| {
-        let client = client.clone();
-        async move { client.get_credential::<Trimble>(&account(), USER).await }
-    });
-    for result in futures::future::join_all(calls).await {
+    for result in get_concurrently(&client, 24).await {
         result.unwrap();
     }
     let elapsed = started.elapsed();
@@ -929,24 +719,12 @@ async fn every_request_is_counted_in_metrics_by_operation_and_status() {
     let standin = standin().await;
     let metrics = Arc::new(Metrics::new());
     let client = LeafClient::new(config(&standin), metrics.clone()).unwrap();
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
-    client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap();
-    client
-        .credential_events::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
-    client
-        .delete_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    get_user_credential(&client).await.unwrap();
+    create_user_credential(&client).await.unwrap();
+    user_credential_events(&client).await.unwrap();
+    delete_user_credential(&client).await.unwrap();
     standin.drop_next(1);
-    let _ = client.get_credential::<Trimble>(&account(), USER).await;
+    let _ = get_user_credential(&client).await;
     let text = metrics.encode();
     for line in [
         r#"leaf_operator_leaf_requests_total{operation="authenticate",status="200"} 1"#,
@@ -1057,11 +835,7 @@ async fn no_secret_appears_in_any_debug_or_display_output() {
 #[tokio::test]
 async fn error_bodies_are_reduced_to_short_scrubbed_excerpts() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     let jwt = leaf_standin::fake_jwt("leaky");
     let leaks = [
         jwt.as_str(),
@@ -1083,10 +857,7 @@ async fn error_bodies_are_reduced_to_short_scrubbed_excerpts() {
         (503, problem.as_str()),
     ] {
         standin.fail_every_nth_with_body(1, status, body);
-        let error = client
-            .get_credential::<Trimble>(&account(), USER)
-            .await
-            .unwrap_err();
+        let error = get_user_credential(&client).await.unwrap_err();
         assert_eq!(error.status(), Some(status));
         let text = error_renderings(&error);
         assert_no_secrets(&text, &leaks);
@@ -1096,10 +867,7 @@ async fn error_bodies_are_reduced_to_short_scrubbed_excerpts() {
     }
     // An empty body still gives a readable message.
     standin.fail_every_nth_with_body(1, 418, "");
-    let error = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
+    let error = get_user_credential(&client).await.unwrap_err();
     assert!(
         matches!(error, LeafError::Rejected { status: 418, .. }),
         "{error:?}"
@@ -1110,11 +878,7 @@ async fn error_bodies_are_reduced_to_short_scrubbed_excerpts() {
 #[tokio::test]
 async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
     let standin = standin().await;
-    let client = client(&standin);
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    let client = logged_in_client(&standin).await;
     // Too short and plain for any token pattern: only knowing the values sent can catch them.
     let short = TrimbleCreateRequest {
         client_id: "cid".into(),
@@ -1153,8 +917,7 @@ async fn create_with_an_empty_answer_reads_the_credential_back() {
     let standin = standin().await;
     standin.set_empty_create_answer(true);
     let client = client(&standin);
-    let created = client
-        .create_credential::<Trimble>(&account(), USER, &request())
+    let created = create_user_credential(&client)
         .await
         .expect("a 201 without a body is still a created credential");
     assert_eq!(created.id, standin.credential(USER).unwrap().id);

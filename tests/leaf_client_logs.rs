@@ -2,40 +2,18 @@
 //! secret. A test binary of its own: tracing's per-callsite interest cache is process-wide, so a
 //! thread-scoped capture is only reliable when no other test runs alongside.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use leaf_operator::leaf::{
-    LeafAccount, LeafClient, LeafClientConfig, Trimble, TrimbleCreateRequest,
-};
+use leaf_operator::leaf::{LeafAccount, LeafClient, LeafClientConfig, Trimble};
 use leaf_operator::metrics::Metrics;
 use leaf_standin::{StandIn, StandInConfig};
-
-const USER: &str = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
-const PASSWORD: &str = "operator-password-Zq81";
-const CLIENT_SECRET: &str = "trimble-client-secret-9kq2";
-const REFRESH_TOKEN: &str = "trimble-refresh-token-x81n";
-
-fn account() -> LeafAccount {
-    LeafAccount::password("operator", PASSWORD)
-}
-
-fn request() -> TrimbleCreateRequest {
-    TrimbleCreateRequest {
-        client_id: "trimble-client-id".into(),
-        client_secret: CLIENT_SECRET.into(),
-        refresh_token: REFRESH_TOKEN.into(),
-    }
-}
-
-fn assert_no_secrets(text: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(
-            !text.contains(secret),
-            "secret {secret:?} leaked into:\n{text}"
-        );
-    }
-}
+use support::leaf::{
+    CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, USER, assert_no_secrets, create_user_credential,
+    get_user_credential, user_credential_events,
+};
 
 /// A tracing writer that keeps everything in memory.
 #[derive(Clone, Default)]
@@ -75,27 +53,15 @@ async fn logs_at_trace_level_hold_no_secret() {
         ..LeafClientConfig::default()
     };
     let client = LeafClient::new(config, Arc::new(Metrics::new())).unwrap();
-    client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap();
-    client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
-    client
-        .credential_events::<Trimble>(&account(), USER)
-        .await
-        .unwrap();
+    create_user_credential(&client).await.unwrap();
+    get_user_credential(&client).await.unwrap();
+    user_credential_events(&client).await.unwrap();
     standin.fail_every_nth_with_body(
         1,
         400,
         r#"{"detail":"refreshToken=trimble-refresh-token-x81n"}"#,
     );
-    let _ = client
-        .create_credential::<Trimble>(&account(), USER, &request())
-        .await
-        .unwrap_err();
+    let _ = create_user_credential(&client).await.unwrap_err();
     standin.clear_faults();
     let _ = client
         .get_credential::<Trimble>(
@@ -105,10 +71,7 @@ async fn logs_at_trace_level_hold_no_secret() {
         .await
         .unwrap_err();
     standin.drop_next(1);
-    let _ = client
-        .get_credential::<Trimble>(&account(), USER)
-        .await
-        .unwrap_err();
+    let _ = get_user_credential(&client).await.unwrap_err();
     let stored = standin.credential(USER).unwrap();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

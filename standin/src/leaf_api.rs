@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::state::{
-    self, BadRefreshMode, Bearer, OnExisting, RecordedRequest, RetryAfter, State as Inner,
+    self, BadRefreshMode, Bearer, Counters, OnExisting, RecordedRequest, RetryAfter,
+    State as Inner, User,
 };
 
 pub(crate) type Shared = Arc<Mutex<Inner>>;
@@ -243,6 +244,24 @@ fn authorize(state: &Inner, headers: &HeaderMap) -> Option<String> {
     }
 }
 
+/// The frame of every authenticated Leaf endpoint: refuse a request without a valid bearer
+/// token, otherwise `count` it, run `handle` under the state lock and label the answer with the
+/// account, for the request log.
+fn authorized(
+    shared: &Shared,
+    headers: &HeaderMap,
+    count: impl FnOnce(&mut Counters),
+    handle: impl FnOnce(&mut Inner) -> Response,
+) -> Response {
+    let mut state = lock(shared);
+    let Some(label) = authorize(&state, headers) else {
+        return unauthorized();
+    };
+    count(&mut state.counters);
+    let response = handle(&mut state);
+    with_label(response, label)
+}
+
 fn unauthorized() -> Response {
     problem(
         StatusCode::UNAUTHORIZED,
@@ -290,6 +309,18 @@ async fn authenticate(State(shared): State<Shared>, body: String) -> Response {
     )
 }
 
+/// Runs `handle` on a registered Leaf user; an unknown one is Leaf's 404.
+fn with_user(
+    state: &mut Inner,
+    user: &str,
+    handle: impl FnOnce(&mut User) -> Response,
+) -> Response {
+    match state.user_mut(user) {
+        None => problem(StatusCode::NOT_FOUND, "User not found"),
+        Some(u) => handle(u),
+    }
+}
+
 fn credential_json(credential: &state::StoredCredential) -> Value {
     // Like the real API: secrets and live tokens in clear, so tests prove the client drops them.
     json!({
@@ -309,39 +340,42 @@ async fn get_credential(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut state = lock(&shared);
-    let Some(label) = authorize(&state, &headers) else {
-        return unauthorized();
-    };
-    state.counters.gets += 1;
+    authorized(
+        &shared,
+        &headers,
+        |c| c.gets += 1,
+        |state| read_credential(state, &user),
+    )
+}
+
+/// GET of a stored credential; counts down a pending flip to UNAUTHENTICATED (bad refresh token
+/// accepted at POST) and logs Leaf's event for it.
+fn read_credential(state: &mut Inner, user: &str) -> Response {
     let mut flipped = false;
-    let answer = match state.user_mut(&user) {
-        None => problem(StatusCode::NOT_FOUND, "User not found"),
-        Some(u) => match u.credential.as_mut() {
-            None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
-            Some(credential) => {
-                match credential.flip_after_gets {
-                    Some(0) => {
-                        credential.status = "UNAUTHENTICATED".to_string();
-                        credential.flip_after_gets = None;
-                        flipped = true;
-                    }
-                    Some(n) => credential.flip_after_gets = Some(n - 1),
-                    None => {}
+    let answer = with_user(state, user, |u| match u.credential.as_mut() {
+        None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+        Some(credential) => {
+            match credential.flip_after_gets {
+                Some(0) => {
+                    credential.status = "UNAUTHENTICATED".to_string();
+                    credential.flip_after_gets = None;
+                    flipped = true;
                 }
-                (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
+                Some(n) => credential.flip_after_gets = Some(n - 1),
+                None => {}
             }
-        },
-    };
+            (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
+        }
+    });
     if flipped {
         // Leaf's failed token refresh at Trimble, as it would log it (the answer above already
         // shows the new status).
         let event = state.new_event(400, None, None);
-        if let Some(u) = state.users.get_mut(&user) {
+        if let Some(u) = state.users.get_mut(user) {
             u.events.push(event);
         }
     }
-    with_label(answer, label)
+    answer
 }
 
 async fn create_credential(
@@ -350,13 +384,12 @@ async fn create_credential(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let mut state = lock(&shared);
-    let Some(label) = authorize(&state, &headers) else {
-        return unauthorized();
-    };
-    state.counters.creates += 1;
-    let response = create(&mut state, &user, &body);
-    with_label(response, label)
+    authorized(
+        &shared,
+        &headers,
+        |c| c.creates += 1,
+        |state| create(state, &user, &body),
+    )
 }
 
 fn create(state: &mut Inner, user: &str, body: &str) -> Response {
@@ -430,23 +463,21 @@ async fn delete_credential(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut state = lock(&shared);
-    let Some(label) = authorize(&state, &headers) else {
-        return unauthorized();
-    };
-    state.counters.deletes += 1;
-    let response = match state.user_mut(&user) {
-        None => problem(StatusCode::NOT_FOUND, "User not found"),
-        Some(u) => match u.credential.take() {
-            None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
-            Some(_) => {
-                // Events are gone with the credential, as documented.
-                u.events.clear();
-                StatusCode::NO_CONTENT.into_response()
-            }
+    authorized(
+        &shared,
+        &headers,
+        |c| c.deletes += 1,
+        |state| {
+            with_user(state, &user, |u| match u.credential.take() {
+                None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+                Some(_) => {
+                    // Events are gone with the credential, as documented.
+                    u.events.clear();
+                    StatusCode::NO_CONTENT.into_response()
+                }
+            })
         },
-    };
-    with_label(response, label)
+    )
 }
 
 async fn get_events(
@@ -454,15 +485,15 @@ async fn get_events(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut state = lock(&shared);
-    let Some(label) = authorize(&state, &headers) else {
-        return unauthorized();
-    };
-    state.counters.event_reads += 1;
-    let response = match state.user_mut(&user) {
-        None => problem(StatusCode::NOT_FOUND, "User not found"),
-        // Oldest first, as stored: Leaf documents no order, so clients must sort.
-        Some(u) => (StatusCode::OK, axum::Json(json!(u.events))).into_response(),
-    };
-    with_label(response, label)
+    authorized(
+        &shared,
+        &headers,
+        |c| c.event_reads += 1,
+        |state| {
+            // Oldest first, as stored: Leaf documents no order, so clients must sort.
+            with_user(state, &user, |u| {
+                (StatusCode::OK, axum::Json(json!(u.events))).into_response()
+            })
+        },
+    )
 }

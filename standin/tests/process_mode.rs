@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 
 /// Kills the stand-in process when the test ends, passed or failed.
@@ -45,6 +46,31 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request`; a transport error fails the test.
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
+}
+
+/// Sends `request` and parses its JSON answer.
+async fn json_of(request: RequestBuilder) -> Value {
+    send(request).await.json().await.unwrap()
+}
+
+/// Logs in as `ops`/`pw` (the account both tests start with) and returns the issued token.
+async fn login(http: &reqwest::Client, origin: &str, remember_me: Value) -> String {
+    let login = json_of(
+        http.post(format!("{origin}/api/authenticate"))
+            .json(&json!({"username": "ops", "password": "pw", "rememberMe": remember_me})),
+    )
+    .await;
+    login["id_token"].as_str().unwrap().to_string()
+}
+
+/// The Trimble credentials endpoint of `user`.
+fn credentials_url(origin: &str, user: &str) -> String {
+    format!("{origin}/services/usermanagement/api/users/{user}/trimble-credentials")
+}
+
 #[tokio::test]
 async fn binary_serves_the_contract_and_the_controls() {
     let (_process, origin) = start(&[
@@ -60,59 +86,44 @@ async fn binary_serves_the_contract_and_the_controls() {
     let http = http();
 
     // Login issues a JWT-shaped token; rememberMe as a string is accepted.
-    let login: Value = http
-        .post(format!("{origin}/api/authenticate"))
-        .json(&json!({"username": "ops", "password": "pw", "rememberMe": "true"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["id_token"].as_str().unwrap().to_string();
+    let token = login(&http, &origin, json!("true")).await;
     assert_eq!(token.split('.').count(), 3);
-    let refused = http
-        .post(format!("{origin}/api/authenticate"))
-        .json(&json!({"username": "ops", "password": "wrong"}))
-        .send()
-        .await
-        .unwrap();
+    let refused = send(
+        http.post(format!("{origin}/api/authenticate"))
+            .json(&json!({"username": "ops", "password": "wrong"})),
+    )
+    .await;
     assert_eq!(refused.status(), 401);
 
-    let credentials = format!("{origin}/services/usermanagement/api/users/u1/trimble-credentials");
+    let credentials = credentials_url(&origin, "u1");
     assert_eq!(
-        http.get(&credentials).send().await.unwrap().status(),
+        send(http.get(&credentials)).await.status(),
         401,
         "no bearer"
     );
     assert_eq!(
-        http.get(&credentials)
-            .bearer_auth(&token)
-            .send()
+        send(http.get(&credentials).bearer_auth(&token))
             .await
-            .unwrap()
             .status(),
         404
     );
-    let incomplete = http
-        .post(&credentials)
-        .bearer_auth("tok-1")
-        .json(&json!({"clientId": "c", "clientSecret": "", "refreshToken": "r"}))
-        .send()
-        .await
-        .unwrap();
+    let incomplete = send(
+        http.post(&credentials)
+            .bearer_auth("tok-1")
+            .json(&json!({"clientId": "c", "clientSecret": "", "refreshToken": "r"})),
+    )
+    .await;
     assert_eq!(incomplete.status(), 400);
     assert_eq!(
         incomplete.headers()["content-type"],
         "application/problem+json"
     );
-    let created = http
-        .post(&credentials)
-        .bearer_auth("tok-1")
-        .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r"}))
-        .send()
-        .await
-        .unwrap();
+    let created = send(
+        http.post(&credentials)
+            .bearer_auth("tok-1")
+            .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r"})),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let body: Value = created.json().await.unwrap();
     assert_eq!(body["status"], "OK");
@@ -123,69 +134,44 @@ async fn binary_serves_the_contract_and_the_controls() {
 
     // Controls: flip the status, add an event, read the log.
     let control = |path: &str| format!("{origin}/_standin/{path}");
-    let flipped = http
-        .post(control("users/u1/status"))
-        .json(&json!({"status": "invalid"}))
-        .send()
-        .await
-        .unwrap();
+    let flipped = send(
+        http.post(control("users/u1/status"))
+            .json(&json!({"status": "invalid"})),
+    )
+    .await;
     assert_eq!(flipped.status(), 204);
-    let got: Value = http
-        .get(&credentials)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = json_of(http.get(&credentials).bearer_auth(&token)).await;
     assert_eq!(got["status"], "invalid");
-    http.post(control("users/u1/events"))
-        .json(&json!({"statusCode": 401}))
-        .send()
-        .await
-        .unwrap();
-    let events: Value = http
-        .get(format!("{credentials}/events"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    send(
+        http.post(control("users/u1/events"))
+            .json(&json!({"statusCode": 401})),
+    )
+    .await;
+    let events = json_of(
+        http.get(format!("{credentials}/events"))
+            .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(events.as_array().unwrap().len(), 2);
 
     // Faults: a 429 with Retry-After, then back to normal.
-    http.post(control("faults"))
-        .json(&json!({"rateLimitNext": 1, "retryAfterSecs": 9}))
-        .send()
-        .await
-        .unwrap();
-    let limited = http
-        .get(&credentials)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    send(
+        http.post(control("faults"))
+            .json(&json!({"rateLimitNext": 1, "retryAfterSecs": 9})),
+    )
+    .await;
+    let limited = send(http.get(&credentials).bearer_auth(&token)).await;
     assert_eq!(limited.status(), 429);
     assert_eq!(limited.headers()["retry-after"], "9");
     assert_eq!(
-        http.get(&credentials)
-            .bearer_auth(&token)
-            .send()
+        send(http.get(&credentials).bearer_auth(&token))
             .await
-            .unwrap()
             .status(),
         200
     );
 
     // A dropped connection: no answer at all.
-    http.post(control("faults"))
-        .json(&json!({"dropNext": 1}))
-        .send()
-        .await
-        .unwrap();
+    send(http.post(control("faults")).json(&json!({"dropNext": 1}))).await;
     assert!(
         http.get(&credentials)
             .bearer_auth(&token)
@@ -194,14 +180,7 @@ async fn binary_serves_the_contract_and_the_controls() {
             .is_err()
     );
 
-    let log: Value = http
-        .get(control("requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = json_of(http.get(control("requests"))).await;
     let statuses: Vec<Value> = log
         .as_array()
         .unwrap()
@@ -244,35 +223,21 @@ async fn expired_tokens_and_unknown_users_are_refused() {
         "400",
     ]);
     let http = http();
-    let login: Value = http
-        .post(format!("{origin}/api/authenticate"))
-        .json(&json!({"username": "ops", "password": "pw", "rememberMe": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["id_token"].as_str().unwrap().to_string();
-    let unknown = format!("{origin}/services/usermanagement/api/users/nobody/trimble-credentials");
-    let answer = http
-        .post(&unknown)
-        .bearer_auth(&token)
-        .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r"}))
-        .send()
-        .await
-        .unwrap();
+    let token = login(&http, &origin, json!(false)).await;
+    let unknown = credentials_url(&origin, "nobody");
+    let answer = send(
+        http.post(&unknown)
+            .bearer_auth(&token)
+            .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r"})),
+    )
+    .await;
     assert_eq!(answer.status(), 404, "users must be registered");
     // Wait out the one-second lifetime: the token must then be refused.
     let mut status = 0;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        status = http
-            .get(&unknown)
-            .bearer_auth(&token)
-            .send()
+        status = send(http.get(&unknown).bearer_auth(&token))
             .await
-            .unwrap()
             .status()
             .as_u16();
         if status == 401 {

@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod control_plane;
+pub mod leaf;
 pub mod operator;
 pub mod process;
 pub mod wait;

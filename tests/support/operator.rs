@@ -352,6 +352,20 @@ impl Fixture {
         .await;
     }
 
+    /// The usual credentials as Secret `creds`: client-a / secret-a / refresh-a.
+    pub async fn put_default_credentials(&self) {
+        self.put_credentials("creds", "client-a", "secret-a", "refresh-a")
+            .await;
+    }
+
+    /// The common starting point: the default `creds` Secret, then TrimbleConnection `farm` for
+    /// `user` referring to it (in that order, so the first reconcile already sees the Secret).
+    pub async fn create_farm_with_default_credentials(&self, user: &str) -> TrimbleConnection {
+        self.put_default_credentials().await;
+        self.create_tc("farm", user, "creds", serde_json::json!({}))
+            .await
+    }
+
     /// Creates a TrimbleConnection; `extra` is merged into its spec.
     pub async fn create_tc(
         &self,
@@ -568,6 +582,26 @@ pub fn condition<'a>(
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The `secretFingerprint` the operator records for [`Fixture::put_default_credentials`].
+pub fn default_credentials_fingerprint() -> String {
+    leaf_operator::secret::fingerprint("client-a", "secret-a", "refresh-a")
+}
+
+/// Asserts that `calls` (from [`Fixture::leaf_calls`]) hold exactly one DELETE and exactly one
+/// POST: a rotation that neither repeated nor skipped a step.
+pub fn assert_one_delete_and_one_post(calls: &[String]) {
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("DELETE")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("POST")).count(),
+        1,
+        "{calls:?}"
+    );
 }
 
 /// (type, status, reason) of every condition.
