@@ -1099,6 +1099,27 @@ fn store_memory_probe() {
     let rss = || process_stats(std::process::id()).rss_mib;
     // One variant per process: memory freed by the first would hide the growth of the second.
     let prune = std::env::var("BENCH_PRUNE").is_ok_and(|v| v == "1");
+    if std::env::var("BENCH_PROBE_KIND").is_ok_and(|v| v == "event") {
+        // What kube-runtime's event Recorder keeps per published Event (for 6 minutes).
+        let before = rss();
+        let mut cache: HashMap<String, KubeEvent> = HashMap::new();
+        for i in 0..n {
+            let mut event: KubeEvent = serde_json::from_str(&text).expect("an events.k8s.io Event");
+            event.metadata.name = Some(format!("bench-{i}.event"));
+            if prune {
+                event.metadata.managed_fields = None;
+            }
+            cache.insert(format!("bench-{i}"), event);
+        }
+        let after = rss();
+        println!(
+            "{n} Events: +{:.1} MiB ({:.1} KiB each; JSON {} bytes)",
+            after - before,
+            (after - before) * 1024.0 / n as f64,
+            text.len()
+        );
+        return;
+    }
     {
         let before = rss();
         let mut store: HashMap<String, Arc<TrimbleConnection>> = HashMap::new();
