@@ -385,3 +385,46 @@ async fn missing_permission_and_provider_trouble_are_reported_with_their_own_rea
         "status changes never re-create"
     );
 }
+
+#[tokio::test]
+async fn a_warning_that_comes_back_is_folded_into_one_event_series_with_its_count() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, ListParams};
+
+    let f = Fixture::start_with("series", Default::default(), |o| o.refresh_interval("2s")).await;
+    f.create_farm_with_default_credentials("user-series").await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    for round in 0..2 {
+        assert!(f.standin.set_status("user-series", "UNAUTHENTICATED"));
+        f.wait_reason("farm", "CredentialInvalid", WAIT).await;
+        if round == 0 {
+            assert!(f.standin.set_status("user-series", "OK"));
+            f.wait_reason("farm", "CredentialValid", WAIT).await;
+        }
+    }
+
+    let events: Api<Event> = Api::namespaced(f.client.clone(), &f.namespace);
+    let invalid: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("CredentialInvalid"))
+        .collect();
+    assert_eq!(
+        invalid.len(),
+        1,
+        "the second CredentialInvalid is a repeat of the first, not a new Event: {invalid:?}"
+    );
+    let series = invalid[0]
+        .series
+        .as_ref()
+        .expect("a series on the repeated Event");
+    assert_eq!(series.count, 2, "{series:?}");
+    assert_eq!(invalid[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        invalid[0].reporting_controller.as_deref(),
+        Some("leaf-operator")
+    );
+}

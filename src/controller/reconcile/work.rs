@@ -18,7 +18,7 @@ use super::status_patch::status_patch;
 use super::{Error, STALLED_RECHECK};
 use crate::controller::Context;
 use crate::controller::status::{self, Outcome};
-use crate::crd::{TrimbleConnection, TrimbleConnectionStatus};
+use crate::crd::{FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus};
 use crate::leaf::{LeafAccount, LeafError, Trimble};
 use crate::reason::Reason;
 use crate::secret::{self, SecretError};
@@ -104,7 +104,11 @@ impl<'a> Work<'a> {
         self.api
             .patch_status(
                 &self.name,
-                &PatchParams::default(),
+                // Named, so managedFields say who wrote the status (not "unknown").
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..PatchParams::default()
+                },
                 &Patch::Merge(&status_patch(&finished)),
             )
             .await
