@@ -8,8 +8,6 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group of every resource this operator owns.
-pub const API_GROUP: &str = "withleaf.io";
 /// The finalizer that keeps a TrimbleConnection until its Leaf credential is dealt with.
 pub const FINALIZER: &str = "withleaf.io/trimble-credential";
 /// Annotation whose new value forces an immediate reconcile (echoed in `status.lastHandledReconcileAt`).
@@ -180,6 +178,11 @@ pub struct TrimbleConnectionStatus {
     /// Short hash of the Secret values last sent to Leaf; reveals nothing about them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_fingerprint: Option<String>,
+
+    /// Short hash of the Secret values found when an existing credential was adopted. They were
+    /// never sent by this operator: a change of the Secret away from them rotates the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_secret_fingerprint: Option<String>,
 
     /// Set before the operator asks Leaf to create a credential and cleared once the outcome is
     /// known, so that a restart in between decides from Leaf's state and never creates twice.

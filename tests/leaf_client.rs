@@ -913,19 +913,27 @@ async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
 }
 
 #[tokio::test]
-async fn create_with_an_empty_answer_reads_the_credential_back() {
+async fn create_with_an_empty_answer_is_an_unreadable_answer_that_counts_as_applied() {
     let standin = standin().await;
     standin.set_empty_create_answer(true);
     let client = client(&standin);
-    let created = create_user_credential(&client)
+    let error = create_user_credential(&client)
         .await
-        .expect("a 201 without a body is still a created credential");
-    assert_eq!(created.id, standin.credential(USER).unwrap().id);
-    assert_eq!(created.status, CredentialStatus::Ok);
+        .expect_err("a 201 without a body names no credential");
+    assert!(matches!(error, LeafError::InvalidResponse { .. }), "{error:?}");
+    assert!(
+        error.may_have_applied(),
+        "the caller must keep the create in doubt"
+    );
+    assert!(standin.credential(USER).is_some());
     assert_eq!(
         standin.count("POST", "/trimble-credentials"),
         1,
         "never POST twice"
     );
-    assert_eq!(standin.count("GET", "/trimble-credentials"), 1);
+    assert_eq!(
+        standin.count("GET", "/trimble-credentials"),
+        0,
+        "whatever a GET shows is for the caller's ownership rules to judge"
+    );
 }
