@@ -499,15 +499,16 @@ async fn invalid_create_requests_are_rejected_with_a_sanitised_detail() {
 }
 
 #[tokio::test]
-async fn create_for_an_unknown_leaf_user_is_rejected_as_not_found() {
+async fn create_for_an_unknown_leaf_user_is_user_not_found_not_a_rejection() {
     let standin = standin().await;
     let client = client(&standin);
     let error = client
         .create_credential::<Trimble>(&account(), "no-such-user", &request())
         .await
         .unwrap_err();
-    assert!(error.is_not_found(), "{error:?}");
-    assert!(matches!(error, LeafError::Rejected { status: 404, .. }));
+    assert!(matches!(error, LeafError::UserNotFound { .. }), "{error:?}");
+    assert_eq!(error.status(), Some(404));
+    assert!(!error.may_have_applied());
 }
 
 #[tokio::test]
@@ -792,7 +793,16 @@ async fn no_secret_appears_in_any_debug_or_display_output() {
             .await
             .unwrap_err(),
     );
-    let kinds: Vec<&str> = errors.iter().map(LeafError::kind).collect();
+    let kinds: Vec<&str> = errors
+        .iter()
+        .map(|error| match error {
+            LeafError::AuthFailed { .. } => "auth_failed",
+            LeafError::Unavailable { .. } => "unavailable",
+            LeafError::Rejected { .. } => "rejected",
+            LeafError::AlreadyExists { .. } => "already_exists",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
     assert_eq!(
         kinds,
         [

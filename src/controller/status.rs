@@ -166,6 +166,9 @@ pub enum SecretNote {
     Missing,
     /// The Secret exists but cannot be used now (a key is missing or empty).
     Invalid,
+    /// The Secret changed, but to a refresh token that was sent to Leaf before: it is not sent
+    /// again (a Trimble refresh token works once).
+    ReusedToken,
 }
 
 /// What Leaf's credential status means for `Ready`; `note` says where the Secret stands.
@@ -187,7 +190,7 @@ pub fn credential_outcome(status: &CredentialStatus, secret_name: &str, note: Se
                     "The grower must re-authorize Leaf through Trimble, and the new refresh token must be put into \
                      Secret {secret_name:?} (it does not exist now); the operator then rotates it in"
                 ),
-                SecretNote::Sent | SecretNote::Invalid => format!(
+                SecretNote::Sent | SecretNote::Invalid | SecretNote::ReusedToken => format!(
                     "The grower must re-authorize Leaf through Trimble, and the new refresh token must be put into \
                      Secret {secret_name:?}; the operator then rotates it in"
                 ),
@@ -220,13 +223,19 @@ pub fn credential_outcome(status: &CredentialStatus, secret_name: &str, note: Se
     let secret_gone = match note {
         SecretNote::Missing => Some("does not exist"),
         SecretNote::Invalid => Some("cannot be used"),
-        SecretNote::Sent | SecretNote::AdoptedUnsent => None,
+        SecretNote::Sent | SecretNote::AdoptedUnsent | SecretNote::ReusedToken => None,
     };
     if let Some(why) = secret_gone
         && outcome.reason != Reason::CredentialInvalid
     {
         outcome.message.push_str(&format!(
             ". Secret {secret_name:?} {why}; it is needed only to rotate or re-create the credential"
+        ));
+    }
+    if note == SecretNote::ReusedToken {
+        outcome.message.push_str(&format!(
+            ". Secret {secret_name:?} changed, but its refresh token was sent to Leaf before and a Trimble refresh \
+             token works only once: it is not sent again; put a new one from the grower into the Secret to rotate"
         ));
     }
     outcome

@@ -182,7 +182,7 @@ impl LeafError {
 
     /// Classifies a non-success answer. `is_create` says the call was a POST of a credential,
     /// where "already exists" may come as 409 or as a 400 that says so.
-    pub(crate) fn from_answer(
+    pub fn from_answer(
         status: StatusCode,
         headers: &HeaderMap,
         body: &str,

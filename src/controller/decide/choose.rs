@@ -51,6 +51,9 @@ pub enum ForeignWhy {
     PolicyNever,
     /// AdoptMatching, and its clientId is not the Secret's (or Leaf did not say).
     ClientIdDiffers,
+    /// Replace, but the Secret holds nothing that may be sent (its refresh token was sent
+    /// before): deleting it would leave nothing in its place.
+    NothingToSend,
 }
 
 /// What the in-doubt create (if any) turned out to be.
@@ -68,17 +71,25 @@ pub enum Doubt {
 
 /// The step for what Leaf showed (`seen`: the Leaf user's credential, None for 404).
 pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
-    match resolve_doubt(f, seen) {
+    // A create whose doubt closed without a credential of its own in sight may still have used
+    // its refresh token (its credential could have been replaced since): that token is sent
+    // again only where Leaf shows nothing at all, never to replace someone else's credential.
+    let suspect_token = match resolve_doubt(f, seen) {
         Doubt::Landed(credential) => return Step::Resume { credential },
         Doubt::Open(left) => return Step::AwaitInDoubt { left },
-        Doubt::None | Doubt::NothingLanded => {}
-    }
+        Doubt::NothingLanded => f
+            .status
+            .pending_create
+            .as_ref()
+            .and_then(|p| p.refresh_token_fingerprint.clone()),
+        Doubt::None => None,
+    };
     let owned = f.status.credential_id.as_deref();
     match (owned, seen) {
         (None, None) => create_or_not(f, None),
         (Some(ours), None) => create_or_not(f, Some(ours.to_string())),
         (Some(ours), Some(credential)) if credential.id == ours => {
-            if secret_changed(f) || replace_dead_adopted(f, credential) {
+            if (secret_changed(f) || replace_dead_adopted(f, credential)) && !f.token_sent_before() {
                 Step::Rotate {
                     credential: credential.clone(),
                 }
@@ -91,7 +102,7 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
                 }
             }
         }
-        (_, Some(credential)) => foreign(f, credential),
+        (_, Some(credential)) => foreign(f, credential, suspect_token.as_deref()),
     }
 }
 
@@ -190,8 +201,9 @@ fn replace_dead_adopted(f: &Facts, credential: &Credential) -> bool {
 
 /// Nothing of ours in Leaf: create from the Secret if its values may be sent.
 fn create_or_not(f: &Facts, replacing: Option<String>) -> Step {
-    let may_send = secret_changed(f)
-        || (holds_adopted_values(f) && f.spec.adoption_policy == AdoptionPolicy::Replace);
+    let may_send = !f.token_sent_before()
+        && (secret_changed(f)
+            || (holds_adopted_values(f) && f.spec.adoption_policy == AdoptionPolicy::Replace));
     if may_send {
         return Step::Create { replacing };
     }
@@ -204,8 +216,9 @@ fn create_or_not(f: &Facts, replacing: Option<String>) -> Step {
     }
 }
 
-/// A credential that is not ours: adoptionPolicy decides.
-fn foreign(f: &Facts, credential: &Credential) -> Step {
+/// A credential that is not ours: adoptionPolicy decides. `suspect_token`: the refresh token of
+/// a create whose outcome stayed unknown.
+fn foreign(f: &Facts, credential: &Credential, suspect_token: Option<&str>) -> Step {
     let credential = credential.clone();
     match (f.spec.adoption_policy, &f.secret) {
         (AdoptionPolicy::Never, _) => Step::Foreign {
@@ -226,7 +239,26 @@ fn foreign(f: &Facts, credential: &Credential) -> Step {
                 }
             }
         }
-        (AdoptionPolicy::Replace, SecretFact::Present { .. }) => Step::Replace { credential },
+        (
+            AdoptionPolicy::Replace,
+            SecretFact::Present {
+                fingerprint,
+                refresh_token_hash,
+                ..
+            },
+        ) => {
+            let sendable = !f.token_sent_before()
+                && f.status.secret_fingerprint.as_deref() != Some(fingerprint.as_str())
+                && suspect_token != Some(refresh_token_hash.as_str());
+            if sendable {
+                Step::Replace { credential }
+            } else {
+                Step::Foreign {
+                    credential,
+                    why: ForeignWhy::NothingToSend,
+                }
+            }
+        }
         // Comparing clientIds, or creating ours after a DELETE, needs the Secret: never delete
         // what we could not replace.
         (_, SecretFact::Missing { .. } | SecretFact::Invalid { .. }) => Step::NeedSecret {
@@ -240,6 +272,7 @@ mod tests {
     use super::super::testing::*;
     use super::*;
     use crate::crd::AdoptionPolicy::{Never, Replace};
+    use crate::crd::TrimbleConnectionStatus;
 
     struct Row {
         name: &'static str,
@@ -337,6 +370,43 @@ mod tests {
                 |s| matches!(s, Step::Replace { credential } if credential.id == "theirs"),
             ),
             row(
+                "foreign, Replace, but the Secret's values were sent already: nothing deleted",
+                replace(Facts {
+                    status: sent(status_owning(Some("ours")), FP_A),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+            ),
+            row(
+                "doubt closed, a foreign one in Leaf, Replace: the doubtful token replaces nothing",
+                replace(Facts {
+                    status: TrimbleConnectionStatus {
+                        pending_create: in_doubt(status_owning(None), FP_A, CLIENT_A, 200)
+                            .pending_create
+                            .map(|p| PendingCreate {
+                                refresh_token_fingerprint: Some(refresh_hash(TOKEN_A)),
+                                ..p
+                            }),
+                        ..status_owning(None)
+                    },
+                    secret: present_with_token(FP_A, CLIENT_A, TOKEN_A),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+            ),
+            row(
+                "doubt closed, Leaf shows nothing: the same values may go again",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    secret: present_with_token(FP_A, CLIENT_A, TOKEN_A),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::Create { .. }),
+            ),
+            row(
                 "foreign, Replace, Secret invalid: nothing deleted",
                 replace(Facts {
                     secret: SecretFact::Invalid {
@@ -385,6 +455,32 @@ mod tests {
                 },
                 Some(cred("ours", CLIENT_A, "UNAUTHENTICATED")),
                 |s| matches!(s, Step::Check { fetch_events: true, .. }),
+            ),
+            row(
+                "ours, Secret reverted to a token sent before: never rotate to it",
+                Facts {
+                    status: TrimbleConnectionStatus {
+                        sent_refresh_tokens: vec![refresh_hash(TOKEN_B), refresh_hash(TOKEN_A)],
+                        ..owned("ours")
+                    },
+                    secret: present_with_token(FP_B, CLIENT_A, TOKEN_B),
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "ours vanished, Secret holds a token sent before: no POST",
+                Facts {
+                    status: TrimbleConnectionStatus {
+                        sent_refresh_tokens: vec![refresh_hash(TOKEN_B)],
+                        ..owned("ours")
+                    },
+                    secret: present_with_token(FP_B, CLIENT_A, TOKEN_B),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::NeedNewValues { vanished: Some(_) }),
             ),
             row(
                 "ours, Secret changed: rotate",
@@ -581,6 +677,7 @@ mod tests {
             secret_fingerprint: FP_A.into(),
             started_at: "2026-01-01T00:00:00Z".into(),
             client_id_fingerprint: None,
+            refresh_token_fingerprint: None,
         };
         let now: jiff::Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
         assert!(in_doubt_left(&pending, now, Duration::MAX) > Duration::from_secs(1));

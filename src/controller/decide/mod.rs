@@ -15,8 +15,8 @@
 //!   foreign one that `adoptionPolicy: Replace` allows replacing).
 //! - A POST may still create a credential until `pendingCreate.startedAt` + the in-doubt window
 //!   (request timeout + margin). Until then nothing is POSTed again, whatever Leaf answers.
-//! - Values that were sent once (`status.secretFingerprint`) are never sent again: a Trimble
-//!   refresh token works once. Values found in the Secret when a credential was adopted
+//! - A refresh token that was sent once (`status.sentRefreshTokens`) is never sent again: a
+//!   Trimble refresh token works once, even when the Secret goes back to it. Values found in the Secret when a credential was adopted
 //!   (`status.adoptedSecretFingerprint`) were never sent by us; they are sent only on a change of
 //!   the Secret, or with `adoptionPolicy: Replace` once the adopted credential is dead.
 //!
@@ -28,13 +28,14 @@
 //! | yes | any | made by the pending POST | any | any | `Resume` |
 //! | yes, window closed | - | - | - | - | as below, with the doubt cleared |
 //! | no | none | nothing | new values | any | `Create` |
-//! | no | none | nothing | values sent before | any | `NeedNewValues` |
+//! | no | none | nothing | values or token sent before | any | `NeedNewValues` |
 //! | no | none/X | Y (foreign) | clientId matches | AdoptMatching | `Adopt` |
 //! | no | none/X | Y (foreign) | clientId differs | AdoptMatching | `Foreign` (Conflict) |
 //! | no | none/X | Y (foreign) | any | Never | `Foreign` (Conflict) |
 //! | no | none/X | Y (foreign) | present | Replace | `Replace` (DELETE Y, POST) |
 //! | no | none/X | Y (foreign) | missing/invalid | AdoptMatching/Replace | `NeedSecret` |
-//! | no | X | X | changed since sent/adopted | any | `Rotate` (DELETE X, POST) |
+//! | no | X | X | changed since sent/adopted, token never sent | any | `Rotate` (DELETE X, POST) |
+//! | no | X | X | changed, but to a token sent before | any | `Check` (the message says so) |
 //! | no | X | X (dead, adopted) | adopted values | Replace | `Rotate` |
 //! | no | X | X | unchanged, missing or invalid | any | `Check` |
 //! | no | X | nothing | new values | any | `Create` (replacing X) |
@@ -74,10 +75,11 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
 /// What is known about the credentials Secret (the values themselves stay with the executor).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretFact {
-    /// Complete: its fingerprint and the hash of its clientId.
+    /// Complete: its fingerprint and the hashes of its clientId and refresh token.
     Present {
         fingerprint: String,
         client_id_hash: String,
+        refresh_token_hash: String,
     },
     /// It does not exist; the message names it.
     Missing { message: String },
@@ -143,7 +145,20 @@ impl Facts {
     pub fn owns_anything(&self) -> bool {
         self.status.credential_id.is_some() || self.status.pending_create.is_some()
     }
+
+    /// The Secret's refresh token was sent to Leaf before: it must never be sent again.
+    pub fn token_sent_before(&self) -> bool {
+        match &self.secret {
+            SecretFact::Present {
+                refresh_token_hash, ..
+            } => self.status.sent_refresh_tokens.contains(refresh_token_hash),
+            _ => false,
+        }
+    }
 }
+
+/// How many refresh tokens `status.sentRefreshTokens` remembers.
+pub const SENT_TOKENS_KEPT: usize = 10;
 
 /// When to look again after a reconcile, and what it means for the per-object schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]

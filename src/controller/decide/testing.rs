@@ -13,6 +13,8 @@ pub const FP_A: &str = "fp-a";
 pub const FP_B: &str = "fp-b";
 pub const CLIENT_A: &str = "client-a";
 pub const CLIENT_OTHER: &str = "client-other";
+pub const TOKEN_A: &str = "token-a";
+pub const TOKEN_B: &str = "token-b";
 pub const WINDOW: Duration = Duration::from_secs(90);
 pub const NOW: &str = "2026-06-01T12:00:00Z";
 
@@ -33,11 +35,21 @@ pub fn spec_with(change: impl FnOnce(&mut TrimbleConnectionSpec)) -> TrimbleConn
     spec
 }
 
+/// A complete Secret whose refresh token nobody sent.
 pub fn present(fingerprint: &str, client_id: &str) -> SecretFact {
+    present_with_token(fingerprint, client_id, &format!("token-of-{fingerprint}"))
+}
+
+pub fn present_with_token(fingerprint: &str, client_id: &str, token: &str) -> SecretFact {
     SecretFact::Present {
         fingerprint: fingerprint.to_string(),
         client_id_hash: client_id_fingerprint(client_id),
+        refresh_token_hash: refresh_hash(token),
     }
+}
+
+pub fn refresh_hash(token: &str) -> String {
+    crate::secret::refresh_token_fingerprint(token)
 }
 
 pub fn missing_secret() -> SecretFact {
@@ -98,6 +110,7 @@ pub fn in_doubt(
         secret_fingerprint: fingerprint.to_string(),
         started_at: ago(seconds).to_string(),
         client_id_fingerprint: Some(client_id_fingerprint(client_id)),
+        refresh_token_fingerprint: None,
     });
     status
 }

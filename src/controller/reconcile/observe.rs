@@ -111,6 +111,7 @@ async fn read_credentials(
             SecretFact::Present {
                 fingerprint: secret.fingerprint.clone(),
                 client_id_hash: client_id_fingerprint(&secret.client_id),
+                refresh_token_hash: secret.refresh_token_fingerprint.clone(),
             },
             Some(secret),
         )),

@@ -6,7 +6,7 @@ use crate::crd::TrimbleConnectionStatus;
 /// so they are removed whoever wrote them (a server-side apply would keep fields another field
 /// manager, e.g. `kubectl edit --subresource=status`, had set).
 pub(super) fn status_patch(status: &TrimbleConnectionStatus) -> serde_json::Value {
-    const FIELDS: [&str; 11] = [
+    const FIELDS: [&str; 12] = [
         "observedGeneration",
         "conditions",
         "credentialId",
@@ -15,6 +15,7 @@ pub(super) fn status_patch(status: &TrimbleConnectionStatus) -> serde_json::Valu
         "leafCreatedTime",
         "secretFingerprint",
         "adoptedSecretFingerprint",
+        "sentRefreshTokens",
         "pendingCreate",
         "lastHandledReconcileAt",
         "recentEvents",

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::{Input, Interrupted, Ports, StatusWriter, fill, forget_credential, leaf_failed};
 use super::{secret_name, user};
-use crate::controller::decide::Next;
+use crate::controller::decide::{Next, SENT_TOKENS_KEPT};
 use crate::controller::status::{self, Outcome, SecretNote};
 use crate::crd::{PendingCreate, TrimbleConnectionStatus};
 use crate::leaf::{Credential, LeafError};
@@ -36,6 +36,7 @@ pub(super) async fn create<P: Ports>(
         secret_fingerprint: secret.fingerprint.clone(),
         started_at: w.ports.now().to_string(),
         client_id_fingerprint: Some(client_id_fingerprint(&secret.client_id)),
+        refresh_token_fingerprint: Some(secret.refresh_token_fingerprint.clone()),
     };
     let mut next = w.current().clone();
     next.pending_create = Some(pending.clone());
@@ -93,6 +94,7 @@ pub(super) async fn create<P: Ports>(
             forget_credential(&mut next);
             next.secret_fingerprint = Some(pending.secret_fingerprint.clone());
             next.adopted_secret_fingerprint = None;
+            remember_sent(&mut next, &pending);
             let message = format!(
                 "{error}. Put corrected values into Secret {:?} (usually a new refresh token from the grower's \
                  Trimble authorization)",
@@ -143,6 +145,7 @@ async fn record<P: Ports>(
     next.pending_create = None;
     next.secret_fingerprint = Some(pending.secret_fingerprint.clone());
     next.adopted_secret_fingerprint = None;
+    remember_sent(&mut next, pending);
     // Events belong to a credential; a new one starts with none.
     next.recent_events.clear();
     fill(&mut next, &credential);
@@ -161,6 +164,16 @@ async fn record<P: Ports>(
         .fingerprint()
         .is_some_and(|now| now != pending.secret_fingerprint);
     Ok(if secret_moved { Next::Soon } else { Next::Check })
+}
+
+/// Remembers the refresh token `pending` sent (newest first, a bounded list): it is never sent
+/// again.
+fn remember_sent(next: &mut TrimbleConnectionStatus, pending: &PendingCreate) {
+    if let Some(token) = &pending.refresh_token_fingerprint {
+        next.sent_refresh_tokens.retain(|sent| sent != token);
+        next.sent_refresh_tokens.insert(0, token.clone());
+        next.sent_refresh_tokens.truncate(SENT_TOKENS_KEPT);
+    }
 }
 
 /// The Normal Event for a credential we made. `resumed`: found by a GET after an interruption

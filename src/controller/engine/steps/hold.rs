@@ -64,6 +64,10 @@ pub(super) async fn need_new_values<P: Ports>(
         SecretFact::Invalid { message } => {
             format!("{message}: put complete values with a new refresh token from the grower into it")
         }
+        SecretFact::Present { .. } if input.facts.token_sent_before() => format!(
+            "The refresh token in Secret {secret:?} was sent to Leaf before and a Trimble refresh token works only \
+             once: put a new one from the grower into the Secret to create the credential again"
+        ),
         SecretFact::Present { .. } => format!(
             "The values in Secret {secret:?} were sent to Leaf already and a refresh token works only once: put a \
              new one from the grower into the Secret to create the credential again"
@@ -89,6 +93,10 @@ pub(super) async fn foreign<P: Ports>(
     let what_to_do = match why {
         ForeignWhy::PolicyNever => {
             "adoptionPolicy Never leaves it alone. Set adoptionPolicy: AdoptMatching or Replace, or remove it from Leaf"
+        }
+        ForeignWhy::NothingToSend => {
+            "adoptionPolicy Replace would replace it, but the refresh token in the Secret was sent to Leaf before and \
+             works only once. Put a new refresh token from the grower into the Secret to replace it"
         }
         ForeignWhy::ClientIdDiffers => {
             "its clientId differs from the Secret's (or Leaf did not report one), so adoptionPolicy AdoptMatching leaves \

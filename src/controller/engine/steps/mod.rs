@@ -89,10 +89,14 @@ pub(super) fn secret_note(input: &Input<'_>, status: &TrimbleConnectionStatus) -
         SecretFact::Missing { .. } => SecretNote::Missing,
         SecretFact::Invalid { .. } => SecretNote::Invalid,
         SecretFact::Present { fingerprint, .. } => {
+            let unchanged = status.secret_fingerprint.as_deref() == Some(fingerprint)
+                || status.adopted_secret_fingerprint.as_deref() == Some(fingerprint);
             if status.secret_fingerprint.is_none()
                 && status.adopted_secret_fingerprint.as_deref() == Some(fingerprint)
             {
                 SecretNote::AdoptedUnsent
+            } else if !unchanged && input.facts.token_sent_before() {
+                SecretNote::ReusedToken
             } else {
                 SecretNote::Sent
             }
