@@ -252,3 +252,51 @@ async fn a_wrong_default_account_password_is_leaf_auth_failed_without_any_creden
     let message = &tc.status.as_ref().unwrap().conditions[0].message;
     assert!(!message.contains("wrong-password"), "{message}");
 }
+
+#[tokio::test]
+async fn checking_goes_on_after_the_credentials_secret_is_deleted() {
+    // Periodic checks every 2 s (test-only override), so that checks can be counted.
+    let f = Fixture::start_with("no-secret-check", StandInConfig::default(), |o| {
+        o.refresh_interval("2s")
+    })
+    .await;
+    let user = "user-no-secret-check";
+    f.create_farm_with_default_credentials(user).await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    // The refresh token in it was spent bootstrap material: deleting it is a normal thing to do.
+    f.secrets
+        .delete("creds", &Default::default())
+        .await
+        .expect("delete the Secret");
+    let tc = f
+        .wait_until_status("farm", WAIT, |s| {
+            support::operator::condition(s, "Ready")
+                .is_some_and(|c| c.message.contains("needed only to rotate"))
+        })
+        .await;
+    assert_ready(&tc);
+    let checks_before = f.count_calls(user, "GET");
+    support::wait_until("two more checks without the Secret", WAIT, || async {
+        let checks = f.count_calls(user, "GET");
+        if checks >= checks_before + 2 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", f.leaf_calls(user)))
+        }
+    })
+    .await;
+
+    // Leaf's view still reaches the resource, and the message says where the fix goes.
+    f.standin.set_status(user, "UNAUTHENTICATED");
+    let tc = f.wait_reason("farm", "CredentialInvalid", WAIT).await;
+    let message = &support::operator::condition(tc.status.as_ref().unwrap(), "Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains("does not exist now"), "{message}");
+    assert!(
+        !f.event_reasons("farm")
+            .await
+            .contains(&"SecretNotFound".to_string()),
+        "a missing Secret is no problem while nothing needs creating"
+    );
+}

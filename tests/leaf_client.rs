@@ -930,7 +930,10 @@ async fn create_with_an_empty_answer_is_an_unreadable_answer_that_counts_as_appl
     let error = create_user_credential(&client)
         .await
         .expect_err("a 201 without a body names no credential");
-    assert!(matches!(error, LeafError::InvalidResponse { .. }), "{error:?}");
+    assert!(
+        matches!(error, LeafError::InvalidResponse { .. }),
+        "{error:?}"
+    );
     assert!(
         error.may_have_applied(),
         "the caller must keep the create in doubt"

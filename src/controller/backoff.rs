@@ -156,7 +156,8 @@ impl Schedules {
     pub fn failed(&self, uid: &str, now: Instant) -> Duration {
         let inputs = self.get(uid).map(|s| s.inputs).unwrap_or_default();
         let retry = Next::Backoff { retry_after: None };
-        self.record(uid, &inputs, &retry, MAX, now).unwrap_or(INITIAL)
+        self.record(uid, &inputs, &retry, MAX, now)
+            .unwrap_or(INITIAL)
     }
 
     pub fn forget(&self, uid: &str) {
@@ -230,6 +231,9 @@ mod tests {
     fn later_never_panics() {
         let now = Instant::now();
         assert!(later(now, Duration::MAX) >= now);
-        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 }

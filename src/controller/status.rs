@@ -172,7 +172,11 @@ pub enum SecretNote {
 }
 
 /// What Leaf's credential status means for `Ready`; `note` says where the Secret stands.
-pub fn credential_outcome(status: &CredentialStatus, secret_name: &str, note: SecretNote) -> Outcome {
+pub fn credential_outcome(
+    status: &CredentialStatus,
+    secret_name: &str,
+    note: SecretNote,
+) -> Outcome {
     let mut outcome = match status {
         CredentialStatus::Ok => Outcome::new(
             Reason::CredentialValid,
@@ -458,18 +462,36 @@ mod tests {
             credential_outcome(&CredentialStatus::Ok, secret, SecretNote::Sent).reason,
             Reason::CredentialValid
         );
-        let invalid = credential_outcome(&CredentialStatus::parse("invalid"), secret, SecretNote::Sent);
+        let invalid = credential_outcome(
+            &CredentialStatus::parse("invalid"),
+            secret,
+            SecretNote::Sent,
+        );
         assert_eq!(invalid.reason, Reason::CredentialInvalid);
         assert!(invalid.message.contains("re-authorize") && invalid.message.contains("creds"));
         assert_eq!(
-            credential_outcome(&CredentialStatus::parse("UNAUTHENTICATED"), secret, SecretNote::Sent).reason,
+            credential_outcome(
+                &CredentialStatus::parse("UNAUTHENTICATED"),
+                secret,
+                SecretNote::Sent
+            )
+            .reason,
             Reason::CredentialInvalid
         );
         assert_eq!(
-            credential_outcome(&CredentialStatus::parse("TEMPORARILY_UNAVAILABLE"), secret, SecretNote::Sent).reason,
+            credential_outcome(
+                &CredentialStatus::parse("TEMPORARILY_UNAVAILABLE"),
+                secret,
+                SecretNote::Sent
+            )
+            .reason,
             Reason::ProviderUnavailable
         );
-        let other = credential_outcome(&CredentialStatus::parse("PAUSED_BY_LEAF"), secret, SecretNote::Sent);
+        let other = credential_outcome(
+            &CredentialStatus::parse("PAUSED_BY_LEAF"),
+            secret,
+            SecretNote::Sent,
+        );
         assert_eq!(other.reason, Reason::CredentialStatusUnknown);
         assert!(other.message.contains("PAUSED_BY_LEAF"));
         assert_eq!(ready_status(other.reason), "Unknown");
@@ -487,7 +509,11 @@ mod tests {
             adopted.message
         );
         let missing = credential_outcome(&dead, "creds", SecretNote::Missing);
-        assert!(missing.message.contains("does not exist now"), "{}", missing.message);
+        assert!(
+            missing.message.contains("does not exist now"),
+            "{}",
+            missing.message
+        );
         let valid_without_secret =
             credential_outcome(&CredentialStatus::Ok, "creds", SecretNote::Missing);
         assert_eq!(valid_without_secret.reason, Reason::CredentialValid);

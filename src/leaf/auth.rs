@@ -286,7 +286,11 @@ mod tests {
             let wait = error.retry_after().expect("a backoff");
             assert!(wait <= FIRST_LOGIN_BACKOFF, "{wait:?}");
         }
-        assert_eq!(logins.load(std::sync::atomic::Ordering::SeqCst), 1, "one refused login");
+        assert_eq!(
+            logins.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one refused login"
+        );
         // A corrected password is another account: tried at once.
         let fixed = LeafAccount::password("u", "right");
         let token = cache

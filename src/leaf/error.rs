@@ -420,8 +420,18 @@ mod tests {
             LeafError::from_answer(StatusCode::NOT_FOUND, &none, "", true),
             LeafError::UserNotFound { .. }
         ));
-        for (code, applied) in [(408, false), (425, false), (429, false), (302, false), (500, true), (502, true), (503, false), (504, true)] {
-            let error = LeafError::from_answer(StatusCode::from_u16(code).unwrap(), &none, "", true);
+        for (code, applied) in [
+            (408, false),
+            (425, false),
+            (429, false),
+            (302, false),
+            (500, true),
+            (502, true),
+            (503, false),
+            (504, true),
+        ] {
+            let error =
+                LeafError::from_answer(StatusCode::from_u16(code).unwrap(), &none, "", true);
             assert!(error.is_transient(), "{code} is not a rejection");
             assert_eq!(error.may_have_applied(), applied, "{code}");
         }

@@ -176,6 +176,7 @@ struct FaultsPatch {
     fail_status: Option<u16>,
     fail_body: Option<String>,
     path_filter: Option<String>,
+    method_filter: Option<String>,
 }
 
 async fn update_faults(State(h): State<Handle>, Json(p): Json<FaultsPatch>) -> Json<Value> {
@@ -202,6 +203,9 @@ async fn update_faults(State(h): State<Handle>, Json(p): Json<FaultsPatch>) -> J
     }
     if let Some(filter) = p.path_filter {
         f.path_filter = (!filter.is_empty()).then_some(filter);
+    }
+    if let Some(filter) = p.method_filter {
+        f.method_filter = (!filter.is_empty()).then_some(filter);
     }
     h.set_faults(f);
     Json(json!(h.faults()))

@@ -256,6 +256,46 @@ impl Handle {
         self.with(|s| s.faults.path_filter = filter.map(str::to_string));
     }
 
+    /// Limits counted faults to requests with this method (e.g. `POST`).
+    pub fn set_fault_method_filter(&self, method: Option<&str>) {
+        self.with(|s| s.faults.method_filter = method.map(str::to_string));
+    }
+
+    /// GET of a credential answers 404 while on, even when one exists (read lag).
+    pub fn hide_credentials(&self, on: bool) {
+        self.with(|s| s.hide_credentials = on);
+    }
+
+    /// Holds every credential request with `method` (e.g. "POST"; logins are never held)
+    /// unanswered until [`Handle::release_held`]; a held request is processed even if its client
+    /// gave up meanwhile.
+    pub fn hold(&self, method: &str) {
+        self.with(|s| s.hold_method = Some(method.to_ascii_uppercase()));
+    }
+
+    /// How many requests are waiting in the hold.
+    pub fn held(&self) -> u32 {
+        self.with(|s| s.held)
+    }
+
+    /// Lets every held request through and stops holding.
+    pub fn release_held(&self) {
+        let release = self.with(|s| {
+            s.hold_method = None;
+            s.release.clone()
+        });
+        release.notify_waiters();
+    }
+
+    /// Answers credential requests with `method` (never logins) only after `by`, processing them
+    /// even if their client gave up meanwhile (a POST that lands after the client's timeout).
+    /// `None` stops it.
+    pub fn slow(&self, method: Option<(&str, Duration)>) {
+        self.with(|s| {
+            s.slow_method = method.map(|(m, by)| (m.to_ascii_uppercase(), by));
+        });
+    }
+
     // --- observation -------------------------------------------------------------------------
 
     /// Every Leaf API request received so far, oldest first (control endpoints are not logged).

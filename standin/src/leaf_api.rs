@@ -96,9 +96,19 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
     let is_login = path == "/api/authenticate";
     // Logged as the arrival time: what a rate limit is about.
     let arrived = jiff::Timestamp::now();
-    let (latency, decision, caller) = {
+    let (latency, decision, caller, detain) = {
         let mut state = lock(&shared);
         state.counters.requests += 1;
+        // Only the credential endpoints are held or slowed: a login is a POST too.
+        let credential_call = path.contains("/trimble-credentials");
+        let detain = Detain {
+            hold: credential_call && state.hold_method.as_deref() == Some(method.as_str()),
+            slow: state
+                .slow_method
+                .as_ref()
+                .filter(|(m, _)| credential_call && *m == method)
+                .map(|(_, by)| *by),
+        };
         let caller = match bearer(request.headers()) {
             None => "none".to_string(),
             Some(token) => match state.check_bearer(token) {
@@ -110,7 +120,11 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
         let targeted = faults
             .path_filter
             .as_deref()
-            .is_none_or(|filter| path.contains(filter));
+            .is_none_or(|filter| path.contains(filter))
+            && faults
+                .method_filter
+                .as_deref()
+                .is_none_or(|filter| filter.eq_ignore_ascii_case(&method));
         let decision = if faults.outage {
             Decision::Outage
         } else if !targeted {
@@ -137,10 +151,28 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
                 Decision::Pass
             }
         };
-        (faults.latency, decision, caller)
+        (faults.latency, decision, caller, detain)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if matches!(decision, Decision::Pass) && (detain.hold || detain.slow.is_some()) {
+        // Detached: a request that reached Leaf is processed whether or not its client is still
+        // waiting for the answer (a POST that lands after the client's timeout).
+        let task_shared = shared.clone();
+        let task = tokio::spawn(async move {
+            if detain.hold {
+                wait_for_release(&task_shared, &method).await;
+            }
+            if let Some(by) = detain.slow {
+                tokio::time::sleep(by).await;
+            }
+            let response = next.run(request).await;
+            log_answer(&task_shared, response, method, path, caller, arrived)
+        });
+        return task.await.unwrap_or_else(|_| {
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "stand-in task failed")
+        });
     }
     let response = match decision {
         Decision::Pass => next.run(request).await,
@@ -197,12 +229,49 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
             return problem(StatusCode::SERVICE_UNAVAILABLE, "connection drop requested");
         }
     };
+    log_answer(&shared, response, method, path, caller, arrived)
+}
+
+/// What holds a request back before it is processed.
+#[derive(Clone, Copy)]
+struct Detain {
+    hold: bool,
+    slow: Option<std::time::Duration>,
+}
+
+/// Waits until requests with `method` are no longer held.
+async fn wait_for_release(shared: &Shared, method: &str) {
+    lock(shared).held += 1;
+    loop {
+        let release = lock(shared).release.clone();
+        let notified = release.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a release between the two is not missed.
+        notified.as_mut().enable();
+        if lock(shared).hold_method.as_deref() != Some(method) {
+            break;
+        }
+        notified.await;
+    }
+    let mut state = lock(shared);
+    state.held = state.held.saturating_sub(1);
+}
+
+/// Logs the answer to a request and returns it.
+fn log_answer(
+    shared: &Shared,
+    response: Response,
+    method: String,
+    path: String,
+    caller: String,
+    arrived: jiff::Timestamp,
+) -> Response {
     let caller = response
         .extensions()
         .get::<AccountLabel>()
         .map_or(caller, |label| label.0.clone());
     let status = response.status().as_u16();
-    let mut state = lock(&shared);
+    let mut state = lock(shared);
     if status == 401 {
         state.counters.unauthorized += 1;
     }
@@ -351,6 +420,9 @@ async fn get_credential(
 /// GET of a stored credential; counts down a pending flip to UNAUTHENTICATED (bad refresh token
 /// accepted at POST) and logs Leaf's event for it.
 fn read_credential(state: &mut Inner, user: &str) -> Response {
+    if state.hide_credentials {
+        return problem(StatusCode::NOT_FOUND, "Trimble credentials not found");
+    }
     let mut flipped = false;
     let answer = with_user(state, user, |u| match u.credential.as_mut() {
         None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),

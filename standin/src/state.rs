@@ -106,6 +106,8 @@ pub struct Faults {
     pub fail_body: Option<String>,
     /// When set, the counted faults (drop, 429, 401, 5xx) only hit paths containing this text.
     pub path_filter: Option<String>,
+    /// When set, the counted faults only hit requests with this method (e.g. `POST`).
+    pub method_filter: Option<String>,
 }
 
 impl Default for Faults {
@@ -123,6 +125,7 @@ impl Default for Faults {
             fail_status: 503,
             fail_body: None,
             path_filter: None,
+            method_filter: None,
         }
     }
 }
@@ -228,6 +231,19 @@ pub(crate) struct State {
     pub bad_refresh: BadRefresh,
     /// POST answers 201 with an empty body (Leaf documents the JSON, but clients should cope).
     pub empty_create_answer: bool,
+    /// GET of a credential answers 404 even when one exists: Leaf's read lag, made as long as a
+    /// test needs.
+    pub hide_credentials: bool,
+    /// Requests with this method wait (unanswered) until released; they are processed even if
+    /// their client gave up meanwhile, as a request that already reached Leaf would be.
+    pub hold_method: Option<String>,
+    /// How many requests are waiting in the hold now.
+    pub held: u32,
+    /// Wakes held requests.
+    pub release: std::sync::Arc<tokio::sync::Notify>,
+    /// Requests with this method are answered only after this delay, and processed even if their
+    /// client gave up meanwhile (a POST that lands after the client's timeout).
+    pub slow_method: Option<(String, Duration)>,
     pub faults: Faults,
     pub requests: Vec<RecordedRequest>,
     pub counters: Counters,
@@ -256,6 +272,11 @@ impl State {
             on_existing: OnExisting::default(),
             bad_refresh: BadRefresh::default(),
             empty_create_answer: false,
+            hide_credentials: false,
+            hold_method: None,
+            held: 0,
+            release: std::sync::Arc::new(tokio::sync::Notify::new()),
+            slow_method: None,
             faults: Faults::default(),
             requests: Vec::new(),
             counters: Counters::default(),

@@ -123,7 +123,13 @@ impl LeafModel {
         self.credential = credential;
     }
 
-    pub fn new_cred(&mut self, client_id: &str, token: &str, origin: Origin, now: Timestamp) -> Cred {
+    pub fn new_cred(
+        &mut self,
+        client_id: &str,
+        token: &str,
+        origin: Origin,
+        now: Timestamp,
+    ) -> Cred {
         let id = format!("cred-{}", self.next_id);
         self.next_id += 1;
         Cred {
@@ -137,7 +143,13 @@ impl LeafModel {
     }
 
     /// A POST of ours arriving at `now`.
-    pub fn post(&mut self, client_id: &str, token: &str, now: Timestamp, lag: Duration) -> PostAnswer {
+    pub fn post(
+        &mut self,
+        client_id: &str,
+        token: &str,
+        now: Timestamp,
+        lag: Duration,
+    ) -> PostAnswer {
         if !self.user_exists {
             return PostAnswer::UserNotFound;
         }

@@ -71,7 +71,9 @@ enum Transition {
     DeleteSecret,
     BreakSecret,
     /// The grower reconnects through another tool: a foreign credential replaces whatever Leaf has.
-    ForeignAppears { same_client: bool },
+    ForeignAppears {
+        same_client: bool,
+    },
     CredentialVanishes,
     LeafStatus(&'static str),
     Policy(AdoptionPolicy),
@@ -182,7 +184,9 @@ fn run_due(cell: &Mutex<World>) {
         }
         reconcile(cell);
     }
-    cell.lock().expect("world").violation("40 reconciles in one instant without settling: a hot loop".into());
+    cell.lock()
+        .expect("world")
+        .violation("40 reconciles in one instant without settling: a hot loop".into());
 }
 
 /// Lets `seconds` pass, running everything that comes due on the way.
@@ -259,7 +263,11 @@ fn apply_transition(cell: &Mutex<World>, transition: Transition) {
                 w.triggered = true;
             }
             Transition::ForeignAppears { same_client } => {
-                let client = if same_client { "client-a" } else { "client-elsewhere" };
+                let client = if same_client {
+                    "client-a"
+                } else {
+                    "client-elsewhere"
+                };
                 let token = format!("foreign-{}", w.fresh_token());
                 let cred = w.leaf.new_cred(client, &token, Origin::Foreign, now);
                 w.leaf.set_settled(Some(cred));
@@ -324,7 +332,11 @@ fn converge(cell: &Mutex<World>) {
                 client_secret: "app-secret".into(),
                 refresh_token: token,
             };
-            if w.leaf.credential.as_ref().is_some_and(|c| c.origin == Origin::Foreign) {
+            if w.leaf
+                .credential
+                .as_ref()
+                .is_some_and(|c| c.origin == Origin::Foreign)
+            {
                 w.leaf.set_settled(None);
             }
             w.leaf.user_exists = true;
@@ -339,10 +351,21 @@ fn converge(cell: &Mutex<World>) {
     wait(cell, 2 * 3600);
     let w = cell.lock().expect("world");
     if w.deleting {
-        assert!(w.gone, "the deleted resource was never released: {:?}", w.status);
+        assert!(
+            w.gone,
+            "the deleted resource was never released: {:?}",
+            w.status
+        );
         if w.deletion_policy() == DeletionPolicy::Delete {
-            let left = w.leaf.credential.clone().filter(|c| c.origin == Origin::Ours);
-            assert!(left.is_none(), "deletionPolicy Delete left our credential {left:?} in Leaf");
+            let left = w
+                .leaf
+                .credential
+                .clone()
+                .filter(|c| c.origin == Origin::Ours);
+            assert!(
+                left.is_none(),
+                "deletionPolicy Delete left our credential {left:?} in Leaf"
+            );
         }
         return;
     }
@@ -394,7 +417,11 @@ impl StateMachineTest for Simulation {
 
     fn check_invariants(cell: &Self::SystemUnderTest, _ref_state: &AdoptionPolicy) {
         let w = cell.lock().expect("world");
-        assert!(w.violations.is_empty(), "invariant violated: {:#?}", w.violations);
+        assert!(
+            w.violations.is_empty(),
+            "invariant violated: {:#?}",
+            w.violations
+        );
     }
 
     fn teardown(cell: Self::SystemUnderTest, _ref_state: AdoptionPolicy) {
@@ -426,7 +453,9 @@ fn seed_and_cases() -> (u64, u32) {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(std::process::id())
         }
-        Ok(value) => value.parse().expect("SIM_SEED must be a number or `random`"),
+        Ok(value) => value
+            .parse()
+            .expect("SIM_SEED must be a number or `random`"),
         Err(_) => DEFAULT_SEED,
     };
     let cases = std::env::var("SIM_CASES")
@@ -449,10 +478,13 @@ fn simulation_of_schedules_with_faults_at_every_await() {
         ..Config::default()
     };
     let mut runner = TestRunner::new(config.clone());
-    let result = runner.run(&Reference::sequential_strategy(1..40), |(initial, transitions, seen)| {
-        Simulation::test_sequential(config.clone(), initial, transitions, seen);
-        Ok(())
-    });
+    let result = runner.run(
+        &Reference::sequential_strategy(1..40),
+        |(initial, transitions, seen)| {
+            Simulation::test_sequential(config.clone(), initial, transitions, seen);
+            Ok(())
+        },
+    );
     if let Err(failure) = result {
         panic!("simulation failed with SIM_SEED={seed} SIM_CASES={cases}: {failure}");
     }
@@ -463,7 +495,10 @@ fn simulation_of_schedules_with_faults_at_every_await() {
          {posts} POSTs, {deletes} DELETEs, {blind} blind re-sends; every invariant held",
         started.elapsed().as_secs_f64()
     );
-    assert!(schedules >= u64::from(cases), "{schedules} of {cases} schedules ran");
+    assert!(
+        schedules >= u64::from(cases),
+        "{schedules} of {cases} schedules ran"
+    );
 }
 
 /// A schedule spelled out, run like a generated one (teardown included).
@@ -491,7 +526,10 @@ fn simulation_scenario_a_reverted_secret_never_resends_a_spent_token() {
             Transition::Wait(600),
         ],
     );
-    assert_eq!(tally.posts, 2, "the first create and the rotation; never the reverted token");
+    assert_eq!(
+        tally.posts, 2,
+        "the first create and the rotation; never the reverted token"
+    );
 }
 
 #[test]
@@ -548,5 +586,8 @@ fn simulation_scenario_a_post_that_lands_after_its_timeout_is_resumed_not_resent
             Transition::Wait(600),
         ],
     );
-    assert_eq!(tally.posts, 1, "the late POST is recognised, never sent again");
+    assert_eq!(
+        tally.posts, 1,
+        "the late POST is recognised, never sent again"
+    );
 }

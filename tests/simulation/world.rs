@@ -443,7 +443,11 @@ impl World {
         self.check_leader_for_write("a POST");
         let token = secret.refresh_token.expose_secret().to_string();
         let client_id = secret.client_id.clone();
-        let still_held = self.leaf.credential.as_ref().is_some_and(|c| c.token == token);
+        let still_held = self
+            .leaf
+            .credential
+            .as_ref()
+            .is_some_and(|c| c.token == token);
         if self.known_spent.contains(&token) || still_held {
             self.violation(format!(
                 "POST of refresh token {token} that already made a credential the operator knew of"
@@ -479,9 +483,12 @@ impl World {
                     r#"{"detail":"Invalid refresh token"}"#,
                     true,
                 )),
-                PostAnswer::UserNotFound => {
-                    Err(crate::world::answer(404, None, r#"{"detail":"User not found"}"#, true))
-                }
+                PostAnswer::UserNotFound => Err(crate::world::answer(
+                    404,
+                    None,
+                    r#"{"detail":"User not found"}"#,
+                    true,
+                )),
             }
         };
         match fault {
@@ -542,7 +549,12 @@ impl World {
             let started: Option<Timestamp> = p.started_at.parse().ok();
             same_client
                 && started.is_none_or(|started| {
-                    cred.created >= started - SignedDuration::try_from(leaf_operator::controller::decide::CLOCK_SKEW).unwrap_or_default()
+                    cred.created
+                        >= started
+                            - SignedDuration::try_from(
+                                leaf_operator::controller::decide::CLOCK_SKEW,
+                            )
+                            .unwrap_or_default()
                 })
         })
     }
@@ -663,7 +675,9 @@ impl World {
             return;
         }
         let Some(cred) = self.leaf.credential.clone().filter(|c| c.id == id) else {
-            self.violation(format!("status claims credential {id}, which Leaf does not hold"));
+            self.violation(format!(
+                "status claims credential {id}, which Leaf does not hold"
+            ));
             return;
         };
         let secret_client = match &self.secret {
@@ -771,9 +785,13 @@ pub fn reconcile(cell: &Mutex<World>) {
     // Every simulated IO answers at once or never: one poll finishes the reconcile, or the
     // process died at one of its awaits and the future is dropped there.
     let ran = if deleting {
-        engine::cleanup(&ports, input).now_or_never().map(Ran::Cleaned)
+        engine::cleanup(&ports, input)
+            .now_or_never()
+            .map(Ran::Cleaned)
     } else {
-        engine::apply(&ports, input).now_or_never().map(Ran::Applied)
+        engine::apply(&ports, input)
+            .now_or_never()
+            .map(Ran::Applied)
     };
     let mut w = cell.lock().expect("world");
     let now = w.now;
@@ -786,14 +804,18 @@ pub fn reconcile(cell: &Mutex<World>) {
         Some(Ran::Applied(Ok(Applied::Quiet(requeue)))) => w.due = after(requeue),
         Some(Ran::Applied(Ok(Applied::Done { next, .. })))
         | Some(Ran::Cleaned(Ok(Cleaned::Again { next, .. }))) => {
-            let wait = w.schedules.record("uid-1", &inputs, &next, interval, instant);
+            let wait = w
+                .schedules
+                .record("uid-1", &inputs, &next, interval, instant);
             w.due = after(wait);
         }
         Some(Ran::Cleaned(Ok(Cleaned::Released))) => {
             w.gone = true;
             w.due = None;
         }
-        Some(Ran::Applied(Err(Interrupted::Fenced(_))) | Ran::Cleaned(Err(Interrupted::Fenced(_)))) => {
+        Some(
+            Ran::Applied(Err(Interrupted::Fenced(_))) | Ran::Cleaned(Err(Interrupted::Fenced(_))),
+        ) => {
             // The leader loop aborts the controller on the same doubt.
             w.leader = false;
         }

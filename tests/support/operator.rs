@@ -69,6 +69,27 @@ impl OperatorOptions {
         self.rust_log = filter.to_string();
         self
     }
+
+    /// A further environment variable (later ones win).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs with leader election over the default Lease in the first watched namespace, as
+    /// replica `identity`.
+    pub fn leader_election(self, identity: &str) -> Self {
+        let namespace = self.namespaces[0].clone();
+        self.env("LEADER_ELECTION", "true")
+            .env("POD_NAMESPACE", &namespace)
+            .env("POD_NAME", identity)
+    }
+
+    /// How long after a create's timeout it may still land (the production default is 60s; the
+    /// tests' default is 2s).
+    pub fn in_doubt_margin(self, margin: &str) -> Self {
+        self.env("LEAF_IN_DOUBT_MARGIN", margin)
+    }
 }
 
 /// A running operator process; killed when dropped.
@@ -167,6 +188,13 @@ impl Operator {
             },
         )
         .await;
+    }
+
+    /// Whether the process is still running (it has not exited, e.g. by a panic).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| !process::has_exited(child))
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -420,6 +448,23 @@ impl Fixture {
             )
             .await
             .expect("annotate");
+    }
+
+    /// Asks for a reconcile now (a new `withleaf.io/reconcile-requested-at` value); returns it.
+    pub async fn poke(&self, name: &str) -> String {
+        let value = format!("poke-{}", jiff::Timestamp::now().as_nanosecond());
+        self.annotate(name, "withleaf.io/reconcile-requested-at", &value)
+            .await;
+        value
+    }
+
+    /// Pokes `name` and waits until a reconcile has answered it (`lastHandledReconcileAt`).
+    pub async fn poke_and_wait(&self, name: &str, timeout: Duration) -> TrimbleConnection {
+        let value = self.poke(name).await;
+        self.wait_until_status(name, timeout, |s| {
+            s.last_handled_reconcile_at.as_deref() == Some(value.as_str())
+        })
+        .await
     }
 
     pub async fn delete_tc(&self, name: &str) {

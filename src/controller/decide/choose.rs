@@ -89,7 +89,8 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
         (None, None) => create_or_not(f, None),
         (Some(ours), None) => create_or_not(f, Some(ours.to_string())),
         (Some(ours), Some(credential)) if credential.id == ours => {
-            if (secret_changed(f) || replace_dead_adopted(f, credential)) && !f.token_sent_before() {
+            if (secret_changed(f) || replace_dead_adopted(f, credential)) && !f.token_sent_before()
+            {
                 Step::Rotate {
                     credential: credential.clone(),
                 }
@@ -332,9 +333,7 @@ mod tests {
                     ..facts()
                 },
                 Some(cred("theirs", CLIENT_OTHER, "OK")),
-                |s| {
-                    matches!(s, Step::Foreign { why: ForeignWhy::ClientIdDiffers, credential } if credential.id == "theirs")
-                },
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::ClientIdDiffers, credential } if credential.id == "theirs"),
             ),
             row(
                 "ours replaced by one with our clientId: adopted, not silently claimed",
@@ -352,7 +351,15 @@ mod tests {
                     ..facts()
                 }),
                 Some(cred("theirs", CLIENT_A, "OK")),
-                |s| matches!(s, Step::Foreign { why: ForeignWhy::PolicyNever, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Foreign {
+                            why: ForeignWhy::PolicyNever,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "foreign, AdoptMatching, Secret missing: wait for the Secret, delete nothing",
@@ -361,7 +368,14 @@ mod tests {
                     ..facts()
                 },
                 Some(cred("theirs", CLIENT_A, "OK")),
-                |s| matches!(s, Step::NeedSecret { credential: Some(_) }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedSecret {
+                            credential: Some(_)
+                        }
+                    )
+                },
             ),
             row(
                 "foreign, Replace: replace it",
@@ -376,7 +390,15 @@ mod tests {
                     ..facts()
                 }),
                 Some(cred("theirs", CLIENT_OTHER, "OK")),
-                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Foreign {
+                            why: ForeignWhy::NothingToSend,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "doubt closed, a foreign one in Leaf, Replace: the doubtful token replaces nothing",
@@ -394,7 +416,15 @@ mod tests {
                     ..facts()
                 }),
                 Some(cred("theirs", CLIENT_OTHER, "OK")),
-                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Foreign {
+                            why: ForeignWhy::NothingToSend,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "doubt closed, Leaf shows nothing: the same values may go again",
@@ -415,7 +445,14 @@ mod tests {
                     ..facts()
                 }),
                 Some(cred("theirs", CLIENT_OTHER, "OK")),
-                |s| matches!(s, Step::NeedSecret { credential: Some(_) }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedSecret {
+                            credential: Some(_)
+                        }
+                    )
+                },
             ),
             row(
                 "foreign without a clientId, AdoptMatching: left alone",
@@ -424,7 +461,15 @@ mod tests {
                     client_id: None,
                     ..cred("theirs", CLIENT_A, "OK")
                 }),
-                |s| matches!(s, Step::Foreign { why: ForeignWhy::ClientIdDiffers, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Foreign {
+                            why: ForeignWhy::ClientIdDiffers,
+                            ..
+                        }
+                    )
+                },
             ),
             // --- ours
             row(
@@ -434,7 +479,15 @@ mod tests {
                     ..facts()
                 },
                 Some(cred("ours", CLIENT_A, "OK")),
-                |s| matches!(s, Step::Check { fetch_events: true, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Check {
+                            fetch_events: true,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "ours, unchanged, push mode, same status: check without events",
@@ -444,7 +497,15 @@ mod tests {
                     ..facts()
                 },
                 Some(cred("ours", CLIENT_A, "OK")),
-                |s| matches!(s, Step::Check { fetch_events: false, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Check {
+                            fetch_events: false,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "ours, push mode, status changed: check with events",
@@ -454,7 +515,15 @@ mod tests {
                     ..facts()
                 },
                 Some(cred("ours", CLIENT_A, "UNAUTHENTICATED")),
-                |s| matches!(s, Step::Check { fetch_events: true, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::Check {
+                            fetch_events: true,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "ours, Secret reverted to a token sent before: never rotate to it",
@@ -664,10 +733,7 @@ mod tests {
         if let Some(pending) = status.pending_create.as_mut() {
             pending.started_at = "garbage".into();
         }
-        let f = Facts {
-            status,
-            ..facts()
-        };
+        let f = Facts { status, ..facts() };
         assert_eq!(choose(&f, None), Step::Create { replacing: None });
     }
 

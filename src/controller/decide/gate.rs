@@ -51,11 +51,7 @@ pub fn gate(f: &Facts) -> Gate {
                  change in Leaf while that one exists",
                 f.spec.leaf_user_id
             );
-            return report(
-                Reason::Conflict,
-                message,
-                Next::Hold(CONFLICT_RECHECK),
-            );
+            return report(Reason::Conflict, message, Next::Hold(CONFLICT_RECHECK));
         }
         ConflictFact::Clear => {}
     }
@@ -80,7 +76,9 @@ pub fn gate(f: &Facts) -> Gate {
             SecretFact::Missing { message } => {
                 return report(
                     Reason::SecretNotFound,
-                    format!("{message}; waiting for it (the operator proceeds as soon as it is created)"),
+                    format!(
+                        "{message}; waiting for it (the operator proceeds as soon as it is created)"
+                    ),
                     Next::Hold(SECRET_NOT_FOUND_RECHECK),
                 );
             }
@@ -301,8 +299,13 @@ mod tests {
             let got = gate(&row.facts);
             match (&row.expect, &got) {
                 (Expect::AskLeaf, Gate::AskLeaf) => {}
-                (Expect::Report(reason, next), Gate::Report { outcome, next: got_next })
-                    if outcome.reason == *reason && next == got_next => {}
+                (
+                    Expect::Report(reason, next),
+                    Gate::Report {
+                        outcome,
+                        next: got_next,
+                    },
+                ) if outcome.reason == *reason && next == got_next => {}
                 (Expect::Quiet(requeue), Gate::Quiet { requeue: got }) if requeue == got => {}
                 _ => panic!("{}: got {got:?}", row.name),
             }

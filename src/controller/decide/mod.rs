@@ -101,7 +101,10 @@ impl SecretFact {
 pub enum AccountFact {
     Ready,
     /// No call can be made as this resource: the outcome says why, `next` when to look again.
-    Unusable { outcome: Outcome, next: Next },
+    Unusable {
+        outcome: Outcome,
+        next: Next,
+    },
 }
 
 /// What the Leaf-user conflict check can tell.

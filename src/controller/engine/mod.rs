@@ -33,7 +33,9 @@ pub enum Interrupted {
     #[error("failed to write the status: {0}")]
     WriteStatus(String),
     /// The leadership fence refused a Leaf write: another replica may be leading.
-    #[error("not sending {0} to Leaf: this replica cannot prove that it still holds the leader lease")]
+    #[error(
+        "not sending {0} to Leaf: this replica cannot prove that it still holds the leader lease"
+    )]
     Fenced(&'static str),
 }
 

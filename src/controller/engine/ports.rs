@@ -47,8 +47,6 @@ pub trait Ports: Sync {
     fn publish(&self, reason: Reason, action: &str, note: &str) -> impl Future<Output = ()> + Send;
 
     /// A Kubernetes Event for one of Leaf's credential events (best effort).
-    fn publish_leaf_event(
-        &self,
-        event: &CredentialEventSummary,
-    ) -> impl Future<Output = ()> + Send;
+    fn publish_leaf_event(&self, event: &CredentialEventSummary)
+    -> impl Future<Output = ()> + Send;
 }

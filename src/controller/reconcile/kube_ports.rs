@@ -8,8 +8,12 @@ use kube::api::{Api, Patch, PatchParams};
 use super::status_patch::status_patch;
 use crate::controller::Context;
 use crate::controller::engine::Ports;
-use crate::crd::{CredentialEventSummary, FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus};
-use crate::leaf::{Credential, CredentialEvent, LeafAccount, LeafError, Trimble, TrimbleCreateRequest};
+use crate::crd::{
+    CredentialEventSummary, FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus,
+};
+use crate::leaf::{
+    Credential, CredentialEvent, LeafAccount, LeafError, Trimble, TrimbleCreateRequest,
+};
 use crate::reason::Reason;
 use crate::secret::TrimbleSecret;
 
@@ -42,7 +46,9 @@ impl Ports for KubePorts<'_> {
     fn may_write(&self) -> bool {
         let holds = self.ctx.fence.holds();
         if !holds {
-            tracing::warn!("leadership fence: not sending a Leaf write, this replica may no longer lead");
+            tracing::warn!(
+                "leadership fence: not sending a Leaf write, this replica may no longer lead"
+            );
         }
         holds
     }
@@ -105,7 +111,10 @@ impl Ports for KubePorts<'_> {
         if reason == Reason::Rotated {
             self.ctx.metrics.record_rotation();
         }
-        self.ctx.events.publish(&self.tc, reason, action, note).await;
+        self.ctx
+            .events
+            .publish(&self.tc, reason, action, note)
+            .await;
     }
 
     async fn publish_leaf_event(&self, event: &CredentialEventSummary) {

@@ -135,7 +135,10 @@ async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, 
     let mut observed = observe(ctx, &tc, Purpose::Apply).await?;
     let secret = observed.secret.take();
     let (ports, input, inputs) = bind(ctx, &tc, observed, secret.as_ref());
-    match engine::apply(&ports, input).await.map_err(Error::Interrupted)? {
+    match engine::apply(&ports, input)
+        .await
+        .map_err(Error::Interrupted)?
+    {
         Applied::Quiet(requeue) => Ok((
             requeue.map_or_else(Action::await_change, Action::requeue),
             None,
@@ -154,7 +157,10 @@ async fn cleanup(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled
     let uid = tc.uid().unwrap_or_default();
     let observed = observe(ctx, &tc, Purpose::Cleanup).await?;
     let (ports, input, inputs) = bind(ctx, &tc, observed, None);
-    match engine::cleanup(&ports, input).await.map_err(Error::Interrupted)? {
+    match engine::cleanup(&ports, input)
+        .await
+        .map_err(Error::Interrupted)?
+    {
         Cleaned::Released => {
             ctx.schedules.forget(&uid);
             Ok((Action::await_change(), None))
@@ -162,7 +168,13 @@ async fn cleanup(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled
         Cleaned::Again { next, reason } => {
             let retry = ctx
                 .schedules
-                .record(&uid, &inputs, &next, tc.spec.refresh_interval(), Instant::now())
+                .record(
+                    &uid,
+                    &inputs,
+                    &next,
+                    tc.spec.refresh_interval(),
+                    Instant::now(),
+                )
                 .unwrap_or(crate::controller::backoff::STALLED_RECHECK);
             // An Err keeps the finalizer (an Ok would release it).
             Err(Error::Waiting { reason, retry })
@@ -208,7 +220,13 @@ fn schedule(
 ) -> Action {
     let uid = tc.uid().unwrap_or_default();
     ctx.schedules
-        .record(&uid, inputs, next, tc.spec.refresh_interval(), Instant::now())
+        .record(
+            &uid,
+            inputs,
+            next,
+            tc.spec.refresh_interval(),
+            Instant::now(),
+        )
         .map_or_else(Action::await_change, Action::requeue)
 }
 

@@ -71,7 +71,9 @@ pub(super) async fn observe(
     let inputs = format!(
         "{}/{}",
         secret_fact.fingerprint().unwrap_or("-"),
-        account.as_ref().map_or_else(|| "-".to_string(), |a| a.account_key().to_string())
+        account
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |a| a.account_key().to_string())
     );
     let uid = tc.uid().unwrap_or_default();
     let requested = tc

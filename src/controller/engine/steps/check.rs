@@ -22,13 +22,8 @@ pub(super) async fn check<P: Ports>(
         let events = match w.ports.credential_events().await {
             Ok(events) => events,
             Err(error) => {
-                return leaf_failed(
-                    w,
-                    base,
-                    &error,
-                    "reading the credential's events from Leaf",
-                )
-                .await;
+                return leaf_failed(w, base, &error, "reading the credential's events from Leaf")
+                    .await;
             }
         };
         let merged = status::merge_events(&base.recent_events, &events);

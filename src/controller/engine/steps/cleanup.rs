@@ -9,8 +9,8 @@ use tracing::{info, warn};
 
 use super::super::{Cleaned, Input};
 use super::{Interrupted, Ports, StatusWriter, user};
-use crate::controller::decide::cleanup::{self, CleanupGate, CleanupStep, Release};
 use crate::controller::decide::Next;
+use crate::controller::decide::cleanup::{self, CleanupGate, CleanupStep, Release};
 use crate::controller::status::{self, Outcome};
 use crate::reason::Reason;
 
@@ -18,12 +18,7 @@ pub(in crate::controller::engine) async fn run<P: Ports>(
     ports: &P,
     input: Input<'_>,
 ) -> Result<Cleaned, Interrupted> {
-    let mut w = StatusWriter::new(
-        ports,
-        input.facts.status.clone(),
-        input.generation,
-        None,
-    );
+    let mut w = StatusWriter::new(ports, input.facts.status.clone(), input.generation, None);
     let shown = shown(&input);
     match cleanup::gate(&input.facts) {
         CleanupGate::Release(release) => {
@@ -111,7 +106,12 @@ async fn failed<P: Ports>(
 }
 
 /// The Event (or log line) that says why nothing was deleted.
-async fn announce<P: Ports>(w: &StatusWriter<'_, P>, input: &Input<'_>, shown: &str, release: &Release) {
+async fn announce<P: Ports>(
+    w: &StatusWriter<'_, P>,
+    input: &Input<'_>,
+    shown: &str,
+    release: &Release,
+) {
     let user = user(input);
     match release {
         Release::NothingOurs => {}
@@ -122,15 +122,22 @@ async fn announce<P: Ports>(w: &StatusWriter<'_, P>, input: &Input<'_>, shown: &
             info!(%winner, "not deleting the Leaf credential: it belongs to the older resource");
         }
         Release::Orphan => {
-            let note = format!("Left Trimble credential {shown} of Leaf user {user} in Leaf (deletionPolicy: Orphan)");
+            let note = format!(
+                "Left Trimble credential {shown} of Leaf user {user} in Leaf (deletionPolicy: Orphan)"
+            );
             w.ports.publish(Reason::Orphaned, "Orphan", &note).await;
         }
         Release::NoAccount(outcome) => {
-            let note = format!("{}. Trimble credential {shown} was left in Leaf", outcome.message);
+            let note = format!(
+                "{}. Trimble credential {shown} was left in Leaf",
+                outcome.message
+            );
             w.ports.publish(outcome.reason, "Delete", &note).await;
         }
         Release::AlreadyGone => {
-            let note = format!("Trimble credential {shown} of Leaf user {user} was already gone from Leaf");
+            let note = format!(
+                "Trimble credential {shown} of Leaf user {user} was already gone from Leaf"
+            );
             w.ports.publish(Reason::Deleted, "Delete", &note).await;
         }
         Release::NotOurs(credential) => {
@@ -140,7 +147,9 @@ async fn announce<P: Ports>(w: &StatusWriter<'_, P>, input: &Input<'_>, shown: &
                 credential.id
             );
             warn!(credential = %credential.id, "not deleting a credential that is not ours");
-            w.ports.publish(Reason::DeleteSkipped, "Delete", &note).await;
+            w.ports
+                .publish(Reason::DeleteSkipped, "Delete", &note)
+                .await;
         }
     }
 }

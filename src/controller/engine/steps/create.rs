@@ -151,21 +151,33 @@ async fn record<P: Ports>(
     // Events belong to a credential; a new one starts with none.
     next.recent_events.clear();
     fill(&mut next, &credential);
-    let outcome = status::credential_outcome(&credential.status, secret_name(input), SecretNote::Sent);
+    let outcome =
+        status::credential_outcome(&credential.status, secret_name(input), SecretNote::Sent);
     w.write(next, &outcome).await?;
     if rotating {
         info!(credential = %credential.id, "rotated the Trimble credential");
     } else {
         info!(credential = %credential.id, "created the Trimble credential");
     }
-    announce(w, input, &credential.id, replaced.filter(|_| rotating), resumed).await;
+    announce(
+        w,
+        input,
+        &credential.id,
+        replaced.filter(|_| rotating),
+        resumed,
+    )
+    .await;
     // The Secret changed while the create was in doubt: rotate at once.
     let secret_moved = input
         .facts
         .secret
         .fingerprint()
         .is_some_and(|now| now != pending.secret_fingerprint);
-    Ok(if secret_moved { Next::Soon } else { Next::Check })
+    Ok(if secret_moved {
+        Next::Soon
+    } else {
+        Next::Check
+    })
 }
 
 /// The Normal Event for a credential we made. `resumed`: found by a GET after an interruption

@@ -64,7 +64,9 @@ pub(super) async fn need_new_values<P: Ports>(
              credential again"
         ),
         SecretFact::Invalid { message } => {
-            format!("{message}: put complete values with a new refresh token from the grower into it")
+            format!(
+                "{message}: put complete values with a new refresh token from the grower into it"
+            )
         }
         SecretFact::Present { .. } if input.facts.token_sent_before() => format!(
             "The refresh token in Secret {secret:?} was sent to Leaf before and a Trimble refresh token works only \
@@ -155,7 +157,10 @@ pub(super) async fn need_secret<P: Ports>(
         // safe answer is still to write nothing to Leaf and look again.
         SecretFact::Present { .. } => (
             Reason::SecretNotFound,
-            format!("Secret {:?} could not be used; {purpose}", secret_name(input)),
+            format!(
+                "Secret {:?} could not be used; {purpose}",
+                secret_name(input)
+            ),
             Next::Hold(SECRET_NOT_FOUND_RECHECK),
         ),
     };

@@ -25,7 +25,13 @@ pub(super) async fn rotate<P: Ports>(
     // write fewer per rotation, and nothing a restart would need.
     if let Err(error) = w.ports.delete_credential().await {
         let base = w.current().clone();
-        return leaf_failed(w, base, &error, "deleting the old Trimble credential for rotation").await;
+        return leaf_failed(
+            w,
+            base,
+            &error,
+            "deleting the old Trimble credential for rotation",
+        )
+        .await;
     }
     info!(credential = %credential.id, "deleted the old Trimble credential for rotation");
     // The old id stays in the status until the POST's outcome is known, so that every later
