@@ -370,8 +370,17 @@ async fn one_operator_watching_two_namespaces_serves_both_and_sees_conflicts_acr
         .await;
     f.create_tc("farm", "user-multi", "creds", serde_json::json!({}))
         .await;
-    f.wait_reason("farm", "CredentialValid", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let first = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    // creationTimestamp has 1 s resolution: the next resource must be newer, not a tie.
+    let created = first.metadata.creation_timestamp.unwrap().0.as_second();
+    support::wait_until("the next second", WAIT, || async {
+        if jiff::Timestamp::now().as_second() > created {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    })
+    .await;
 
     // The same Leaf user from the other namespace: the newer one loses.
     let tcs: kube::Api<leaf_operator::crd::TrimbleConnection> =
@@ -412,4 +421,117 @@ async fn one_operator_watching_two_namespaces_serves_both_and_sees_conflicts_acr
         "client-a",
         "the older one keeps it"
     );
+}
+
+#[tokio::test]
+async fn two_resources_for_one_leaf_user_created_in_the_same_second_agree_on_the_winner_before_either_acts()
+ {
+    let control_plane = support::control_plane().await;
+    let other = control_plane.create_namespace("tie").await;
+    let other_ns = other.clone();
+    let f = Fixture::start_with("tie", Default::default(), move |mut o| {
+        o.namespaces.push(other_ns);
+        o
+    })
+    .await;
+    // Same second, same name: the namespace decides. The loser is created first, so without
+    // waiting out the tie it would have acted before the winner existed.
+    let (winner_ns, loser_ns) = if f.namespace < other {
+        (f.namespace.clone(), other.clone())
+    } else {
+        (other.clone(), f.namespace.clone())
+    };
+    let user = "user-tie";
+    for (namespace, client) in [(&loser_ns, "client-loser"), (&winner_ns, "client-winner")] {
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(f.client.clone(), namespace);
+        let secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "creds"},
+            "stringData": {"clientId": client, "clientSecret": "s", "refreshToken": format!("r-{client}")}
+        }))
+        .unwrap();
+        secrets.create(&Default::default(), &secret).await.unwrap();
+    }
+    // Slow reads keep both decisions open long enough for a race to show, if there is one.
+    f.standin.slow(Some(("GET", Duration::from_millis(700))));
+    // The loser right after a second begins, the winner 0.6 s later in the same second: without
+    // agreeing on the winner first, the loser would have started its create by then.
+    let at_subsec = |from: i32, to: i32| async move {
+        support::wait_until("a moment in the second", WAIT, || async {
+            let ms = jiff::Timestamp::now().subsec_millisecond();
+            if (from..to).contains(&ms) {
+                Ok(())
+            } else {
+                Err(ms.to_string())
+            }
+        })
+        .await
+    };
+    let tc = |namespace: &str| -> kube::Api<leaf_operator::crd::TrimbleConnection> {
+        kube::Api::namespaced(f.client.clone(), namespace)
+    };
+    let object: leaf_operator::crd::TrimbleConnection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "withleaf.io/v1alpha1", "kind": "TrimbleConnection",
+        "metadata": {"name": "farm"},
+        "spec": {"leafUserId": user, "credentialsSecretRef": {"name": "creds"}}
+    }))
+    .unwrap();
+    at_subsec(0, 100).await;
+    tc(&loser_ns)
+        .create(&Default::default(), &object)
+        .await
+        .unwrap();
+    at_subsec(600, 800).await;
+    tc(&winner_ns)
+        .create(&Default::default(), &object)
+        .await
+        .unwrap();
+    let (winner, loser) = (tc(&winner_ns), tc(&loser_ns));
+    let stamps = (
+        winner
+            .get("farm")
+            .await
+            .unwrap()
+            .metadata
+            .creation_timestamp
+            .unwrap()
+            .0
+            .as_second(),
+        loser
+            .get("farm")
+            .await
+            .unwrap()
+            .metadata
+            .creation_timestamp
+            .unwrap()
+            .0
+            .as_second(),
+    );
+    assert_eq!(
+        stamps.0, stamps.1,
+        "the test needs a tie: both in one second"
+    );
+
+    support::wait_until(
+        "the winner Ready and the loser in Conflict",
+        WAIT,
+        || async {
+            let (w, l) = (
+                winner.get("farm").await.map_err(|e| e.to_string())?,
+                loser.get("farm").await.map_err(|e| e.to_string())?,
+            );
+            match (ready_reason(&w).as_str(), ready_reason(&l).as_str()) {
+                ("CredentialValid", "Conflict") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(f.count_calls(user, "POST"), 1, "{:?}", f.leaf_calls(user));
+    assert_eq!(
+        f.standin.credential(user).unwrap().client_id,
+        "client-winner"
+    );
+    let loser_status = loser.get("farm").await.unwrap().status.unwrap();
+    assert!(loser_status.credential_id.is_none() && loser_status.pending_create.is_none());
 }
