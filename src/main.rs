@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::FutureExt;
+use leaf_operator::alerts::Alerts;
 use leaf_operator::config::Config;
 use leaf_operator::controller::{self, Context};
 use leaf_operator::http::{self, Health};
@@ -79,14 +80,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
     }
     let identity = config.identity();
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         leaf,
-        default_account,
+        default_account.clone(),
         metrics.clone(),
         identity.clone(),
         config.test_refresh_interval,
-    ));
+    );
+    ctx.label_selector = config.label_selector();
+    let ctx = Arc::new(ctx);
     let gauge_ctx = ctx.clone();
     metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
         gauge_ctx.all_objects()
@@ -103,6 +106,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         shutdown.clone(),
     )
     .await?;
+    // The receiver runs on every replica (a standby answers 503); registration only on the leader.
+    let alerts = match config.alerts() {
+        Some(alerts_config) => Some(Arc::new(
+            Alerts::start(alerts_config, ctx.clone(), default_account, shutdown.clone()).await?,
+        )),
+        None => None,
+    };
 
     let namespaces: Vec<String> = config
         .namespaces()
@@ -114,6 +124,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         namespaces = ?namespaces,
         concurrency = config.concurrency,
         identity = %identity,
+        label_selector = %config.label_selector,
+        alerts = alerts.is_some(),
         "starting leaf-operator"
     );
     let concurrency = config.concurrency;
@@ -123,16 +135,25 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let namespaces = namespaces.clone();
         let ready = work_health.clone();
         let alive = work_health.clone();
+        let stop = stop.shared();
+        let registration = alerts
+            .as_ref()
+            .map(|alerts| alerts.leader_work(stop.clone()).boxed());
         async move {
-            controller::run(
+            let controller = controller::run(
                 ctx,
                 namespaces,
                 concurrency,
                 stop,
                 move || ready.set_ready(true),
                 move || alive.mark_alive(),
-            )
-            .await;
+            );
+            match registration {
+                Some(registration) => {
+                    futures::join!(controller, registration);
+                }
+                None => controller.await,
+            }
             Ok::<(), std::convert::Infallible>(())
         }
     };

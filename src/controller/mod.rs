@@ -26,9 +26,12 @@
 
 pub mod backoff;
 pub mod conflict;
+pub mod credential_index;
 pub mod events;
+pub mod hints;
 pub mod reconcile;
 pub mod status;
+pub mod trigger;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -64,6 +67,14 @@ pub struct Context {
     /// Process-wide bound on reconciles in flight (each controller is bounded too, but with one
     /// controller per namespace only this makes `--concurrency` a bound for the whole process).
     pub permits: std::sync::OnceLock<tokio::sync::Semaphore>,
+    /// Objects an alert asked to look at now: a taken hint bypasses the schedule once.
+    pub hints: hints::Hints,
+    /// `status.credentialId` -> object, for the alerts receiver.
+    pub credentials: credential_index::CredentialIndex,
+    /// Reconcile-now requests into the running controllers (`reconcile_on`).
+    pub triggers: trigger::Triggers,
+    /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
+    pub label_selector: Option<String>,
 }
 
 impl Context {
@@ -85,6 +96,10 @@ impl Context {
             stores: RwLock::new(Vec::new()),
             refresh_override,
             permits: std::sync::OnceLock::new(),
+            hints: hints::Hints::default(),
+            credentials: credential_index::CredentialIndex::default(),
+            triggers: trigger::Triggers::default(),
+            label_selector: None,
         }
     }
 
@@ -162,12 +177,26 @@ pub async fn run(
         // as parsed JSON they were about 2/3 of the store's memory (7.8 of 11.5 KiB per object;
         // see BENCHMARKS.md). Reconcile reads the object fresh from the API server anyway.
         let (reader, writer) = reflector::store();
-        let trimble_connections = watcher(tcs, watcher::Config::default().any_semantic())
+        let mut watch_config = watcher::Config::default().any_semantic();
+        if let Some(selector) = &ctx.label_selector {
+            watch_config = watch_config.labels(selector);
+        }
+        let index_ctx = ctx.clone();
+        let index_scope = scope.clone();
+        let trimble_connections = watcher(tcs, watch_config)
             .default_backoff()
             .modify(|tc| tc.managed_fields_mut().clear())
             .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    index_ctx
+                        .credentials
+                        .observe(index_scope.as_deref(), event);
+                }
+            })
             .applied_objects();
-        let controller = Controller::for_stream(trimble_connections, reader);
+        let controller = Controller::for_stream(trimble_connections, reader)
+            .reconcile_on(ctx.triggers.subscribe(scope.clone()));
         let store = controller.store();
         stores.push(store.clone());
         let mapper_store = store.clone();
@@ -196,6 +225,7 @@ pub async fn run(
         runs.push(run.boxed());
     }
     *ctx.stores.write().expect("stores lock") = stores.clone();
+    let index_ctx = ctx.clone();
     let readiness = async move {
         for store in &stores {
             // The store's readiness future wakes only its last poller (the controller polls it
@@ -210,6 +240,7 @@ pub async fn run(
                 }
             }
         }
+        index_ctx.credentials.set_synced(true);
         tracing::info!("caches synced; reconciling");
         on_ready();
     };
@@ -218,5 +249,7 @@ pub async fn run(
     // Stopped stores are no longer updated: a replica that lost leadership must not keep
     // exporting their stale content (the ready gauge reads these stores).
     ctx.stores.write().expect("stores lock").clear();
+    ctx.credentials.clear();
+    ctx.triggers.clear();
     tracing::info!("controller stopped");
 }

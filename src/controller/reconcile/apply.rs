@@ -39,7 +39,7 @@ pub(super) async fn apply(
         .cloned();
     let annotation_new = requested.is_some() && requested != work.current.last_handled_reconcile_at;
     let generation_new = work.generation != work.current.observed_generation;
-    let forced = annotation_new || generation_new;
+    let forced = ctx.hints.take(&work.uid).is_some() || annotation_new || generation_new;
     let base = work.current.clone();
 
     if tc.spec.suspend {
