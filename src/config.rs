@@ -242,17 +242,27 @@ pub enum ConfigError {
     LeaderElectionWithoutNamespace,
     #[error("--label-selector (LABEL_SELECTOR) {selector:?} is not a label selector: {problem}")]
     BadLabelSelector { selector: String, problem: String },
-    #[error("--alerts-addr (LEAF_ALERTS_ADDR) needs --alerts-secret-name (LEAF_ALERTS_SECRET_NAME): deliveries cannot be verified without the signing secret")]
+    #[error(
+        "--alerts-addr (LEAF_ALERTS_ADDR) needs --alerts-secret-name (LEAF_ALERTS_SECRET_NAME): deliveries cannot be verified without the signing secret"
+    )]
     ReceiverWithoutSecret,
-    #[error("--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) is set but --alerts-addr (LEAF_ALERTS_ADDR) is not: there is no receiver to use it")]
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) is set but --alerts-addr (LEAF_ALERTS_ADDR) is not: there is no receiver to use it"
+    )]
     SecretWithoutReceiver,
-    #[error("--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) {0:?} must be `name` or `namespace/name` of a Secret")]
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) {0:?} must be `name` or `namespace/name` of a Secret"
+    )]
     BadAlertsSecretName(String),
-    #[error("--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) without a namespace needs POD_NAMESPACE")]
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) without a namespace needs POD_NAMESPACE"
+    )]
     AlertsSecretWithoutNamespace,
     #[error("--alerts-register (LEAF_ALERTS_REGISTER) needs {0}")]
     RegisterNeeds(&'static str),
-    #[error("--alerts-webhook-url (LEAF_ALERTS_WEBHOOK_URL) {url:?} is not a valid http(s) URL: {problem}")]
+    #[error(
+        "--alerts-webhook-url (LEAF_ALERTS_WEBHOOK_URL) {url:?} is not a valid http(s) URL: {problem}"
+    )]
     BadWebhookUrl { url: String, problem: String },
     #[error("{0} must be above 0")]
     ZeroDuration(&'static str),
@@ -322,9 +332,18 @@ impl Config {
 
     fn validate_alerts(&self) -> Result<(), ConfigError> {
         for (value, name) in [
-            (self.alerts_check_interval, "--alerts-check-interval (LEAF_ALERTS_CHECK_INTERVAL)"),
-            (self.alerts_backstop_interval, "--alerts-backstop-interval (LEAF_ALERTS_BACKSTOP_INTERVAL)"),
-            (self.alerts_quiet_limit, "--alerts-quiet-limit (LEAF_ALERTS_QUIET_LIMIT)"),
+            (
+                self.alerts_check_interval,
+                "--alerts-check-interval (LEAF_ALERTS_CHECK_INTERVAL)",
+            ),
+            (
+                self.alerts_backstop_interval,
+                "--alerts-backstop-interval (LEAF_ALERTS_BACKSTOP_INTERVAL)",
+            ),
+            (
+                self.alerts_quiet_limit,
+                "--alerts-quiet-limit (LEAF_ALERTS_QUIET_LIMIT)",
+            ),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -398,17 +417,17 @@ impl Config {
     pub fn alerts(&self) -> Option<crate::alerts::AlertsConfig> {
         let addr = self.alerts_addr?;
         let secret = self.alerts_secret_location().ok()??;
-        let registration = self.alerts_register.then(|| {
-            crate::alerts::registration::RegistrationConfig {
-                name: self
-                    .alerts_webhook_name
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| self.leader_election_lease_name.clone()),
-                url: self.alerts_webhook_url.clone().unwrap_or_default(),
-                check_interval: self.alerts_check_interval,
-            }
-        });
+        let registration =
+            self.alerts_register
+                .then(|| crate::alerts::registration::RegistrationConfig {
+                    name: self
+                        .alerts_webhook_name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| self.leader_election_lease_name.clone()),
+                    url: self.alerts_webhook_url.clone().unwrap_or_default(),
+                    check_interval: self.alerts_check_interval,
+                });
         Some(crate::alerts::AlertsConfig {
             addr,
             secret,
@@ -529,7 +548,11 @@ fn validate_label_selector(selector: &str) -> Result<(), String> {
             return Err("an empty term (two commas, or a trailing comma)".to_string());
         }
         let words: Vec<&str> = term.splitn(2, char::is_whitespace).collect();
-        if words.len() == 2 && (words[1].trim_start().starts_with("in ") || words[1].trim_start().starts_with("in(") || words[1].trim_start().starts_with("notin")) {
+        if words.len() == 2
+            && (words[1].trim_start().starts_with("in ")
+                || words[1].trim_start().starts_with("in(")
+                || words[1].trim_start().starts_with("notin"))
+        {
             let rest = words[1].trim_start();
             let list = rest
                 .strip_prefix("notin")
@@ -656,25 +679,96 @@ mod tests {
         ] {
             assert_eq!(validate_label_selector(good), Ok(()), "{good}");
         }
-        for bad in ["shard=a,", "=a", "shard=a b", "shard in a", "x in (a", "sh@rd=a", "/x=a"] {
+        for bad in [
+            "shard=a,",
+            "=a",
+            "shard=a b",
+            "shard in a",
+            "x in (a",
+            "sh@rd=a",
+            "/x=a",
+        ] {
             assert!(validate_label_selector(bad).is_err(), "{bad}");
         }
         let config = parse(&["--label-selector", "shard=a,"]);
-        assert!(config.validate().unwrap_err().to_string().contains("LABEL_SELECTOR"));
-        assert_eq!(parse(&["--label-selector", " shard=a "]).label_selector().as_deref(), Some("shard=a"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("LABEL_SELECTOR")
+        );
+        assert_eq!(
+            parse(&["--label-selector", " shard=a "])
+                .label_selector()
+                .as_deref(),
+            Some("shard=a")
+        );
     }
 
     #[test]
     fn alerts_settings_are_checked_and_default_to_off() {
         assert!(parse(&[]).alerts().is_none());
         for (args, expected) in [
-            (vec!["--alerts-addr", "127.0.0.1:9000"], "--alerts-secret-name"),
+            (
+                vec!["--alerts-addr", "127.0.0.1:9000"],
+                "--alerts-secret-name",
+            ),
             (vec!["--alerts-secret-name", "ns/s"], "no receiver"),
-            (vec!["--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "s"], "POD_NAMESPACE"),
-            (vec!["--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "ns/S_x"], "namespace/name"),
-            (vec!["--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "ns/s", "--alerts-register"], "default Leaf account"),
-            (vec!["--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "ns/s", "--alerts-register", "--leaf-token", "t"], "--alerts-webhook-url"),
-            (vec!["--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "ns/s", "--alerts-register", "--leaf-token", "t", "--alerts-webhook-url", "ftp://x"], "scheme"),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "s",
+                ],
+                "POD_NAMESPACE",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/S_x",
+                ],
+                "namespace/name",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                ],
+                "default Leaf account",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                ],
+                "--alerts-webhook-url",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                    "--alerts-webhook-url",
+                    "ftp://x",
+                ],
+                "scheme",
+            ),
             (vec!["--alerts-register"], "receiver"),
             (vec!["--alerts-quiet-limit", "0s"], "above 0"),
         ] {
@@ -682,10 +776,19 @@ mod tests {
             assert!(error.contains(expected), "{args:?}: {error}");
         }
         let config = parse(&[
-            "--alerts-addr", "127.0.0.1:9000", "--alerts-secret-name", "hooks",
-            "--leader-election-namespace", "ops", "--alerts-register", "--leaf-token", "t",
-            "--alerts-webhook-url", "https://hooks.example.com/alerts",
-            "--leader-election-lease-name", "leaf-operator-shard-a",
+            "--alerts-addr",
+            "127.0.0.1:9000",
+            "--alerts-secret-name",
+            "hooks",
+            "--leader-election-namespace",
+            "ops",
+            "--alerts-register",
+            "--leaf-token",
+            "t",
+            "--alerts-webhook-url",
+            "https://hooks.example.com/alerts",
+            "--leader-election-lease-name",
+            "leaf-operator-shard-a",
         ]);
         assert_eq!(config.validate(), Ok(()));
         let alerts = config.alerts().expect("alerts on");
@@ -693,8 +796,14 @@ mod tests {
         assert_eq!(alerts.secret.name, "hooks");
         assert_eq!(alerts.secret.key, "secret");
         let registration = alerts.registration.expect("registering");
-        assert_eq!(registration.name, "leaf-operator-shard-a", "the Lease name by default");
-        assert_eq!(alerts.health.backstop_interval, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            registration.name, "leaf-operator-shard-a",
+            "the Lease name by default"
+        );
+        assert_eq!(
+            alerts.health.backstop_interval,
+            Duration::from_secs(24 * 3600)
+        );
     }
 
     #[test]

@@ -109,7 +109,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // The receiver runs on every replica (a standby answers 503); registration only on the leader.
     let alerts = match config.alerts() {
         Some(alerts_config) => Some(Arc::new(
-            Alerts::start(alerts_config, ctx.clone(), default_account, shutdown.clone()).await?,
+            Alerts::start(
+                alerts_config,
+                ctx.clone(),
+                default_account,
+                shutdown.clone(),
+            )
+            .await?,
         )),
         None => None,
     };

@@ -11,11 +11,12 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kube::ResourceExt;
-use leaf_standin::{AlertTamper, CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED, StandInConfig};
+use leaf_standin::{
+    AlertTamper, CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED, StandInConfig,
+};
 use support::alerts::{
     SIGNING_SECRET, credentials_alert, free_port, metrics, post, post_chunked, post_signed,
-    put_signing_secret, receiver_url, sample, sign, wait_metric, wait_receiver_ready,
-    with_alerts,
+    put_signing_secret, receiver_url, sample, sign, wait_metric, wait_receiver_ready, with_alerts,
 };
 use support::operator::{Fixture, LEAF_PASSWORD};
 use support::wait_until;
@@ -24,12 +25,18 @@ const WAIT: Duration = Duration::from_secs(60);
 /// An alert must show on the resource much sooner than any poll (10 minutes) would.
 const ALERT_WAIT: Duration = Duration::from_secs(20);
 
-const TRIGGERED: &str = r#"leaf_operator_alerts_handled_total{source="receiver",outcome="triggered"}"#;
-const DUPLICATE: &str = r#"leaf_operator_alerts_handled_total{source="receiver",outcome="duplicate"}"#;
+const TRIGGERED: &str =
+    r#"leaf_operator_alerts_handled_total{source="receiver",outcome="triggered"}"#;
+const DUPLICATE: &str =
+    r#"leaf_operator_alerts_handled_total{source="receiver",outcome="duplicate"}"#;
 
 /// A registering operator with a Ready `farm` for `user`; returns the fixture, the receiver's
 /// port and the credential id.
-async fn registered_farm(prefix: &str, user: &str, rust_log: Option<&str>) -> (Fixture, u16, String) {
+async fn registered_farm(
+    prefix: &str,
+    user: &str,
+    rust_log: Option<&str>,
+) -> (Fixture, u16, String) {
     let port = free_port();
     let f = Fixture::start_with(prefix, StandInConfig::default(), |o| {
         let o = match rust_log {
@@ -59,7 +66,15 @@ async fn wait_registered(f: &Fixture, port: u16) -> leaf_standin::StoredWebhook 
                     && w.events.iter().any(|e| e == CREDENTIALS_LIMITED_PERMISSION)
             })
             .cloned()
-            .ok_or_else(|| format!("{:?}", webhooks.iter().map(|w| (&w.name, &w.url)).collect::<Vec<_>>()))
+            .ok_or_else(|| {
+                format!(
+                    "{:?}",
+                    webhooks
+                        .iter()
+                        .map(|w| (&w.name, &w.url))
+                        .collect::<Vec<_>>()
+                )
+            })
     })
     .await
 }
@@ -69,7 +84,10 @@ async fn an_unauthenticated_credential_is_reported_within_seconds_through_a_sign
     let (f, _port, credential_id) = registered_farm("alert-unauth", "user-alert", None).await;
     let webhook = f.standin.webhooks().into_iter().next().expect("webhook");
     assert_eq!(webhook.name, "leaf-operator-test");
-    assert_eq!(webhook.secret, SIGNING_SECRET, "registered under the Secret's value");
+    assert_eq!(
+        webhook.secret, SIGNING_SECRET,
+        "registered under the Secret's value"
+    );
     // Leaf's confirmation (unsigned in the stand-in by default) was answered 2xx.
     wait_until("the confirmation to be answered", WAIT, || async {
         let deliveries = f.standin.deliveries();
@@ -86,7 +104,10 @@ async fn an_unauthenticated_credential_is_reported_within_seconds_through_a_sign
     let tc = f.wait_reason("farm", "CredentialInvalid", ALERT_WAIT).await;
     let status = tc.status.unwrap();
     assert_eq!(status.credential_status.as_deref(), Some("UNAUTHENTICATED"));
-    assert_eq!(status.credential_id.as_deref(), Some(credential_id.as_str()));
+    assert_eq!(
+        status.credential_id.as_deref(),
+        Some(credential_id.as_str())
+    );
     let delivery = f
         .standin
         .deliveries()
@@ -98,7 +119,12 @@ async fn an_unauthenticated_credential_is_reported_within_seconds_through_a_sign
     // The alert was a hint: the reconcile read Leaf's state once (GET credential, GET events).
     let text = wait_metric(&f, TRIGGERED, 1.0).await;
     assert_eq!(sample(&text, TRIGGERED), 1.0, "{text}");
-    assert_eq!(f.count_calls("user-alert", "GET"), 1, "{:?}", f.leaf_calls("user-alert"));
+    assert_eq!(
+        f.count_calls("user-alert", "GET"),
+        1,
+        "{:?}",
+        f.leaf_calls("user-alert")
+    );
     assert_eq!(f.count_calls("user-alert", "POST"), 0);
 }
 
@@ -130,17 +156,34 @@ async fn forged_oversized_and_malformed_alerts_change_nothing() {
     assert_eq!(post(port, &body, None).await, 401);
     assert_eq!(post(port, &body, Some("%%%not-base64%%%")).await, 401);
     let tampered = body.replace("UNAUTHENTICATED", "MISSING_PERMISSION");
-    assert_eq!(post(port, &tampered, Some(&sign(SIGNING_SECRET, &body))).await, 401);
+    assert_eq!(
+        post(port, &tampered, Some(&sign(SIGNING_SECRET, &body))).await,
+        401
+    );
     // Oversized, even correctly signed: refused by the declared length, and by counting when
     // the body is chunked (no length declared).
-    let huge = format!(r#"{{"type": "credentialsUnauthenticated", "credentialId": "{credential_id}", "pad": "{}"}}"#, "x".repeat(100 * 1024));
+    let huge = format!(
+        r#"{{"type": "credentialsUnauthenticated", "credentialId": "{credential_id}", "pad": "{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
     assert_eq!(post_signed(port, SIGNING_SECRET, &huge).await, 413);
-    assert_eq!(post_chunked(port, &sign(SIGNING_SECRET, &huge), 200 * 1024).await, 413);
+    assert_eq!(
+        post_chunked(port, &sign(SIGNING_SECRET, &huge), 200 * 1024).await,
+        413
+    );
     // Signed but unreadable.
     assert_eq!(post_signed(port, SIGNING_SECRET, "{not json").await, 400);
-    assert_eq!(post_signed(port, SIGNING_SECRET, r#"{"credentialId": "x"}"#).await, 400);
+    assert_eq!(
+        post_signed(port, SIGNING_SECRET, r#"{"credentialId": "x"}"#).await,
+        400
+    );
     // Signed and readable but not ours: answered 200 (so Leaf stops retrying), no effect.
-    let unknown = credentials_alert(CREDENTIALS_UNAUTHENTICATED, "no-such-credential", "UNAUTHENTICATED", "2026-01-02T03:04:05Z");
+    let unknown = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        "no-such-credential",
+        "UNAUTHENTICATED",
+        "2026-01-02T03:04:05Z",
+    );
     assert_eq!(post_signed(port, SIGNING_SECRET, &unknown).await, 200);
     let deere = body.replace("\"Trimble\"", "\"JohnDeere\"");
     assert_eq!(post_signed(port, SIGNING_SECRET, &deere).await, 200);
@@ -157,35 +200,72 @@ async fn forged_oversized_and_malformed_alerts_change_nothing() {
     assert_eq!(after.resource_version(), before.resource_version());
     let text = metrics(&f).await;
     for (series, expected) in [
-        (r#"leaf_operator_alerts_rejected_total{reason="bad_signature"}"#, 2.0),
-        (r#"leaf_operator_alerts_rejected_total{reason="missing_signature"}"#, 1.0),
-        (r#"leaf_operator_alerts_rejected_total{reason="malformed_signature"}"#, 1.0),
-        (r#"leaf_operator_alerts_rejected_total{reason="too_large"}"#, 2.0),
-        (r#"leaf_operator_alerts_rejected_total{reason="malformed"}"#, 2.0),
-        (r#"leaf_operator_alerts_handled_total{source="receiver",outcome="unmanaged"}"#, 1.0),
-        (r#"leaf_operator_alerts_handled_total{source="receiver",outcome="other_provider"}"#, 1.0),
-        (r#"leaf_operator_alerts_handled_total{source="receiver",outcome="ignored_type"}"#, 1.0),
-        (r#"leaf_operator_alerts_handled_total{source="receiver",outcome="confirmation"}"#, 1.0),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="bad_signature"}"#,
+            2.0,
+        ),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="missing_signature"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="malformed_signature"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="too_large"}"#,
+            2.0,
+        ),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="malformed"}"#,
+            2.0,
+        ),
+        (
+            r#"leaf_operator_alerts_handled_total{source="receiver",outcome="unmanaged"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_handled_total{source="receiver",outcome="other_provider"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_handled_total{source="receiver",outcome="ignored_type"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_handled_total{source="receiver",outcome="confirmation"}"#,
+            1.0,
+        ),
         (TRIGGERED, 0.0),
     ] {
         assert_eq!(sample(&text, series), expected, "{series}\n{text}");
     }
     // Secret-only mode never calls Leaf's Alerts API.
     let log = f.operator.log();
-    assert!(!log.contains(&body) && !log.contains("a-guessed-secret"), "bodies are never logged");
+    assert!(
+        !log.contains(&body) && !log.contains("a-guessed-secret"),
+        "bodies are never logged"
+    );
 
     // A sentinel: one valid alert acts (one look at Leaf) and Leaf's truth is unchanged, so the
     // resource is too. Had any bad input triggered anything, there would be more.
     assert_eq!(post_signed(port, SIGNING_SECRET, &body).await, 200);
     wait_until("the valid alert's Leaf look", WAIT, || async {
         let calls = f.leaf_calls("user-bad");
-        if calls.iter().any(|c| c.starts_with("GET events")) { Ok(()) } else { Err(format!("{calls:?}")) }
+        if calls.iter().any(|c| c.starts_with("GET events")) {
+            Ok(())
+        } else {
+            Err(format!("{calls:?}"))
+        }
     })
     .await;
     assert_eq!(f.leaf_calls("user-bad"), vec!["GET 200", "GET events 200"]);
     assert_eq!(sample(&metrics(&f).await, TRIGGERED), 1.0);
     assert!(
-        f.standin.requests().iter().all(|r| !r.path.contains("/services/alerts")),
+        f.standin
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("/services/alerts")),
         "secret-only mode makes no Alerts API call"
     );
 }
@@ -209,10 +289,21 @@ async fn a_valid_alert_delivered_twice_acts_once() {
         .filter(|d| d.event == CREDENTIALS_UNAUTHENTICATED)
         .collect();
     assert_eq!(deliveries.len(), 2, "{deliveries:?}");
-    assert_eq!(deliveries[0].body, deliveries[1].body, "the same bytes twice");
-    assert!(deliveries.iter().all(|d| d.status == Some(200)), "both acknowledged: {deliveries:?}");
+    assert_eq!(
+        deliveries[0].body, deliveries[1].body,
+        "the same bytes twice"
+    );
+    assert!(
+        deliveries.iter().all(|d| d.status == Some(200)),
+        "both acknowledged: {deliveries:?}"
+    );
     assert_eq!(sample(&text, TRIGGERED), 1.0, "{text}");
-    assert_eq!(f.count_calls("user-dup", "GET"), 1, "{:?}", f.leaf_calls("user-dup"));
+    assert_eq!(
+        f.count_calls("user-dup", "GET"),
+        1,
+        "{:?}",
+        f.leaf_calls("user-dup")
+    );
     assert_eq!(f.count_calls("user-dup", "GET events"), 1);
 }
 
@@ -228,17 +319,33 @@ async fn alerts_out_of_order_end_in_the_state_leaf_reports_now() {
     assert!(f.standin.set_status("user-order", "UNAUTHENTICATED"));
     let text = wait_metric(&f, TRIGGERED, 2.0).await;
     assert_eq!(sample(&text, DUPLICATE), 0.0, "two different alerts");
-    let events: Vec<String> = f.standin.deliveries().into_iter().filter(|d| d.event != "confirmation").map(|d| d.event).collect();
-    assert_eq!(events, vec![CREDENTIALS_UNAUTHENTICATED, CREDENTIALS_LIMITED_PERMISSION], "out of order");
+    let events: Vec<String> = f
+        .standin
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.event != "confirmation")
+        .map(|d| d.event)
+        .collect();
+    assert_eq!(
+        events,
+        vec![CREDENTIALS_UNAUTHENTICATED, CREDENTIALS_LIMITED_PERMISSION],
+        "out of order"
+    );
     // The older alert arrived last, but the resource shows what Leaf says now, and never showed
     // what the stale alert said: each alert only made the operator look (two alerts close
     // together may share one look).
     let tc = f.wait_reason("farm", "CredentialInvalid", ALERT_WAIT).await;
-    assert_eq!(tc.status.unwrap().credential_status.as_deref(), Some("UNAUTHENTICATED"));
+    assert_eq!(
+        tc.status.unwrap().credential_status.as_deref(),
+        Some("UNAUTHENTICATED")
+    );
     assert!(f.count_calls("user-order", "GET") >= 1);
     f.wait_event("farm", "CredentialInvalid", WAIT).await;
     let reasons = f.event_reasons("farm").await;
-    assert!(!reasons.iter().any(|r| r == "MissingPermission"), "{reasons:?}");
+    assert!(
+        !reasons.iter().any(|r| r == "MissingPermission"),
+        "{reasons:?}"
+    );
     let tc = f.get("farm").await;
     assert_eq!(support::operator::conditions(&tc)[0].2, "CredentialInvalid");
 }
@@ -259,17 +366,29 @@ async fn missed_deliveries_are_replayed_from_leafs_failed_calls_once() {
     let failed = f.standin.failed_calls();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].request_body.contains(&credential_id));
-    assert_eq!(failed[0].connection_error.as_deref(), Some("Connection refused"));
+    assert_eq!(
+        failed[0].connection_error.as_deref(),
+        Some("Connection refused")
+    );
     assert!(
-        f.standin.deliveries().iter().all(|d| d.event == "confirmation" || d.status.is_none()),
+        f.standin
+            .deliveries()
+            .iter()
+            .all(|d| d.event == "confirmation" || d.status.is_none()),
         "nothing was delivered"
     );
     // Replays repeat every check (1 s here); the alert acts once.
-    let replayed = r#"leaf_operator_alerts_handled_total{source="failed_calls",outcome="triggered"}"#;
+    let replayed =
+        r#"leaf_operator_alerts_handled_total{source="failed_calls",outcome="triggered"}"#;
     let again = r#"leaf_operator_alerts_handled_total{source="failed_calls",outcome="duplicate"}"#;
     let text = wait_metric(&f, again, 1.0).await;
     assert_eq!(sample(&text, replayed), 1.0, "{text}");
-    assert_eq!(f.count_calls("user-replay", "GET"), 1, "{:?}", f.leaf_calls("user-replay"));
+    assert_eq!(
+        f.count_calls("user-replay", "GET"),
+        1,
+        "{:?}",
+        f.leaf_calls("user-replay")
+    );
 }
 
 #[tokio::test]
@@ -288,9 +407,23 @@ async fn another_consumers_webhook_is_never_deleted_and_polling_continues() {
         "their-secret",
     );
     put_signing_secret(&f, SIGNING_SECRET).await;
-    let text = wait_metric(&f, r#"leaf_operator_alerts_webhook_state{state="foreign"}"#, 1.0).await;
-    assert!(sample(&text, "leaf_operator_alerts_event_registered_twice_total") >= 1.0, "{text}");
-    assert_eq!(sample(&text, r#"leaf_operator_alerts_webhook_state{state="registered"}"#), 0.0);
+    let text = wait_metric(
+        &f,
+        r#"leaf_operator_alerts_webhook_state{state="foreign"}"#,
+        1.0,
+    )
+    .await;
+    assert!(
+        sample(&text, "leaf_operator_alerts_event_registered_twice_total") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"leaf_operator_alerts_webhook_state{state="registered"}"#
+        ),
+        0.0
+    );
     f.operator.wait_for_log("eventRegisteredTwice", WAIT).await;
 
     // Polling still notices what the alert would have said.
@@ -308,7 +441,10 @@ async fn another_consumers_webhook_is_never_deleted_and_polling_continues() {
         .filter(|r| r.path.contains("/services/alerts"))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
-    assert!(alerts_calls.iter().any(|c| c.starts_with("GET")), "{alerts_calls:?}");
+    assert!(
+        alerts_calls.iter().any(|c| c.starts_with("GET")),
+        "{alerts_calls:?}"
+    );
     assert!(
         alerts_calls.iter().all(|c| c.starts_with("GET")),
         "never a DELETE (nor a POST that Leaf would refuse): {alerts_calls:?}"
@@ -322,7 +458,11 @@ fn leaks(sources: &[(&str, String)], planted: &[&str]) -> Vec<String> {
         let encoded = STANDARD.encode(secret);
         for (name, text) in sources {
             if text.contains(secret) {
-                let lines: Vec<&str> = text.lines().filter(|l| l.contains(secret)).take(3).collect();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains(secret))
+                    .take(3)
+                    .collect();
                 found.push(format!("{secret:?} in {name}: {lines:#?}"));
             }
             if text.contains(&encoded) {
@@ -339,13 +479,22 @@ async fn the_registration_is_reused_after_a_restart_replaced_on_a_new_secret_and
     let (mut f, port, _) = registered_farm("alert-reg", "user-reg", Some("trace")).await;
     let first = wait_registered(&f, port).await;
     let posts = |f: &Fixture| {
-        f.standin.requests().iter().filter(|r| r.method == "POST" && r.path.ends_with("/alerts/webhooks")).count()
+        f.standin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/alerts/webhooks"))
+            .count()
     };
     assert_eq!(posts(&f), 1);
 
     // A restart finds and reuses it: no second POST, no DELETE.
     f.operator.restart().await;
-    wait_metric(&f, r#"leaf_operator_alerts_webhook_state{state="registered"}"#, 1.0).await;
+    wait_metric(
+        &f,
+        r#"leaf_operator_alerts_webhook_state{state="registered"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(posts(&f), 1, "reused after the restart");
     assert_eq!(f.standin.webhooks().len(), 1);
     assert_eq!(f.standin.webhooks()[0].id, first.id);
@@ -357,7 +506,10 @@ async fn the_registration_is_reused_after_a_restart_replaced_on_a_new_secret_and
         let webhooks = f.standin.webhooks();
         match webhooks.as_slice() {
             [only] if only.secret == NEW_SECRET => Ok(only.clone()),
-            other => Err(format!("{:?}", other.iter().map(|w| &w.id).collect::<Vec<_>>())),
+            other => Err(format!(
+                "{:?}",
+                other.iter().map(|w| &w.id).collect::<Vec<_>>()
+            )),
         }
     })
     .await;
@@ -375,22 +527,47 @@ async fn the_registration_is_reused_after_a_restart_replaced_on_a_new_secret_and
     // a guessed one never.
     assert!(f.standin.set_status("user-reg", "MISSING_PERMISSION"));
     f.wait_reason("farm", "MissingPermission", ALERT_WAIT).await;
-    let unknown = credentials_alert(CREDENTIALS_UNAUTHENTICATED, "not-ours", "UNAUTHENTICATED", "2026-01-01T00:00:00Z");
+    let unknown = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        "not-ours",
+        "UNAUTHENTICATED",
+        "2026-01-01T00:00:00Z",
+    );
     assert_eq!(post_signed(port, SIGNING_SECRET, &unknown).await, 200);
     assert_eq!(post_signed(port, "PLANTED-guess", &unknown).await, 401);
 
     // Nothing a person or a collector sees holds a secret: the signing secrets (which Leaf
     // echoes in every webhook GET), the Leaf password, the Trimble values.
     let control_plane = support::control_plane().await;
-    let kubectl = |args: &[&str]| String::from_utf8_lossy(&control_plane.kubectl(args).stdout).into_owned();
+    let kubectl =
+        |args: &[&str]| String::from_utf8_lossy(&control_plane.kubectl(args).stdout).into_owned();
     let sources = [
-        ("TrimbleConnections", kubectl(&["get", "trimbleconnections", "-n", &f.namespace, "-o", "yaml"])),
-        ("Events", kubectl(&["get", "events", "-n", &f.namespace, "-o", "yaml"])),
+        (
+            "TrimbleConnections",
+            kubectl(&[
+                "get",
+                "trimbleconnections",
+                "-n",
+                &f.namespace,
+                "-o",
+                "yaml",
+            ]),
+        ),
+        (
+            "Events",
+            kubectl(&["get", "events", "-n", &f.namespace, "-o", "yaml"]),
+        ),
         ("metrics", metrics(&f).await),
         ("operator log", f.operator.log()),
     ];
-    assert!(sources[3].1.contains("registered the Leaf webhook"), "the log was read");
+    assert!(
+        sources[3].1.contains("registered the Leaf webhook"),
+        "the log was read"
+    );
     assert!(sources[3].1.len() > 10_000, "the trace log is complete");
-    let found = leaks(&sources, &[SIGNING_SECRET, NEW_SECRET, LEAF_PASSWORD, "PLANTED-guess"]);
+    let found = leaks(
+        &sources,
+        &[SIGNING_SECRET, NEW_SECRET, LEAF_PASSWORD, "PLANTED-guess"],
+    );
     assert!(found.is_empty(), "secrets leaked: {found:#?}");
 }

@@ -155,10 +155,7 @@ impl AlertsHealth {
             Some(at) if now.saturating_duration_since(at) > self.config.quiet_limit => {
                 (Polling::Normal, "quiet")
             }
-            Some(_) => (
-                Polling::Backstop(self.config.backstop_interval),
-                "healthy",
-            ),
+            Some(_) => (Polling::Backstop(self.config.backstop_interval), "healthy"),
         }
     }
 }
@@ -185,13 +182,55 @@ mod tests {
         let backstop = Polling::Backstop(24 * HOUR);
         // (registration, heard at, asked at, expected, reason)
         let cases = [
-            (Registration::Disabled, Some(t0), t0, Polling::Normal, "disabled"),
-            (Registration::Pending, Some(t0), t0, Polling::Normal, "pending"),
-            (Registration::Missing, Some(t0), t0, Polling::Normal, "missing"),
-            (Registration::Foreign, Some(t0), t0, Polling::Normal, "foreign"),
-            (Registration::Failing, Some(t0), t0, Polling::Normal, "failing"),
-            (Registration::Registered, None, t0, Polling::Normal, "not_heard_yet"),
-            (Registration::Registered, Some(t0), t0 + HOUR, backstop, "healthy"),
+            (
+                Registration::Disabled,
+                Some(t0),
+                t0,
+                Polling::Normal,
+                "disabled",
+            ),
+            (
+                Registration::Pending,
+                Some(t0),
+                t0,
+                Polling::Normal,
+                "pending",
+            ),
+            (
+                Registration::Missing,
+                Some(t0),
+                t0,
+                Polling::Normal,
+                "missing",
+            ),
+            (
+                Registration::Foreign,
+                Some(t0),
+                t0,
+                Polling::Normal,
+                "foreign",
+            ),
+            (
+                Registration::Failing,
+                Some(t0),
+                t0,
+                Polling::Normal,
+                "failing",
+            ),
+            (
+                Registration::Registered,
+                None,
+                t0,
+                Polling::Normal,
+                "not_heard_yet",
+            ),
+            (
+                Registration::Registered,
+                Some(t0),
+                t0 + HOUR,
+                backstop,
+                "healthy",
+            ),
             (
                 Registration::Registered,
                 Some(t0),
@@ -200,7 +239,13 @@ mod tests {
                 "quiet",
             ),
             (Registration::SecretOnly, Some(t0), t0, backstop, "healthy"),
-            (Registration::SecretOnly, None, t0, Polling::Normal, "not_heard_yet"),
+            (
+                Registration::SecretOnly,
+                None,
+                t0,
+                Polling::Normal,
+                "not_heard_yet",
+            ),
         ];
         for (registration, heard, now, expected, reason) in cases {
             let h = health(registration);
@@ -219,7 +264,11 @@ mod tests {
         let later = t0 + 2 * HOUR;
         assert_eq!(h.polling(later), Polling::Normal);
         h.heard_from_leaf(t0 - HOUR);
-        assert_eq!(h.last_heard(), Some(t0), "an older report never moves it back");
+        assert_eq!(
+            h.last_heard(),
+            Some(t0),
+            "an older report never moves it back"
+        );
         h.heard_from_leaf(later);
         assert_eq!(h.polling(later), Polling::Backstop(24 * HOUR));
         h.set_registration(Registration::Foreign);

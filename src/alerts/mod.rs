@@ -76,9 +76,7 @@ impl Alerts {
         };
         let health = Arc::new(AlertsHealth::new(config.health, initial));
         let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
-        ctx.metrics
-            .alerts
-            .set_webhook_state(initial.as_str(), &all);
+        ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
         let handler = Arc::new(AlertHandler::new(ctx.clone()));
         let receiver = Arc::new(receiver::Receiver {
             keys: keys.clone(),

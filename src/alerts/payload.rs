@@ -81,7 +81,9 @@ pub enum Payload {
     Confirmation,
     Credentials(CredentialAlert),
     /// Another event type (this operator registers none, but a shared webhook may carry them).
-    Other { event_type: String },
+    Other {
+        event_type: String,
+    },
 }
 
 /// Why a body could not be read; the label is the metric's `reason`.
@@ -161,7 +163,10 @@ pub fn parse_timestamp(raw: &str) -> Option<jiff::Timestamp> {
     }
     // Java's LocalDateTime style (`yyyy-MM-dd'T'HH:mm:ss.SSSSSS`): no zone, meant as UTC.
     let civil: jiff::civil::DateTime = raw.parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// Whether unsigned bytes are exactly the registration confirmation (ignoring whitespace).

@@ -375,7 +375,13 @@ mod tests {
             ),
             (
                 "ours, URL changed",
-                vec![webhook("w1", "op", "https://old.example.com/alerts", both, "s")],
+                vec![webhook(
+                    "w1",
+                    "op",
+                    "https://old.example.com/alerts",
+                    both,
+                    "s",
+                )],
                 Plan::Replace {
                     delete: vec!["w1".to_string()],
                     why: "its URL changed",

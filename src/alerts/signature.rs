@@ -95,8 +95,9 @@ mod tests {
     #[test]
     fn matches_an_independent_hmac_sha256() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let expected = hex::decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
-            .unwrap();
+        let expected =
+            hex::decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+                .unwrap();
         assert_eq!(
             sign(b"Jefe", b"what do ya want for nothing?"),
             STANDARD.encode(expected)

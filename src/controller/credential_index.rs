@@ -125,11 +125,7 @@ impl Inner {
         match credential {
             None => self.remove(&uid),
             Some(id) => {
-                if self
-                    .by_uid
-                    .get(&uid)
-                    .is_some_and(|(_, known)| *known == id)
-                {
+                if self.by_uid.get(&uid).is_some_and(|(_, known)| *known == id) {
                     return;
                 }
                 self.remove(&uid);
@@ -182,7 +178,13 @@ mod tests {
         index
             .lookup(id)
             .into_iter()
-            .map(|e| format!("{}/{}", e.object.namespace.unwrap_or_default(), e.object.name))
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e.object.namespace.unwrap_or_default(),
+                    e.object.name
+                )
+            })
             .collect()
     }
 
@@ -205,9 +207,18 @@ mod tests {
     #[test]
     fn a_relist_drops_what_its_scope_no_longer_lists_and_nothing_else() {
         let index = CredentialIndex::default();
-        index.observe(Some("a"), &watcher::Event::Apply(tc("a", "kept", Some("c1"))));
-        index.observe(Some("a"), &watcher::Event::Apply(tc("a", "gone", Some("c2"))));
-        index.observe(Some("b"), &watcher::Event::Apply(tc("b", "other", Some("c3"))));
+        index.observe(
+            Some("a"),
+            &watcher::Event::Apply(tc("a", "kept", Some("c1"))),
+        );
+        index.observe(
+            Some("a"),
+            &watcher::Event::Apply(tc("a", "gone", Some("c2"))),
+        );
+        index.observe(
+            Some("b"),
+            &watcher::Event::Apply(tc("b", "other", Some("c3"))),
+        );
         index.observe(Some("a"), &watcher::Event::Init);
         index.observe(
             Some("a"),

@@ -189,9 +189,7 @@ pub async fn run(
             .reflect(writer)
             .inspect(move |event| {
                 if let Ok(event) = event {
-                    index_ctx
-                        .credentials
-                        .observe(index_scope.as_deref(), event);
+                    index_ctx.credentials.observe(index_scope.as_deref(), event);
                 }
             })
             .applied_objects();

@@ -14,7 +14,10 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::TrimbleConnection;
 
-type Subscriber = (Option<String>, UnboundedSender<ObjectRef<TrimbleConnection>>);
+type Subscriber = (
+    Option<String>,
+    UnboundedSender<ObjectRef<TrimbleConnection>>,
+);
 
 /// The senders of the running controllers' `reconcile_on` streams.
 #[derive(Debug, Default)]

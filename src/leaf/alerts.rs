@@ -52,7 +52,9 @@ pub struct FailedCall {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateWebhookError {
     /// 400 `eventRegisteredTwice`: another webhook of this Leaf account owns one of the events.
-    #[error("Leaf answered eventRegisteredTwice: another webhook of this Leaf account already listens to one of the events")]
+    #[error(
+        "Leaf answered eventRegisteredTwice: another webhook of this Leaf account already listens to one of the events"
+    )]
     EventRegisteredTwice,
     #[error(transparent)]
     Leaf(LeafError),
@@ -111,7 +113,8 @@ impl super::client::Answer {
     /// The error for a non-success answer, with the given secret values removed from the quoted
     /// excerpt.
     fn error(&self, secrets: &[&str]) -> LeafError {
-        LeafError::from_answer(self.status, &self.headers, &self.body, false).without_values(secrets)
+        LeafError::from_answer(self.status, &self.headers, &self.body, false)
+            .without_values(secrets)
     }
 }
 

@@ -485,7 +485,13 @@ async fn failed_calls(State(shared): State<Shared>, headers: HeaderMap) -> Respo
         &shared,
         &headers,
         |_| {},
-        |s| (StatusCode::OK, Json(json!({"items": s.alerts.failed_calls}))).into_response(),
+        |s| {
+            (
+                StatusCode::OK,
+                Json(json!({"items": s.alerts.failed_calls})),
+            )
+                .into_response()
+        },
     )
 }
 
@@ -523,16 +529,18 @@ fn create_webhook(state: &mut Inner, body: &str) -> Response {
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
-            if names.len() != items.len() || names.iter().any(|n| !KNOWN_EVENTS.contains(&n.as_str())) {
-                return problem(StatusCode::BAD_REQUEST, "events holds an unknown event name");
+            if names.len() != items.len()
+                || names.iter().any(|n| !KNOWN_EVENTS.contains(&n.as_str()))
+            {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "events holds an unknown event name",
+                );
             }
             names
         }
         _ => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "events must be a non-empty array",
-            );
+            return problem(StatusCode::BAD_REQUEST, "events must be a non-empty array");
         }
     };
     if let Some(taken) = events.iter().find(|e| {
@@ -588,7 +596,13 @@ impl Handle {
     }
 
     /// Registers a webhook directly (as another consumer of the account would); returns it.
-    pub fn seed_webhook(&self, name: &str, url: &str, events: &[&str], secret: &str) -> StoredWebhook {
+    pub fn seed_webhook(
+        &self,
+        name: &str,
+        url: &str,
+        events: &[&str],
+        secret: &str,
+    ) -> StoredWebhook {
         self.alerts(|s| {
             let n = s.next_id();
             let webhook = StoredWebhook {
@@ -734,7 +748,10 @@ mod tests {
             sign("Jefe", "what do ya want for nothing?"),
             "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM="
         );
-        assert_eq!(event_for_status("MISSING_PERMISSION"), Some(CREDENTIALS_LIMITED_PERMISSION));
+        assert_eq!(
+            event_for_status("MISSING_PERMISSION"),
+            Some(CREDENTIALS_LIMITED_PERMISSION)
+        );
         assert_eq!(event_for_status("OK"), None);
     }
 }

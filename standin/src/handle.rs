@@ -107,8 +107,7 @@ impl Handle {
     /// webhook listening to its event, as Leaf does.
     pub fn set_status(&self, user: &str, status: &str) -> bool {
         self.with(|s| {
-            let Some(credential) = s.users.get_mut(user).and_then(|u| u.credential.as_mut())
-            else {
+            let Some(credential) = s.users.get_mut(user).and_then(|u| u.credential.as_mut()) else {
                 return false;
             };
             let changed = credential.status != status;

@@ -55,7 +55,8 @@ pub fn receiver_url(port: u16) -> String {
 
 /// Puts the signing secret into the Kubernetes Secret the operator watches.
 pub async fn put_signing_secret(f: &Fixture, value: &str) {
-    f.put_secret(SIGNING_SECRET_NAME, &[("secret", value)]).await;
+    f.put_secret(SIGNING_SECRET_NAME, &[("secret", value)])
+        .await;
 }
 
 /// `X-Leaf-Signature` for `body` under `secret`.
@@ -72,7 +73,12 @@ pub async fn post(port: u16, body: &str, signature: Option<&str>) -> u16 {
     if let Some(signature) = signature {
         request = request.header("X-Leaf-Signature", signature);
     }
-    request.send().await.expect("the receiver answers").status().as_u16()
+    request
+        .send()
+        .await
+        .expect("the receiver answers")
+        .status()
+        .as_u16()
 }
 
 /// POSTs `body` signed with `secret`.
@@ -122,24 +128,33 @@ pub async fn post_chunked(port: u16, signature: &str, total: usize) -> u16 {
 /// Waits until the receiver answers (the signing secret loaded and the controller's index
 /// synced): an unsigned confirmation is the one request that changes nothing.
 pub async fn wait_receiver_ready(port: u16) {
-    wait_until("the alerts receiver to be ready", Duration::from_secs(60), || async {
-        let status = post(
-            port,
-            r#"{"message": "confirmation of webhook upon registration"}"#,
-            None,
-        )
-        .await;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
-        }
-    })
+    wait_until(
+        "the alerts receiver to be ready",
+        Duration::from_secs(60),
+        || async {
+            let status = post(
+                port,
+                r#"{"message": "confirmation of webhook upon registration"}"#,
+                None,
+            )
+            .await;
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        },
+    )
     .await
 }
 
 /// A credentials alert body the way Leaf writes it.
-pub fn credentials_alert(event: &str, credential_id: &str, status: &str, timestamp: &str) -> String {
+pub fn credentials_alert(
+    event: &str,
+    credential_id: &str,
+    status: &str,
+    timestamp: &str,
+) -> String {
     leaf_standin::credentials_body(event, "client-a", credential_id, status, timestamp)
 }
 
