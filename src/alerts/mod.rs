@@ -78,12 +78,12 @@ impl Alerts {
         let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
         ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
         let handler = Arc::new(AlertHandler::new(ctx.clone()));
-        let receiver = Arc::new(receiver::Receiver {
-            keys: keys.clone(),
-            handler: handler.clone(),
-            health: health.clone(),
-            metrics: ctx.metrics.clone(),
-        });
+        let receiver = Arc::new(receiver::Receiver::new(
+            keys.clone(),
+            handler.clone(),
+            health.clone(),
+            ctx.metrics.clone(),
+        ));
         let addr = receiver::serve(config.addr, receiver, shutdown).await?;
         let registrar = match (config.registration, account) {
             (Some(registration), Some(account)) => Some(Registrar {

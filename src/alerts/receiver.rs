@@ -13,7 +13,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -39,10 +40,67 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the receiver needs.
 pub struct Receiver {
-    pub keys: Arc<SigningKeys>,
-    pub handler: Arc<AlertHandler>,
-    pub health: Arc<AlertsHealth>,
-    pub metrics: Arc<Metrics>,
+    keys: Arc<SigningKeys>,
+    handler: Arc<AlertHandler>,
+    health: Arc<AlertsHealth>,
+    metrics: Arc<Metrics>,
+    refusals: LogGate,
+}
+
+impl Receiver {
+    pub fn new(
+        keys: Arc<SigningKeys>,
+        handler: Arc<AlertHandler>,
+        health: Arc<AlertsHealth>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            keys,
+            handler,
+            health,
+            metrics,
+            refusals: LogGate::new(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Lets a log line through at most once per `every` and counts what it held back: a flood of
+/// forged posts must not become a flood of log lines (the metrics count every one).
+struct LogGate {
+    started: Instant,
+    every_ms: u64,
+    /// Milliseconds since `started` of the last line let through, plus one (0: never).
+    last_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl LogGate {
+    fn new(every: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            last_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when this line may be logged.
+    fn pass(&self, now: Instant) -> Option<u64> {
+        let now_ms =
+            u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(0) + 1;
+        let last = self.last_ms.load(Ordering::Acquire);
+        let due = last == 0 || now_ms.saturating_sub(last) >= self.every_ms;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::AcqRel));
+        }
+        self.held_back.fetch_add(1, Ordering::AcqRel);
+        None
+    }
 }
 
 /// The receiver's routes (exposed for tests that drive it without a socket).
@@ -117,7 +175,12 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Ok(body) => body,
         Err(true) => {
             metrics.rejected("too_large");
-            warn!(limit = MAX_BODY_BYTES, "alert refused: body too large");
+            if let Some(held_back) = r.refusals.pass(Instant::now()) {
+                warn!(
+                    limit = MAX_BODY_BYTES,
+                    held_back, "alert refused: body too large"
+                );
+            }
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
         }
         Err(false) => {
@@ -130,22 +193,27 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     if signature_header.is_none() && payload::is_confirmation_bytes(&body) {
         // Unsigned, so it proves nothing (anyone can send it): accepted, and it changes nothing.
         metrics.handled(Source::Receiver.as_str(), "confirmation_unsigned");
-        tracing::info!("unsigned webhook registration confirmation received");
+        if r.refusals.pass(now).is_some() {
+            tracing::info!("unsigned webhook registration confirmation received");
+        }
         return answer(StatusCode::OK, "confirmation received\n");
     }
     if let Err(error) = r.keys.verify(&body, signature_header, now) {
         metrics.rejected(error.label());
         // The body is never logged: it is unauthenticated input.
-        warn!(
-            reason = error.label(),
-            body_bytes = body.len(),
-            "alert refused: {}",
-            match error {
-                SignatureError::Missing => "no X-Leaf-Signature header",
-                SignatureError::Malformed => "X-Leaf-Signature is not a base64 HMAC-SHA256",
-                SignatureError::Mismatch => "X-Leaf-Signature does not match the body",
-            }
-        );
+        if let Some(held_back) = r.refusals.pass(now) {
+            warn!(
+                reason = error.label(),
+                body_bytes = body.len(),
+                held_back,
+                "alert refused (401): {}",
+                match error {
+                    SignatureError::Missing => "no X-Leaf-Signature header",
+                    SignatureError::Malformed => "X-Leaf-Signature is not a base64 HMAC-SHA256",
+                    SignatureError::Mismatch => "X-Leaf-Signature does not match the body",
+                }
+            );
+        }
         return answer(StatusCode::UNAUTHORIZED, "signature refused\n");
     }
     metrics.verified();
@@ -153,5 +221,21 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     match r.handler.handle(&body, Source::Receiver, now) {
         Handled::Malformed(_) => answer(StatusCode::BAD_REQUEST, "body is not a Leaf alert\n"),
         _ => answer(StatusCode::OK, "ok\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gate_lets_one_line_a_second_through_and_counts_the_rest() {
+        let gate = LogGate::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(gate.pass(t0), Some(0));
+        assert_eq!(gate.pass(t0 + Duration::from_millis(10)), None);
+        assert_eq!(gate.pass(t0 + Duration::from_millis(900)), None);
+        assert_eq!(gate.pass(t0 + Duration::from_millis(1100)), Some(2));
+        assert_eq!(gate.pass(t0 + Duration::from_millis(1200)), None);
     }
 }
