@@ -23,6 +23,11 @@
 //! - With a list of namespaces, one controller runs per namespace (no cluster-wide RBAC needed);
 //!   a semaphore makes `--concurrency` a bound for the whole process, and the conflict check
 //!   looks across all their stores.
+//! - `--label-selector` narrows the TrimbleConnection watch to this deployment's shard; the
+//!   conflict check sees only the shard's objects (a Leaf user must stay within one shard).
+//! - Alerts reach the controller through three small pieces: the [`credential_index`] fed by an
+//!   `inspect` on the watch stream, [`hints`] (a taken hint bypasses the schedule once) and
+//!   [`trigger`] (`reconcile_on`).
 
 pub mod backoff;
 pub mod conflict;
