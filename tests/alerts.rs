@@ -571,3 +571,47 @@ async fn the_registration_is_reused_after_a_restart_replaced_on_a_new_secret_and
     );
     assert!(found.is_empty(), "secrets leaked: {found:#?}");
 }
+
+#[tokio::test]
+async fn with_a_webhook_registered_elsewhere_only_correctly_signed_deliveries_act() {
+    // Secret-only mode: someone else registered the webhook with our URL and secret.
+    let port = free_port();
+    let f = Fixture::start_with("alert-elsewhere", StandInConfig::default(), |o| {
+        with_alerts(o, port, false)
+    })
+    .await;
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    f.standin.seed_webhook(
+        "registered-by-hand",
+        &receiver_url(port),
+        &[CREDENTIALS_UNAUTHENTICATED, CREDENTIALS_LIMITED_PERMISSION],
+        SIGNING_SECRET,
+    );
+    f.create_farm_with_default_credentials("user-elsewhere")
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    wait_receiver_ready(port).await;
+    f.standin.clear_requests();
+
+    // A delivery with a bad signature is refused and changes nothing.
+    f.standin.set_alert_tamper(AlertTamper {
+        bad_signature_next: 1,
+        ..AlertTamper::default()
+    });
+    assert!(f.standin.set_status("user-elsewhere", "MISSING_PERMISSION"));
+    let bad = r#"leaf_operator_alerts_rejected_total{reason="bad_signature"}"#;
+    let text = wait_metric(&f, bad, 1.0).await;
+    assert_eq!(sample(&text, TRIGGERED), 0.0);
+    assert_eq!(f.leaf_calls("user-elsewhere"), Vec::<String>::new());
+    let refused = f.standin.deliveries();
+    assert_eq!(
+        refused.last().map(|d| d.status),
+        Some(Some(401)),
+        "{refused:?}"
+    );
+
+    // The next, correctly signed, acts at once.
+    assert!(f.standin.set_status("user-elsewhere", "UNAUTHENTICATED"));
+    f.wait_reason("farm", "CredentialInvalid", ALERT_WAIT).await;
+    assert_eq!(sample(&metrics(&f).await, TRIGGERED), 1.0);
+}
