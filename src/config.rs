@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, env = "LEAF_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub leaf_timeout: Duration,
 
+    /// How long after a create's request timed out it may still complete in Leaf (Leaf validates
+    /// the refresh token with Trimble before it answers). Until request timeout + this margin has
+    /// passed since a create started, the same values are never sent again.
+    #[arg(long, env = "LEAF_IN_DOUBT_MARGIN", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub leaf_in_doubt_margin: Duration,
+
     /// Address of the HTTP server for /metrics, /livez and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -187,6 +193,7 @@ impl std::fmt::Debug for Config {
             .field("leaf_requests_per_second", &self.leaf_requests_per_second)
             .field("leaf_burst", &self.leaf_burst)
             .field("leaf_timeout", &self.leaf_timeout)
+            .field("leaf_in_doubt_margin", &self.leaf_in_doubt_margin)
             .field("http_addr", &self.http_addr)
             .field("leader_election", &self.leader_election)
             .field("leader_election_namespace", &self.leader_election_namespace)

@@ -8,8 +8,6 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group of every resource this operator owns.
-pub const API_GROUP: &str = "withleaf.io";
 /// The finalizer that keeps a TrimbleConnection until its Leaf credential is dealt with.
 pub const FINALIZER: &str = "withleaf.io/trimble-credential";
 /// Annotation whose new value forces an immediate reconcile (echoed in `status.lastHandledReconcileAt`).
@@ -181,6 +179,17 @@ pub struct TrimbleConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_fingerprint: Option<String>,
 
+    /// Short hash of the Secret values found when an existing credential was adopted. They were
+    /// never sent by this operator: a change of the Secret away from them rotates the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_secret_fingerprint: Option<String>,
+
+    /// Short hashes of the refresh tokens sent to Leaf, newest first (at most 10). A Trimble
+    /// refresh token works once: a Secret that goes back to one of them (a reverted commit) is
+    /// never sent again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_refresh_tokens: Vec<String>,
+
     /// Set before the operator asks Leaf to create a credential and cleared once the outcome is
     /// known, so that a restart in between decides from Leaf's state and never creates twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +216,9 @@ pub struct PendingCreate {
     /// the one this create made, even if the Secret has changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_fingerprint: Option<String>,
+    /// Short hash of the refresh token being sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_fingerprint: Option<String>,
 }
 
 /// One of Leaf's credential events, reduced to what is safe to show.

@@ -106,8 +106,8 @@ struct AppState {
     health: Arc<Health>,
 }
 
-/// The router serving the three endpoints; exposed for tests that drive it without a socket.
-pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+/// The router serving the three endpoints.
+fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(livez))

@@ -9,9 +9,10 @@ use clap::Parser;
 use futures::FutureExt;
 use leaf_operator::alerts::Alerts;
 use leaf_operator::config::Config;
-use leaf_operator::controller::{self, Context};
+use leaf_operator::controller::backoff::Schedules;
+use leaf_operator::controller::{self, Context, Settings};
 use leaf_operator::http::{self, Health};
-use leaf_operator::leader::{self, LeaderElectionConfig};
+use leaf_operator::leader::{self, Fence, LeaderElectionConfig};
 use leaf_operator::leaf::{LeafClient, LeafClientConfig};
 use leaf_operator::metrics::Metrics;
 use leaf_operator::metrics::ready_gauge::ReadyGauge;
@@ -80,13 +81,22 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
     }
     let identity = config.identity();
+    let fence = if config.leader_election {
+        Fence::elected()
+    } else {
+        Fence::unelected()
+    };
     let mut ctx = Context::new(
         client.clone(),
         leaf,
-        default_account.clone(),
         metrics.clone(),
         identity.clone(),
-        config.test_refresh_interval,
+        Settings {
+            default_account: default_account.clone(),
+            fence: fence.clone(),
+            in_doubt_window: config.leaf_timeout.saturating_add(config.leaf_in_doubt_margin),
+            schedules: Schedules::with_interval_override(config.test_refresh_interval),
+        },
     );
     ctx.label_selector = config.label_selector();
     let ctx = Arc::new(ctx);
@@ -169,7 +179,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             config.leader_election_lease_name.clone(),
             identity,
         );
-        leader::run(client, election, metrics, health, shutdown, work).await?;
+        leader::run(client, election, metrics, health, fence, shutdown, work).await?;
     } else {
         // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
         leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?;

@@ -171,14 +171,6 @@ impl Metrics {
             .register_collector(collector);
     }
 
-    /// Exports `leaf_operator_resource_ready` computed at each scrape from the controller's store.
-    pub fn register_ready_gauge(
-        &self,
-        store: kube::runtime::reflector::Store<crate::crd::TrimbleConnection>,
-    ) {
-        self.register_collector(Box::new(ready_gauge::ReadyGauge::new(store)));
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -1,8 +1,12 @@
 //! The one list of condition types and PascalCase reasons, shared by conditions, Events and metrics.
 //!
-//! Add a reason here and nowhere else: every `reason:` the operator writes comes from this enum.
+//! Add a reason here and nowhere else: every `reason:` the operator writes comes from this enum,
+//! its string is the variant's name (derived, so the two cannot drift apart) and `Reason::iter()`
+//! lists them all for metrics, docs and tests.
 
-use std::fmt;
+use strum::{EnumIter, EnumString, IntoStaticStr};
+
+pub use strum::IntoEnumIterator;
 
 /// Condition type that is always present.
 pub const CONDITION_READY: &str = "Ready";
@@ -12,7 +16,9 @@ pub const CONDITION_RECONCILING: &str = "Reconciling";
 pub const CONDITION_STALLED: &str = "Stalled";
 
 /// Why a TrimbleConnection is in the state it is in, and why an Event was emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EnumIter, EnumString, IntoStaticStr,
+)]
 pub enum Reason {
     // Ready reasons (also Event reasons where the contract lists them).
     CredentialValid,
@@ -28,6 +34,8 @@ pub enum Reason {
     LeafAuthFailed,
     LeafUnavailable,
     CredentialRejected,
+    /// Leaf has no user `spec.leafUserId` (it answered a create with 404).
+    LeafUserNotFound,
     Conflict,
     Suspended,
     Deleting,
@@ -37,64 +45,22 @@ pub enum Reason {
     Rotated,
     Deleted,
     Orphaned,
+    /// The resource went away without a DELETE in Leaf because the credential there is not the
+    /// one this resource owns (or nothing of it was ever created).
+    DeleteSkipped,
     /// One of Leaf's credential events reported an error status code.
     LeafCredentialEventError,
     /// Metric-only: a reconcile failed on a Kubernetes API call (retried with backoff).
     KubeApiError,
+    /// Metric-only: a reconcile stopped before a Leaf write because this replica could not prove
+    /// that it still holds the leader lease.
+    LeadershipLost,
 }
 
 impl Reason {
-    /// Every reason, for metrics that pre-register their label values and for docs.
-    pub const ALL: &'static [Reason] = &[
-        Reason::CredentialValid,
-        Reason::CredentialInvalid,
-        Reason::MissingPermission,
-        Reason::ProviderUnavailable,
-        Reason::CredentialStatusUnknown,
-        Reason::Creating,
-        Reason::Rotating,
-        Reason::SecretNotFound,
-        Reason::SecretInvalid,
-        Reason::LeafAuthFailed,
-        Reason::LeafUnavailable,
-        Reason::CredentialRejected,
-        Reason::Conflict,
-        Reason::Suspended,
-        Reason::Deleting,
-        Reason::Created,
-        Reason::Adopted,
-        Reason::Rotated,
-        Reason::Deleted,
-        Reason::Orphaned,
-        Reason::LeafCredentialEventError,
-        Reason::KubeApiError,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::CredentialValid => "CredentialValid",
-            Reason::CredentialInvalid => "CredentialInvalid",
-            Reason::MissingPermission => "MissingPermission",
-            Reason::ProviderUnavailable => "ProviderUnavailable",
-            Reason::CredentialStatusUnknown => "CredentialStatusUnknown",
-            Reason::Creating => "Creating",
-            Reason::Rotating => "Rotating",
-            Reason::SecretNotFound => "SecretNotFound",
-            Reason::SecretInvalid => "SecretInvalid",
-            Reason::LeafAuthFailed => "LeafAuthFailed",
-            Reason::LeafUnavailable => "LeafUnavailable",
-            Reason::CredentialRejected => "CredentialRejected",
-            Reason::Conflict => "Conflict",
-            Reason::Suspended => "Suspended",
-            Reason::Deleting => "Deleting",
-            Reason::Created => "Created",
-            Reason::Adopted => "Adopted",
-            Reason::Rotated => "Rotated",
-            Reason::Deleted => "Deleted",
-            Reason::Orphaned => "Orphaned",
-            Reason::LeafCredentialEventError => "LeafCredentialEventError",
-            Reason::KubeApiError => "KubeApiError",
-        }
+    /// The reason as written into conditions, Events and metric labels (the variant's name).
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// True for the situations that need a person; they set `Stalled=True` and are not retried hot.
@@ -104,6 +70,7 @@ impl Reason {
             Reason::SecretInvalid
                 | Reason::CredentialInvalid
                 | Reason::CredentialRejected
+                | Reason::LeafUserNotFound
                 | Reason::Conflict
                 | Reason::LeafAuthFailed
         )
@@ -122,14 +89,16 @@ impl Reason {
                 | Reason::LeafAuthFailed
                 | Reason::LeafUnavailable
                 | Reason::CredentialRejected
+                | Reason::LeafUserNotFound
                 | Reason::Conflict
+                | Reason::DeleteSkipped
                 | Reason::LeafCredentialEventError
         )
     }
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
@@ -139,19 +108,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reason_is_listed_once_and_pascal_case() {
-        let mut seen = std::collections::HashSet::new();
-        for reason in Reason::ALL {
+    fn every_reason_is_one_pascal_case_word_that_parses_back() {
+        for reason in Reason::iter() {
             let name = reason.as_str();
-            assert!(seen.insert(name), "{name} listed twice");
             assert!(
-                name.chars().next().unwrap().is_ascii_uppercase(),
+                name.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
                 "{name} is not PascalCase"
             );
             assert!(
                 name.chars().all(|c| c.is_ascii_alphanumeric()),
                 "{name} is not one word"
             );
+            assert_eq!(name.parse::<Reason>().ok(), Some(reason));
             assert_eq!(format!("{reason:?}"), name, "Debug and as_str disagree");
         }
     }

@@ -21,6 +21,9 @@ pub struct TrimbleSecret {
     pub refresh_token: SecretString,
     /// Short hash of the three values; equal fingerprints mean equal values.
     pub fingerprint: String,
+    /// Short hash of the refresh token alone: a Trimble refresh token works once, so one that was
+    /// sent before is never sent again, whatever else changed.
+    pub refresh_token_fingerprint: String,
 }
 
 impl std::fmt::Debug for TrimbleSecret {
@@ -77,9 +80,19 @@ pub fn fingerprint(client_id: &str, client_secret: &str, refresh_token: &str) ->
 /// Fingerprint of a clientId alone, so that an interrupted create can recognise the credential it
 /// made after the Secret changed, without the status holding the clientId itself.
 pub fn client_id_fingerprint(client_id: &str) -> String {
+    short_hash(b"trimble-client-id-v1\0", client_id)
+}
+
+/// Fingerprint of a refresh token alone (64 bits of SHA-256: it tells tokens apart and reveals
+/// nothing of a high-entropy token).
+pub fn refresh_token_fingerprint(refresh_token: &str) -> String {
+    short_hash(b"trimble-refresh-token-v1\0", refresh_token)
+}
+
+fn short_hash(domain: &[u8], value: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(b"trimble-client-id-v1\0");
-    hasher.update(client_id.as_bytes());
+    hasher.update(domain);
+    hasher.update(value.as_bytes());
     hex::encode(hasher.finalize())[..16].to_string()
 }
 
@@ -146,11 +159,13 @@ pub fn parse_trimble_secret(
         client_secret.expose_secret(),
         refresh_token.expose_secret(),
     );
+    let refresh_token_fingerprint = refresh_token_fingerprint(refresh_token.expose_secret());
     Ok(TrimbleSecret {
         client_id,
         client_secret,
         refresh_token,
         fingerprint,
+        refresh_token_fingerprint,
     })
 }
 

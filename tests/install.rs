@@ -429,8 +429,8 @@ fn argo_cd_config_example_embeds_the_tested_health_check() {
 #[test]
 fn troubleshooting_docs_explain_every_reason() {
     let docs = read(&repo("docs/troubleshooting.md"));
-    let missing: Vec<&str> = leaf_operator::reason::Reason::ALL
-        .iter()
+    use leaf_operator::reason::{IntoEnumIterator, Reason};
+    let missing: Vec<&str> = Reason::iter()
         .map(|r| r.as_str())
         .filter(|reason| !docs.contains(&format!("`{reason}`")))
         .collect();

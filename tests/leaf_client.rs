@@ -499,15 +499,16 @@ async fn invalid_create_requests_are_rejected_with_a_sanitised_detail() {
 }
 
 #[tokio::test]
-async fn create_for_an_unknown_leaf_user_is_rejected_as_not_found() {
+async fn create_for_an_unknown_leaf_user_is_user_not_found_not_a_rejection() {
     let standin = standin().await;
     let client = client(&standin);
     let error = client
         .create_credential::<Trimble>(&account(), "no-such-user", &request())
         .await
         .unwrap_err();
-    assert!(error.is_not_found(), "{error:?}");
-    assert!(matches!(error, LeafError::Rejected { status: 404, .. }));
+    assert!(matches!(error, LeafError::UserNotFound { .. }), "{error:?}");
+    assert_eq!(error.status(), Some(404));
+    assert!(!error.may_have_applied());
 }
 
 #[tokio::test]
@@ -792,7 +793,16 @@ async fn no_secret_appears_in_any_debug_or_display_output() {
             .await
             .unwrap_err(),
     );
-    let kinds: Vec<&str> = errors.iter().map(LeafError::kind).collect();
+    let kinds: Vec<&str> = errors
+        .iter()
+        .map(|error| match error {
+            LeafError::AuthFailed { .. } => "auth_failed",
+            LeafError::Unavailable { .. } => "unavailable",
+            LeafError::Rejected { .. } => "rejected",
+            LeafError::AlreadyExists { .. } => "already_exists",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -913,19 +923,27 @@ async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
 }
 
 #[tokio::test]
-async fn create_with_an_empty_answer_reads_the_credential_back() {
+async fn create_with_an_empty_answer_is_an_unreadable_answer_that_counts_as_applied() {
     let standin = standin().await;
     standin.set_empty_create_answer(true);
     let client = client(&standin);
-    let created = create_user_credential(&client)
+    let error = create_user_credential(&client)
         .await
-        .expect("a 201 without a body is still a created credential");
-    assert_eq!(created.id, standin.credential(USER).unwrap().id);
-    assert_eq!(created.status, CredentialStatus::Ok);
+        .expect_err("a 201 without a body names no credential");
+    assert!(matches!(error, LeafError::InvalidResponse { .. }), "{error:?}");
+    assert!(
+        error.may_have_applied(),
+        "the caller must keep the create in doubt"
+    );
+    assert!(standin.credential(USER).is_some());
     assert_eq!(
         standin.count("POST", "/trimble-credentials"),
         1,
         "never POST twice"
     );
-    assert_eq!(standin.count("GET", "/trimble-credentials"), 1);
+    assert_eq!(
+        standin.count("GET", "/trimble-credentials"),
+        0,
+        "whatever a GET shows is for the caller's ownership rules to judge"
+    );
 }

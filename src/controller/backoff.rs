@@ -1,39 +1,66 @@
-//! Per-object retry timing: exponential backoff with jitter on failures, jittered periodic checks.
+//! Per-object retry timing: exponential backoff on failures, jittered periodic checks, and the
+//! in-memory schedule that keeps a reconcile from calling Leaf before its time.
 //!
 //! kube-runtime has no per-object backoff, and a fixed retry loop is how operators exhaust an
 //! external API's limits. Failures double the delay from 1 s up to about 6 minutes (ESO uses
-//! 7 min), a success resets it, and a `Retry-After` from Leaf is a floor, never shortened.
+//! 7 min), a success resets it, and a `Retry-After` from Leaf is a floor, never shortened (Leaf's
+//! own value is clamped to [`MAX`] by the client, so no header can park an object for years).
+//!
+//! Time is an argument everywhere, never read here, so that the simulation drives these rules
+//! with its own clock. The jitter is derived from the object's uid and attempt rather than drawn:
+//! objects that failed together still spread out, and a replayed simulation sees the same delays.
 //! The state lives in memory: after a restart each object simply starts again at 1 s.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use crate::controller::decide::Next;
 
 /// First retry delay.
 pub const INITIAL: Duration = Duration::from_secs(1);
 /// Longest retry delay (before jitter).
 pub const MAX: Duration = Duration::from_secs(360);
+/// How long a resource that needs a person waits before the operator looks at Leaf again.
+pub const STALLED_RECHECK: Duration = Duration::from_secs(300);
+/// How soon "again, at once" is (a Secret changed while a create was being resolved).
+pub const SOON: Duration = Duration::from_millis(100);
+
+/// A factor in [0.8, 1.2) that depends only on `uid` and `attempt`.
+fn jitter(uid: &str, attempt: u32, salt: &str) -> f64 {
+    let mut hasher = DefaultHasher::new();
+    (uid, attempt, salt).hash(&mut hasher);
+    // 53 random bits as a fraction in [0, 1).
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    0.8 + 0.4 * unit
+}
 
 /// `INITIAL * 2^failures`, capped at `MAX`, with +-20 % jitter so that objects that failed
-/// together do not retry together; never less than `retry_after`.
-pub fn delay(failures: u32, retry_after: Option<Duration>) -> Duration {
+/// together do not retry together; never less than `retry_after` (itself capped at `MAX`).
+pub fn delay(uid: &str, failures: u32, retry_after: Option<Duration>) -> Duration {
     let base = INITIAL
         .saturating_mul(2u32.saturating_pow(failures.min(20)))
         .min(MAX);
-    let factor = rand::rng().random_range(0.8..1.2);
-    let jittered = base.mul_f64(factor);
-    match retry_after {
+    let jittered = base.mul_f64(jitter(uid, failures, "backoff"));
+    match retry_after.map(|floor| floor.min(MAX)) {
         Some(floor) if floor > jittered => floor,
         _ => jittered,
     }
 }
 
 /// `interval` shortened by up to 10 %, so that resources created together spread their checks.
-pub fn jittered_interval(interval: Duration) -> Duration {
-    let factor = rand::rng().random_range(0.9..=1.0);
+pub fn jittered_interval(uid: &str, interval: Duration, attempt: u32) -> Duration {
+    // Reuses the [0.8, 1.2) factor, mapped onto [0.9, 1.0].
+    let factor = 0.9 + (jitter(uid, attempt, "interval") - 0.8) / 4.0;
     interval.mul_f64(factor)
+}
+
+/// `now + wait`, without the panic an absurd `wait` would cause.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(MAX))
+        .unwrap_or(now)
 }
 
 /// When an object may next call Leaf on its own initiative, and how many failures in a row it had.
@@ -41,71 +68,95 @@ pub fn jittered_interval(interval: Duration) -> Duration {
 pub struct Schedule {
     pub next_leaf_call: Instant,
     pub failures: u32,
-    /// Fingerprint of the Secret when the schedule was set: a different Secret is worth a Leaf
-    /// call at once, whatever the schedule says.
-    pub fingerprint: Option<String>,
+    /// How many periodic checks were scheduled (varies the interval's jitter).
+    pub checks: u32,
+    /// Identifies the inputs of the Leaf calls (Secret fingerprint and Leaf account) when the
+    /// schedule was set: different inputs are worth a Leaf call at once, whatever it says.
+    pub inputs: String,
 }
 
 /// The schedules of all objects, keyed by the object's uid.
 #[derive(Debug, Default)]
 pub struct Schedules {
     inner: Mutex<HashMap<String, Schedule>>,
+    /// Replaces every `refreshInterval` (tests only; see `Config::test_refresh_interval`).
+    interval_override: Option<Duration>,
 }
 
 impl Schedules {
+    /// Schedules whose periodic checks come every `interval` whatever the resources say: for
+    /// tests that must observe periodic checks quicker than the schema's 1 minute minimum.
+    pub fn with_interval_override(interval: Option<Duration>) -> Self {
+        Self {
+            interval_override: interval,
+            ..Self::default()
+        }
+    }
+
     pub fn get(&self, uid: &str) -> Option<Schedule> {
         self.inner.lock().expect("schedules lock").get(uid).cloned()
     }
 
-    /// Records a success: failures reset, next periodic check after `interval` (jittered).
-    /// Returns the delay until that check.
-    pub fn succeeded(&self, uid: &str, interval: Duration, fingerprint: Option<&str>) -> Duration {
-        let wait = jittered_interval(interval);
-        self.inner.lock().expect("schedules lock").insert(
-            uid.to_string(),
-            Schedule {
-                next_leaf_call: Instant::now() + wait,
-                failures: 0,
-                fingerprint: fingerprint.map(str::to_string),
-            },
-        );
-        wait
+    /// How long until `uid` may call Leaf with `inputs`: zero when due, when nothing is
+    /// recorded, or when the inputs changed.
+    pub fn wait(&self, uid: &str, inputs: &str, now: Instant) -> Duration {
+        match self.get(uid) {
+            Some(schedule) if schedule.inputs == inputs => {
+                schedule.next_leaf_call.saturating_duration_since(now)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
-    /// Records a failure and returns how long to wait before the next attempt.
-    pub fn failed(
+    /// Records what a reconcile decided and returns when to look again (`None`: only a change
+    /// of the object or its Secrets brings the next reconcile).
+    pub fn record(
         &self,
         uid: &str,
-        retry_after: Option<Duration>,
-        fingerprint: Option<&str>,
-    ) -> Duration {
+        inputs: &str,
+        next: &Next,
+        refresh_interval: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let refresh_interval = self.interval_override.unwrap_or(refresh_interval);
         let mut inner = self.inner.lock().expect("schedules lock");
-        let failures = inner.get(uid).map_or(0, |s| s.failures);
-        let wait = delay(failures, retry_after);
+        let previous = inner.get(uid).cloned();
+        let failures = previous.as_ref().map_or(0, |s| s.failures);
+        let checks = previous.as_ref().map_or(0, |s| s.checks);
+        let (wait, failures, checks) = match next {
+            Next::Check => (
+                jittered_interval(uid, refresh_interval, checks),
+                0,
+                checks.wrapping_add(1),
+            ),
+            Next::Soon => (SOON, failures, checks),
+            Next::Backoff { retry_after } => (
+                delay(uid, failures, *retry_after),
+                failures.saturating_add(1),
+                checks,
+            ),
+            Next::Person => (STALLED_RECHECK, failures, checks),
+            Next::Hold(wait) => ((*wait).min(MAX), failures, checks),
+            Next::AwaitChange => return None,
+        };
         inner.insert(
             uid.to_string(),
             Schedule {
-                next_leaf_call: Instant::now() + wait,
-                failures: failures.saturating_add(1),
-                fingerprint: fingerprint.map(str::to_string),
+                next_leaf_call: later(now, wait),
+                failures,
+                checks,
+                inputs: inputs.to_string(),
             },
         );
-        wait
+        Some(wait)
     }
 
-    /// Records that a person must act: no automatic Leaf call before `wait`, and later failures
-    /// keep growing from where they were.
-    pub fn hold(&self, uid: &str, wait: Duration, fingerprint: Option<&str>) {
-        let mut inner = self.inner.lock().expect("schedules lock");
-        let failures = inner.get(uid).map_or(0, |s| s.failures);
-        inner.insert(
-            uid.to_string(),
-            Schedule {
-                next_leaf_call: Instant::now() + wait,
-                failures,
-                fingerprint: fingerprint.map(str::to_string),
-            },
-        );
+    /// Records a failure outside Leaf (an API error): backoff as for a failed Leaf call, the
+    /// recorded inputs kept. Returns the wait.
+    pub fn failed(&self, uid: &str, now: Instant) -> Duration {
+        let inputs = self.get(uid).map(|s| s.inputs).unwrap_or_default();
+        let retry = Next::Backoff { retry_after: None };
+        self.record(uid, &inputs, &retry, MAX, now).unwrap_or(INITIAL)
     }
 
     pub fn forget(&self, uid: &str) {
@@ -120,14 +171,14 @@ mod tests {
     #[test]
     fn delay_doubles_from_one_second_and_is_capped() {
         for (failures, base) in [(0u32, 1u64), (1, 2), (2, 4), (5, 32)] {
-            let d = delay(failures, None).as_secs_f64();
+            let d = delay("a", failures, None).as_secs_f64();
             let base = base as f64;
             assert!(
                 d >= base * 0.8 && d <= base * 1.2,
                 "failures {failures}: {d}"
             );
         }
-        let capped = delay(30, None);
+        let capped = delay("a", 30, None);
         assert!(
             capped <= MAX.mul_f64(1.2) && capped >= MAX.mul_f64(0.8),
             "{capped:?}"
@@ -135,22 +186,50 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor() {
-        assert!(delay(0, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+    fn retry_after_is_a_floor_but_never_beyond_the_cap() {
+        assert!(delay("a", 0, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert_eq!(delay("a", 0, Some(Duration::MAX)), MAX);
     }
 
     #[test]
-    fn success_resets_the_failure_count() {
+    fn jitter_spreads_objects_and_repeats_for_the_same_one() {
+        let delays: std::collections::HashSet<_> = (0..20)
+            .map(|i| delay(&format!("uid-{i}"), 3, None))
+            .collect();
+        assert!(delays.len() > 15, "{delays:?}");
+        assert_eq!(delay("x", 3, None), delay("x", 3, None));
+        let interval = Duration::from_secs(600);
+        for i in 0..50 {
+            let d = jittered_interval(&format!("u{i}"), interval, i);
+            assert!(d <= interval && d >= interval.mul_f64(0.9), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn success_resets_failures_and_new_inputs_are_due_at_once() {
         let schedules = Schedules::default();
-        schedules.failed("a", None, None);
-        schedules.failed("a", None, None);
+        let now = Instant::now();
+        let retry = Next::Backoff { retry_after: None };
+        schedules.record("a", "k1", &retry, Duration::from_secs(60), now);
+        schedules.record("a", "k1", &retry, Duration::from_secs(60), now);
         assert_eq!(schedules.get("a").map(|s| s.failures), Some(2));
-        schedules.succeeded("a", Duration::from_secs(60), None);
+        assert!(schedules.wait("a", "k1", now) > Duration::from_secs(1));
+        assert_eq!(schedules.wait("a", "k2", now), Duration::ZERO);
+        schedules.record("a", "k1", &Next::Check, Duration::from_secs(60), now);
         assert_eq!(schedules.get("a").map(|s| s.failures), Some(0));
-        let first_again = schedules.failed("a", None, None);
+        let first_again = schedules
+            .record("a", "k1", &retry, Duration::from_secs(60), now)
+            .expect("a retry");
         assert!(
             first_again <= Duration::from_millis(1200),
             "{first_again:?}"
         );
+    }
+
+    #[test]
+    fn later_never_panics() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) >= now);
+        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
     }
 }

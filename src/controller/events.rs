@@ -135,7 +135,7 @@ impl Events {
         now: Timestamp,
     ) -> Result<Published, kube::Error> {
         let regarding: ObjectReference = tc.object_ref(&());
-        let name = format!("{}.{:x}", tc.name_any(), now.as_nanosecond());
+        let name = event_name(&tc.name_any(), now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -213,6 +213,22 @@ impl Events {
     }
 }
 
+/// Longest object name Kubernetes accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// `<object name>.<nanoseconds in hex>`, as client-go names Events, with the object's name cut
+/// so that the whole stays a valid name: a 253-character TrimbleConnection name plus the suffix
+/// would otherwise be refused and its Events lost.
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{:x}", nanos.max(0));
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    // Object names are ASCII (DNS subdomains), so byte and character counts agree; a name cut
+    // after a '.' or '-' would end in an invalid character, so those are trimmed too.
+    let head: String = object.chars().take(room).collect();
+    let head = head.trim_end_matches(['.', '-']);
+    format!("{head}{suffix}")
+}
+
 fn truncate(note: &str) -> String {
     if note.len() <= MAX_NOTE {
         return note.to_string();
@@ -222,4 +238,31 @@ fn truncate(note: &str) -> String {
         end -= 1;
     }
     format!("{}...", &note[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_stay_valid_for_the_longest_object_names() {
+        let longest = format!("{}-{}", "a".repeat(200), "b".repeat(52));
+        let name = event_name(&longest, 1_764_000_000_123_456_789);
+        assert!(name.len() <= MAX_NAME, "{} characters", name.len());
+        assert!(name.starts_with("aaaa") && !name.contains("-."), "{name}");
+        assert_eq!(event_name("farm", 255), "farm.ff");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_object_name_gives_a_valid_event_name(
+            object in "[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?",
+            nanos in proptest::num::i128::ANY,
+        ) {
+            let name = event_name(&object, nanos);
+            proptest::prop_assert!(name.len() <= MAX_NAME);
+            proptest::prop_assert!(!name.starts_with('.'));
+            proptest::prop_assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'));
+        }
+    }
 }

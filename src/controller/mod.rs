@@ -3,7 +3,9 @@
 //! One kube-runtime `Controller` per watch scope (all namespaces, or one per listed namespace so
 //! that a namespaced install needs no cluster-wide RBAC). Each also watches Secrets as metadata
 //! only and maps a changed Secret to the TrimbleConnections that reference it through its store.
-//! Reconcile itself is in [`reconcile`]; what it writes is computed by the pure [`status`].
+//! What a reconcile does is decided by the pure [`decide`] and carried out by [`engine`] through
+//! its IO ports; [`reconcile`] binds both to kube-runtime; what it writes is computed by the pure
+//! [`status`].
 //!
 //! Choices where the contract is silent:
 //! - Deleting a suspended resource with `deletionPolicy: Delete` still deletes the Leaf
@@ -22,7 +24,7 @@
 //!   SecretNotFound; `Stalled=True` the reasons `Reason::is_stalled` lists.
 //! - With a list of namespaces, one controller runs per namespace (no cluster-wide RBAC needed);
 //!   a semaphore makes `--concurrency` a bound for the whole process, and the conflict check
-//!   looks across all their stores.
+//!   looks across all their stores, and waits until every one of them has synced.
 //! - `--label-selector` narrows the TrimbleConnection watch to this deployment's shard; the
 //!   conflict check sees only the shard's objects (a Leaf user must stay within one shard).
 //! - Alerts reach the controller through three small pieces: the [`credential_index`] fed by an
@@ -32,6 +34,8 @@
 pub mod backoff;
 pub mod conflict;
 pub mod credential_index;
+pub mod decide;
+pub mod engine;
 pub mod events;
 pub mod hints;
 pub mod reconcile;
@@ -39,6 +43,7 @@ pub mod status;
 pub mod trigger;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -51,10 +56,23 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::crd::TrimbleConnection;
+use crate::leader::Fence;
 use crate::leaf::{LeafAccount, LeafClient};
 use crate::metrics::Metrics;
 
 pub use reconcile::Error;
+
+/// How the reconciles of one process behave, beyond the Leaf client and the API server.
+pub struct Settings {
+    /// The operator's own Leaf account, for resources without `leafAuthSecretRef`.
+    pub default_account: Option<LeafAccount>,
+    /// Leadership: whether a Leaf write may be sent now.
+    pub fence: Fence,
+    /// How long after its start a POST may still create a credential (request timeout + margin).
+    pub in_doubt_window: Duration,
+    /// The per-object schedules (see [`backoff::Schedules::with_interval_override`] for tests).
+    pub schedules: backoff::Schedules,
+}
 
 /// Everything a reconcile needs, shared by all of them.
 pub struct Context {
@@ -65,10 +83,14 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub events: events::Events,
     pub schedules: backoff::Schedules,
+    /// Leadership: checked immediately before every Leaf write.
+    pub fence: Fence,
+    pub in_doubt_window: Duration,
     /// The stores of the running controllers: the conflict check looks across all of them.
     pub stores: RwLock<Vec<Store<TrimbleConnection>>>,
-    /// TEST ONLY: replaces every `refreshInterval` (see `Config::test_refresh_interval`).
-    pub refresh_override: Option<Duration>,
+    /// Every store has synced since the controllers started: until then another resource for the
+    /// same Leaf user may be invisible, and no Leaf write is made.
+    synced: AtomicBool,
     /// Process-wide bound on reconciles in flight (each controller is bounded too, but with one
     /// controller per namespace only this makes `--concurrency` a bound for the whole process).
     pub permits: std::sync::OnceLock<tokio::sync::Semaphore>,
@@ -86,20 +108,21 @@ impl Context {
     pub fn new(
         client: Client,
         leaf: LeafClient,
-        default_account: Option<LeafAccount>,
         metrics: Arc<Metrics>,
         identity: String,
-        refresh_override: Option<Duration>,
+        settings: Settings,
     ) -> Self {
         Self {
             events: events::Events::new(client.clone(), identity),
             client,
             leaf,
-            default_account,
+            default_account: settings.default_account,
             metrics,
-            schedules: backoff::Schedules::default(),
+            schedules: settings.schedules,
+            fence: settings.fence,
+            in_doubt_window: settings.in_doubt_window,
             stores: RwLock::new(Vec::new()),
-            refresh_override,
+            synced: AtomicBool::new(false),
             permits: std::sync::OnceLock::new(),
             hints: hints::Hints::default(),
             credentials: credential_index::CredentialIndex::default(),
@@ -119,6 +142,11 @@ impl Context {
             .iter()
             .flat_map(|store| store.state())
             .collect()
+    }
+
+    /// Whether every store has synced (see [`Context::synced`]'s field doc).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
     }
 }
 
@@ -228,7 +256,8 @@ pub async fn run(
         runs.push(run.boxed());
     }
     *ctx.stores.write().expect("stores lock") = stores.clone();
-    let index_ctx = ctx.clone();
+    ctx.synced.store(false, Ordering::Release);
+    let synced_ctx = ctx.clone();
     let readiness = async move {
         for store in &stores {
             // The store's readiness future wakes only its last poller (the controller polls it
@@ -243,7 +272,8 @@ pub async fn run(
                 }
             }
         }
-        index_ctx.credentials.set_synced(true);
+        synced_ctx.synced.store(true, Ordering::Release);
+        synced_ctx.credentials.set_synced(true);
         tracing::info!("caches synced; reconciling");
         on_ready();
     };
@@ -251,6 +281,7 @@ pub async fn run(
     futures::future::join_all(runs).await;
     // Stopped stores are no longer updated: a replica that lost leadership must not keep
     // exporting their stale content (the ready gauge reads these stores).
+    ctx.synced.store(false, Ordering::Release);
     ctx.stores.write().expect("stores lock").clear();
     ctx.credentials.clear();
     ctx.triggers.clear();

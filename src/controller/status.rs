@@ -54,11 +54,10 @@ pub fn is_reconciling(reason: Reason) -> bool {
     )
 }
 
-/// Now, truncated to whole seconds as the API server stores `metav1.Time`, so a status read back
+/// `at`, truncated to whole seconds as the API server stores `metav1.Time`, so a status read back
 /// compares equal to the one written.
-pub fn now() -> Time {
-    let now = jiff::Timestamp::now();
-    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+pub fn time(at: jiff::Timestamp) -> Time {
+    Time(jiff::Timestamp::from_second(at.as_second()).unwrap_or(at))
 }
 
 fn upsert(
@@ -133,33 +132,77 @@ pub fn finish(
     next
 }
 
-/// The current `Ready` reason recorded in a status, if any.
-pub fn ready_reason(status: &TrimbleConnectionStatus) -> Option<&str> {
+/// The current `Ready` reason recorded in a status, if any (and if it is one of ours).
+pub fn ready_reason(status: &TrimbleConnectionStatus) -> Option<Reason> {
     status
         .conditions
         .iter()
         .find(|c| c.type_ == CONDITION_READY)
-        .map(|c| c.reason.as_str())
+        .and_then(|c| c.reason.parse().ok())
+}
+
+/// The `Ready` message now on the resource.
+pub fn ready_message(status: &TrimbleConnectionStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 /// Longest Leaf status string copied into messages; the full string is kept in `credentialStatus`.
 const MAX_STATUS_IN_MESSAGE: usize = 64;
 
-/// What Leaf's credential status means for `Ready`.
-pub fn credential_outcome(status: &CredentialStatus, secret_name: &str) -> Outcome {
-    match status {
+/// Where the Secret's values stand, for the message that tells a person what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretNote {
+    /// The Secret holds the values that were sent to Leaf (or a change the operator acts on).
+    Sent,
+    /// The credential was adopted and the Secret still holds the values found then: this operator
+    /// never sent them, so it cannot know whether its refresh token is the spent one.
+    AdoptedUnsent,
+    /// The Secret does not exist now (it is needed only to create or rotate).
+    Missing,
+    /// The Secret exists but cannot be used now (a key is missing or empty).
+    Invalid,
+    /// The Secret changed, but to a refresh token that was sent to Leaf before: it is not sent
+    /// again (a Trimble refresh token works once).
+    ReusedToken,
+}
+
+/// What Leaf's credential status means for `Ready`; `note` says where the Secret stands.
+pub fn credential_outcome(status: &CredentialStatus, secret_name: &str, note: SecretNote) -> Outcome {
+    let mut outcome = match status {
         CredentialStatus::Ok => Outcome::new(
             Reason::CredentialValid,
             "Leaf reports the Trimble credential as OK",
         ),
-        CredentialStatus::Unauthenticated | CredentialStatus::Invalid => Outcome::new(
-            Reason::CredentialInvalid,
-            format!(
-                "Leaf reports the Trimble credential as {}: the grower must re-authorize Leaf through Trimble, \
-                 and the new refresh token must be put into Secret {secret_name:?}; the operator then rotates it in",
-                status.as_str()
-            ),
-        ),
+        CredentialStatus::Unauthenticated | CredentialStatus::Invalid => {
+            let what_to_do = match note {
+                SecretNote::AdoptedUnsent => format!(
+                    "The values in Secret {secret_name:?} were never sent by this operator (the credential was adopted). \
+                     If its refresh token is a new one from the grower, set spec.adoptionPolicy: Replace to replace \
+                     the credential with it; otherwise put a new refresh token from the grower into the Secret, and \
+                     the operator rotates it in"
+                ),
+                SecretNote::Missing => format!(
+                    "The grower must re-authorize Leaf through Trimble, and the new refresh token must be put into \
+                     Secret {secret_name:?} (it does not exist now); the operator then rotates it in"
+                ),
+                SecretNote::Sent | SecretNote::Invalid | SecretNote::ReusedToken => format!(
+                    "The grower must re-authorize Leaf through Trimble, and the new refresh token must be put into \
+                     Secret {secret_name:?}; the operator then rotates it in"
+                ),
+            };
+            Outcome::new(
+                Reason::CredentialInvalid,
+                format!(
+                    "Leaf reports the Trimble credential as {}. {what_to_do}",
+                    shown(status.as_str())
+                ),
+            )
+        }
         CredentialStatus::MissingPermission => Outcome::new(
             Reason::MissingPermission,
             "Leaf reports MISSING_PERMISSION: the grower's Trimble authorization lacks a permission Leaf needs; \
@@ -169,18 +212,42 @@ pub fn credential_outcome(status: &CredentialStatus, secret_name: &str) -> Outco
             Reason::ProviderUnavailable,
             "Leaf reports TEMPORARILY_UNAVAILABLE: Trimble is not answering Leaf; nothing to do but wait",
         ),
-        CredentialStatus::Other(value) => {
-            let shown: String = value
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_STATUS_IN_MESSAGE)
-                .collect();
-            Outcome::new(
-                Reason::CredentialStatusUnknown,
-                format!("Leaf reports the status {shown:?}, which this operator does not know"),
-            )
-        }
+        CredentialStatus::Other(value) => Outcome::new(
+            Reason::CredentialStatusUnknown,
+            format!(
+                "Leaf reports the status {:?}, which this operator does not know",
+                shown(value)
+            ),
+        ),
+    };
+    let secret_gone = match note {
+        SecretNote::Missing => Some("does not exist"),
+        SecretNote::Invalid => Some("cannot be used"),
+        SecretNote::Sent | SecretNote::AdoptedUnsent | SecretNote::ReusedToken => None,
+    };
+    if let Some(why) = secret_gone
+        && outcome.reason != Reason::CredentialInvalid
+    {
+        outcome.message.push_str(&format!(
+            ". Secret {secret_name:?} {why}; it is needed only to rotate or re-create the credential"
+        ));
     }
+    if note == SecretNote::ReusedToken {
+        outcome.message.push_str(&format!(
+            ". Secret {secret_name:?} changed, but its refresh token was sent to Leaf before and a Trimble refresh \
+             token works only once: it is not sent again; put a new one from the grower into the Secret to rotate"
+        ));
+    }
+    outcome
+}
+
+/// A Leaf status string as it may appear in a message: printable and short.
+fn shown(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_STATUS_IN_MESSAGE)
+        .collect()
 }
 
 /// The reason a failed Leaf call puts on the resource: transient trouble is `LeafUnavailable`
@@ -192,6 +259,7 @@ pub fn leaf_error_reason(error: &LeafError) -> Reason {
             Reason::LeafUnavailable
         }
         LeafError::AuthFailed { .. } | LeafError::Config { .. } => Reason::LeafAuthFailed,
+        LeafError::UserNotFound { .. } => Reason::LeafUserNotFound,
         LeafError::Rejected { .. } | LeafError::AlreadyExists { .. } => Reason::CredentialRejected,
     }
 }
@@ -387,24 +455,52 @@ mod tests {
     fn leaf_statuses_map_to_reasons_and_unknown_is_kept() {
         let secret = "creds";
         assert_eq!(
-            credential_outcome(&CredentialStatus::Ok, secret).reason,
+            credential_outcome(&CredentialStatus::Ok, secret, SecretNote::Sent).reason,
             Reason::CredentialValid
         );
-        let invalid = credential_outcome(&CredentialStatus::parse("invalid"), secret);
+        let invalid = credential_outcome(&CredentialStatus::parse("invalid"), secret, SecretNote::Sent);
         assert_eq!(invalid.reason, Reason::CredentialInvalid);
         assert!(invalid.message.contains("re-authorize") && invalid.message.contains("creds"));
         assert_eq!(
-            credential_outcome(&CredentialStatus::parse("UNAUTHENTICATED"), secret).reason,
+            credential_outcome(&CredentialStatus::parse("UNAUTHENTICATED"), secret, SecretNote::Sent).reason,
             Reason::CredentialInvalid
         );
         assert_eq!(
-            credential_outcome(&CredentialStatus::parse("TEMPORARILY_UNAVAILABLE"), secret).reason,
+            credential_outcome(&CredentialStatus::parse("TEMPORARILY_UNAVAILABLE"), secret, SecretNote::Sent).reason,
             Reason::ProviderUnavailable
         );
-        let other = credential_outcome(&CredentialStatus::parse("PAUSED_BY_LEAF"), secret);
+        let other = credential_outcome(&CredentialStatus::parse("PAUSED_BY_LEAF"), secret, SecretNote::Sent);
         assert_eq!(other.reason, Reason::CredentialStatusUnknown);
         assert!(other.message.contains("PAUSED_BY_LEAF"));
         assert_eq!(ready_status(other.reason), "Unknown");
+    }
+
+    #[test]
+    fn an_invalid_credential_says_exactly_what_to_do_for_where_the_secret_stands() {
+        let dead = CredentialStatus::Unauthenticated;
+        let adopted = credential_outcome(&dead, "creds", SecretNote::AdoptedUnsent);
+        assert_eq!(adopted.reason, Reason::CredentialInvalid);
+        assert!(
+            adopted.message.contains("never sent by this operator")
+                && adopted.message.contains("adoptionPolicy: Replace"),
+            "{}",
+            adopted.message
+        );
+        let missing = credential_outcome(&dead, "creds", SecretNote::Missing);
+        assert!(missing.message.contains("does not exist now"), "{}", missing.message);
+        let valid_without_secret =
+            credential_outcome(&CredentialStatus::Ok, "creds", SecretNote::Missing);
+        assert_eq!(valid_without_secret.reason, Reason::CredentialValid);
+        assert!(
+            valid_without_secret
+                .message
+                .contains("needed only to rotate or re-create"),
+            "{}",
+            valid_without_secret.message
+        );
+        let huge = CredentialStatus::parse(&"X\u{7}".repeat(10_000));
+        let unknown = credential_outcome(&huge, "creds", SecretNote::Sent);
+        assert!(unknown.message.len() < 200, "{}", unknown.message.len());
     }
 
     #[test]
@@ -412,12 +508,14 @@ mod tests {
         let unavailable = LeafError::Unavailable {
             status: Some(503),
             retry_after: None,
+            maybe_applied: true,
             detail: "d".to_string(),
         };
         assert_eq!(leaf_error_reason(&unavailable), Reason::LeafUnavailable);
         assert!(!leaf_error_reason(&unavailable).is_stalled());
         let auth = LeafError::AuthFailed {
             status: Some(401),
+            retry_after: None,
             detail: "d".to_string(),
         };
         assert_eq!(leaf_error_reason(&auth), Reason::LeafAuthFailed);

@@ -1,5 +1,10 @@
 //! The per-account token cache: one login shared by concurrent callers, renewal before the JWT's
-//! `exp`, and invalidation after a 401.
+//! `exp`, invalidation after a 401, and one shared backoff after a refused login.
+//!
+//! A refused login is remembered per account: until its backoff (1 s doubling, capped) has passed
+//! every caller gets the same refusal without a request, so N resources on a wrong password cause
+//! one failed login per period, not N (Leaf could lock the account). A changed password or token
+//! is a different account key, so a fixed Secret is tried at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +16,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
 use super::account::{AccountKey, LeafAccount};
-use super::error::LeafError;
+use super::error::{LeafError, MAX_RETRY_AFTER};
+
+/// First wait after a refused login; it doubles with each refusal up to [`MAX_RETRY_AFTER`].
+const FIRST_LOGIN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Renew at most this long before `exp` ...
 const MAX_RENEW_MARGIN: Duration = Duration::from_secs(60);
@@ -35,7 +43,19 @@ impl CachedToken {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+/// What is known about an account's login.
+enum Login {
+    Token(CachedToken),
+    /// Leaf refused the last login: no new attempt before `until`.
+    Refused {
+        until: Instant,
+        refusals: u32,
+        status: Option<u16>,
+        detail: String,
+    },
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Login>>>;
 
 /// Tokens by account. Each account has its own async lock, held across a login, so concurrent
 /// callers for one account wait for a single login instead of each logging in.
@@ -76,12 +96,53 @@ impl TokenCache {
         }
         let slot = self.slot(account.account_key());
         let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| t.is_fresh()) {
-            return Ok(token.token.clone());
+        let refusals = match cached.as_ref() {
+            Some(Login::Token(token)) if token.is_fresh() => return Ok(token.token.clone()),
+            Some(Login::Refused {
+                until,
+                refusals,
+                status,
+                detail,
+            }) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    return Err(LeafError::AuthFailed {
+                        status: *status,
+                        retry_after: Some(left),
+                        detail: format!(
+                            "{detail} (the login was refused; not trying again for {}s)",
+                            left.as_secs().max(1)
+                        ),
+                    });
+                }
+                *refusals
+            }
+            _ => 0,
+        };
+        match login().await {
+            Ok(token) => {
+                *cached = Some(Login::Token(CachedToken::new(token.clone())));
+                Ok(token)
+            }
+            Err(LeafError::AuthFailed { status, detail, .. }) => {
+                let wait = FIRST_LOGIN_BACKOFF
+                    .saturating_mul(2u32.saturating_pow(refusals.min(20)))
+                    .min(MAX_RETRY_AFTER);
+                *cached = Some(Login::Refused {
+                    until: Instant::now() + wait,
+                    refusals: refusals.saturating_add(1),
+                    status,
+                    detail: detail.clone(),
+                });
+                Err(LeafError::AuthFailed {
+                    status,
+                    retry_after: Some(wait),
+                    detail,
+                })
+            }
+            // Leaf being down says nothing about the password: not remembered.
+            Err(other) => Err(other),
         }
-        let token = login().await?;
-        *cached = Some(CachedToken::new(token.clone()));
-        Ok(token)
     }
 
     /// Forgets `used` after Leaf answered 401 to it; a token already replaced by another caller's
@@ -92,9 +153,7 @@ impl TokenCache {
         }
         let slot = self.slot(account.account_key());
         let mut cached = slot.lock().await;
-        if cached
-            .as_ref()
-            .is_some_and(|t| t.token.expose_secret() == used.expose_secret())
+        if matches!(cached.as_ref(), Some(Login::Token(t)) if t.token.expose_secret() == used.expose_secret())
         {
             *cached = None;
         }
@@ -207,5 +266,33 @@ mod tests {
             assert_eq!(task.await.unwrap().expose_secret(), "tok");
         }
         assert_eq!(logins.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_shared_and_not_repeated_until_its_backoff_passes() {
+        let cache = TokenCache::default();
+        let logins = std::sync::atomic::AtomicUsize::new(0);
+        let account = LeafAccount::password("u", "wrong");
+        let refuse = || async {
+            logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(LeafError::AuthFailed {
+                status: Some(401),
+                retry_after: None,
+                detail: "Bad credentials".into(),
+            })
+        };
+        for _ in 0..20 {
+            let error = cache.token(&account, refuse).await.unwrap_err();
+            let wait = error.retry_after().expect("a backoff");
+            assert!(wait <= FIRST_LOGIN_BACKOFF, "{wait:?}");
+        }
+        assert_eq!(logins.load(std::sync::atomic::Ordering::SeqCst), 1, "one refused login");
+        // A corrected password is another account: tried at once.
+        let fixed = LeafAccount::password("u", "right");
+        let token = cache
+            .token(&fixed, || async { Ok(SecretString::from("tok")) })
+            .await
+            .unwrap();
+        assert_eq!(token.expose_secret(), "tok");
     }
 }

@@ -137,7 +137,8 @@ impl LeafClient {
 
     /// Creates the provider credential of a Leaf user. Leaf has no update: a change is a delete
     /// then a create. A credential already there is [`LeafError::AlreadyExists`] (whatever form
-    /// Leaf uses); Leaf may also silently replace it.
+    /// Leaf uses); Leaf may also silently replace it. An unknown user is
+    /// [`LeafError::UserNotFound`].
     pub async fn create_credential<P: Provider>(
         &self,
         account: &LeafAccount,
@@ -167,17 +168,10 @@ impl LeafClient {
                     .without_values(&secrets),
             );
         }
-        match parse_credential(&answer.body) {
-            Ok(credential) if !credential.id.is_empty() || !credential.raw_status.is_empty() => {
-                Ok(credential)
-            }
-            // The credential was created but the answer is unreadable or empty: read it back
-            // rather than report a failure that would make the caller POST the same values again.
-            parsed => match self.get_credential::<P>(account, leaf_user_id).await? {
-                Some(credential) => Ok(credential),
-                None => parsed,
-            },
-        }
+        // A success whose body cannot be read is `InvalidResponse`, which counts as applied: the
+        // caller keeps its create in doubt and recognises the credential from its next GET, by its
+        // own ownership rules, rather than this call guessing that whatever a GET shows is ours.
+        parse_credential(&answer.body)
     }
 
     /// Deletes the provider credential of a Leaf user; one already gone (404) is success.
@@ -311,6 +305,7 @@ impl LeafClient {
         let LeafAccount::Password { username, password } = account else {
             return Err(LeafError::AuthFailed {
                 status: None,
+                retry_after: None,
                 detail: "a static token cannot log in".to_string(),
             });
         };
@@ -337,6 +332,7 @@ impl LeafClient {
             return Err(match error {
                 LeafError::Rejected { status, detail } => LeafError::AuthFailed {
                     status: Some(status),
+                    retry_after: None,
                     detail,
                 },
                 other => other,
@@ -455,15 +451,23 @@ fn parse_origin(origin: &str) -> Result<Url, LeafError> {
     Ok(url)
 }
 
+/// A credential answer, refused when it is not JSON or carries no usable id (nothing without an
+/// id can be owned, compared or deleted safely).
 fn parse_credential(body: &str) -> Result<Credential, LeafError> {
-    serde_json::from_str::<WireCredential>(body)
+    let credential = serde_json::from_str::<WireCredential>(body)
         .map(Credential::from)
         .map_err(|_| LeafError::InvalidResponse {
             detail: format!(
                 "credential answer is not the documented JSON: {}",
                 body_excerpt(body)
             ),
-        })
+        })?;
+    if credential.id.is_empty() {
+        return Err(LeafError::InvalidResponse {
+            detail: "credential answer has no usable id".to_string(),
+        });
+    }
+    Ok(credential)
 }
 
 fn parse_events(body: &str) -> Result<Vec<CredentialEvent>, LeafError> {

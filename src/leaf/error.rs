@@ -10,21 +10,36 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::sanitize;
 
+/// The longest `Retry-After` honoured: the controller's longest backoff. A larger value (or an
+/// absurd one, `1e20`) is clamped to it rather than parking an object for years or overflowing.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(360);
+
 /// What went wrong talking to Leaf.
 #[derive(Debug, thiserror::Error)]
 pub enum LeafError {
-    /// Transient: connect or timeout failure, 5xx, 429. Try again later (after `retry_after`
-    /// when Leaf said so).
+    /// Transient: connect or timeout failure, 5xx, 429, 408, 425, a redirect. Try again later
+    /// (after `retry_after` when Leaf said so). `maybe_applied`: the request may have taken effect
+    /// (no answer came after it was sent, or a 5xx); false when it certainly did not (never
+    /// sent, or an answer that means "not processed": 429, 408, 425, 3xx).
     #[error("Leaf is unavailable{}: {detail}", status_suffix(*.status))]
     Unavailable {
         status: Option<u16>,
         retry_after: Option<Duration>,
+        maybe_applied: bool,
         detail: String,
     },
     /// Leaf refused our own identity: login refused, 401 even after a fresh login, 403.
+    /// `retry_after`: a refused login is not tried again for this account before then.
     #[error("Leaf refused the operator's credentials{}: {detail}", status_suffix(*.status))]
-    AuthFailed { status: Option<u16>, detail: String },
-    /// Any other 4xx (bad body, unknown Leaf user, refresh token refused ...).
+    AuthFailed {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    /// A create answered 404: Leaf has no such user.
+    #[error("Leaf has no such user (HTTP 404): {detail}")]
+    UserNotFound { detail: String },
+    /// Any other 4xx (bad body, refresh token refused ...).
     #[error("Leaf rejected the request (HTTP {status}): {detail}")]
     Rejected { status: u16, detail: String },
     /// POST found a credential already there (409, or a 400 saying so).
@@ -48,10 +63,13 @@ impl LeafError {
         matches!(self, Self::Unavailable { .. })
     }
 
-    /// The delay Leaf asked for with `Retry-After`, if any.
+    /// The delay Leaf asked for with `Retry-After` (or the failed-login backoff), if any;
+    /// never more than [`MAX_RETRY_AFTER`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::Unavailable { retry_after, .. } | Self::AuthFailed { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -61,25 +79,24 @@ impl LeafError {
         match self {
             Self::Unavailable { status, .. } | Self::AuthFailed { status, .. } => *status,
             Self::Rejected { status, .. } => Some(*status),
+            Self::UserNotFound { .. } => Some(404),
             Self::AlreadyExists { .. } => None,
             Self::InvalidResponse { .. } | Self::Config { .. } => None,
         }
     }
 
-    /// A 404 that was not absorbed (e.g. POST for a Leaf user that does not exist).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Rejected { status: 404, .. })
-    }
-
-    /// A short, stable name of the class, for logs and metrics labels.
-    pub fn kind(&self) -> &'static str {
+    /// Whether the request may have taken effect in Leaf although it failed: what a POST's
+    /// caller must assume until a GET shows otherwise.
+    pub fn may_have_applied(&self) -> bool {
         match self {
-            Self::Unavailable { .. } => "unavailable",
-            Self::AuthFailed { .. } => "auth_failed",
-            Self::Rejected { .. } => "rejected",
-            Self::AlreadyExists { .. } => "already_exists",
-            Self::InvalidResponse { .. } => "invalid_response",
-            Self::Config { .. } => "config",
+            Self::Unavailable { maybe_applied, .. } => *maybe_applied,
+            // A success answer we could not read: it was applied.
+            Self::InvalidResponse { .. } => true,
+            Self::AuthFailed { .. }
+            | Self::UserNotFound { .. }
+            | Self::Rejected { .. }
+            | Self::AlreadyExists { .. }
+            | Self::Config { .. } => false,
         }
     }
 
@@ -96,14 +113,24 @@ impl LeafError {
             Self::Unavailable {
                 status,
                 retry_after,
+                maybe_applied,
                 detail,
             } => Self::Unavailable {
                 status,
                 retry_after,
+                maybe_applied,
                 detail: clean(detail),
             },
-            Self::AuthFailed { status, detail } => Self::AuthFailed {
+            Self::AuthFailed {
                 status,
+                retry_after,
+                detail,
+            } => Self::AuthFailed {
+                status,
+                retry_after,
+                detail: clean(detail),
+            },
+            Self::UserNotFound { detail } => Self::UserNotFound {
                 detail: clean(detail),
             },
             Self::Rejected { status, detail } => Self::Rejected {
@@ -147,13 +174,15 @@ impl LeafError {
         Self::Unavailable {
             status: None,
             retry_after: None,
+            // A connection that was never made carried nothing; anything later may have.
+            maybe_applied: !error.is_connect(),
             detail: sanitize::truncate(&detail, sanitize::MAX_EXCERPT_CHARS),
         }
     }
 
     /// Classifies a non-success answer. `is_create` says the call was a POST of a credential,
     /// where "already exists" may come as 409 or as a 400 that says so.
-    pub(crate) fn from_answer(
+    pub fn from_answer(
         status: StatusCode,
         headers: &HeaderMap,
         body: &str,
@@ -168,21 +197,31 @@ impl LeafError {
                 detail.clone()
             }
         };
-        if code == 429 || status.is_server_error() {
+        // 408 (request timeout), 425 (too early), 429 and redirects (never followed: they could
+        // carry our token elsewhere) say "not processed, try again": they are not rejections.
+        let not_processed = matches!(code, 408 | 425 | 429) || status.is_redirection();
+        if not_processed || status.is_server_error() || status.is_informational() {
             return Self::Unavailable {
                 status: Some(code),
                 retry_after: parse_retry_after(headers, jiff::Timestamp::now()),
+                maybe_applied: status.is_server_error(),
                 detail: detail_or_reason(),
             };
         }
         if code == 401 || code == 403 {
             return Self::AuthFailed {
                 status: Some(code),
+                retry_after: None,
                 detail: detail_or_reason(),
             };
         }
         if is_create && (code == 409 || (code == 400 && says_already_exists(&detail))) {
             return Self::AlreadyExists {
+                detail: detail_or_reason(),
+            };
+        }
+        if is_create && code == 404 {
+            return Self::UserNotFound {
                 detail: detail_or_reason(),
             };
         }
@@ -237,20 +276,33 @@ pub(crate) fn body_excerpt(body: &str) -> String {
     sanitize::excerpt(trimmed)
 }
 
-/// `Retry-After` as delay seconds or an HTTP-date (relative to `now`; past dates mean zero).
-pub(crate) fn parse_retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+/// `Retry-After` as delay seconds or an HTTP-date (relative to `now`; past dates mean zero),
+/// clamped to [`MAX_RETRY_AFTER`]. Any header value, however absurd, gives `None` or a bounded
+/// delay: a panic here would crash-loop the operator for as long as Leaf keeps sending it.
+pub fn parse_retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let at = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(value)
-        .ok()?;
-    let delta = at.as_millisecond() - now.as_millisecond();
-    Some(Duration::from_millis(u64::try_from(delta).unwrap_or(0)))
+    retry_after_value(value, now)
+}
+
+/// The parser behind [`parse_retry_after`], on the header's text.
+pub fn retry_after_value(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Ok(seconds) = value.parse::<f64>() {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return None;
+        }
+        // `from_secs_f64` panics beyond u64::MAX seconds (`1e20`): take the checked one.
+        Duration::try_from_secs_f64(seconds).unwrap_or(MAX_RETRY_AFTER)
+    } else {
+        let at = jiff::fmt::rfc2822::DateTimeParser::new()
+            .parse_timestamp(value)
+            .ok()?;
+        let delta = at.as_millisecond().saturating_sub(now.as_millisecond());
+        Duration::from_millis(u64::try_from(delta).unwrap_or(0))
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -281,6 +333,49 @@ mod tests {
         );
         assert_eq!(parse_retry_after(&headers("soon"), now), None);
         assert_eq!(parse_retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_never_a_panic() {
+        let now: jiff::Timestamp = "2026-11-29T20:00:00Z".parse().unwrap();
+        for absurd in [
+            "1e20",
+            "18446744073709551615",
+            "1.7e308",
+            "99999999999999999999999",
+            "Thu, 01 Jan 2150 00:00:00 GMT",
+        ] {
+            assert_eq!(
+                retry_after_value(absurd, now),
+                Some(MAX_RETRY_AFTER),
+                "{absurd}"
+            );
+        }
+        for refused in ["-1", "NaN", "inf", "-inf", "1.8e308", ""] {
+            assert_eq!(retry_after_value(refused, now), None, "{refused}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_text_gives_none_or_a_bounded_delay(value in ".{0,64}", seconds in proptest::num::f64::ANY) {
+            let now = jiff::Timestamp::now();
+            for text in [value, seconds.to_string(), format!("{seconds:e}")] {
+                if let Some(delay) = retry_after_value(&text, now) {
+                    proptest::prop_assert!(delay <= MAX_RETRY_AFTER);
+                }
+            }
+        }
+
+        #[test]
+        fn any_status_and_body_classify_without_panicking(code in 100u16..1000, body in ".{0,300}", create in proptest::bool::ANY) {
+            let status = StatusCode::from_u16(code).unwrap();
+            let error = LeafError::from_answer(status, &HeaderMap::new(), &body, create);
+            proptest::prop_assert!(error.to_string().chars().count() < 400);
+            if (400..500).contains(&code) && !matches!(code, 408 | 425 | 429) {
+                proptest::prop_assert!(!error.is_transient(), "{code} is not transient");
+            }
+        }
     }
 
     #[test]
@@ -319,7 +414,15 @@ mod tests {
             ),
             LeafError::Rejected { status: 400, .. }
         ));
-        assert!(LeafError::from_answer(StatusCode::NOT_FOUND, &none, "", true).is_not_found());
+        assert!(matches!(
+            LeafError::from_answer(StatusCode::NOT_FOUND, &none, "", true),
+            LeafError::UserNotFound { .. }
+        ));
+        for (code, applied) in [(408, false), (425, false), (429, false), (302, false), (500, true), (503, true)] {
+            let error = LeafError::from_answer(StatusCode::from_u16(code).unwrap(), &none, "", true);
+            assert!(error.is_transient(), "{code} is not a rejection");
+            assert_eq!(error.may_have_applied(), applied, "{code}");
+        }
     }
 
     #[test]

@@ -18,6 +18,6 @@ mod types;
 pub use account::{AccountKey, LeafAccount};
 pub use client::LeafClient;
 pub use config::LeafClientConfig;
-pub use error::LeafError;
+pub use error::{LeafError, MAX_RETRY_AFTER, parse_retry_after, retry_after_value};
 pub use provider::{Provider, Trimble, TrimbleCreateRequest};
 pub use types::{Credential, CredentialEvent, CredentialStatus};

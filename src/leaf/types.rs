@@ -105,6 +105,32 @@ impl<'de> Deserialize<'de> for CredentialStatus {
     }
 }
 
+/// Longest id (credential or event) accepted from Leaf; Leaf's ids are UUIDs.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest status string kept; `status.credentialStatus` must stay small enough to write.
+pub const MAX_STATUS_CHARS: usize = 64;
+/// Most scopes kept, and the longest scope.
+pub const MAX_SCOPES: usize = 32;
+pub const MAX_SCOPE_CHARS: usize = 128;
+/// Longest timestamp text kept.
+pub const MAX_TIME_CHARS: usize = 64;
+
+/// An id we can own and compare: non-empty, short, no spaces or control characters. Anything
+/// else becomes empty, which the client refuses as an unusable answer.
+fn usable_id(text: String) -> String {
+    let usable = !text.is_empty()
+        && text.chars().count() <= MAX_ID_CHARS
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if usable { text } else { String::new() }
+}
+
+/// Printable and at most `max` characters (Leaf's strings go into status and Event notes).
+fn bounded(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// A provider credential as Leaf reports it, minus every secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,6 +144,13 @@ pub struct Credential {
     pub created_time: Option<String>,
     pub scopes: Vec<String>,
     pub client_id: Option<String>,
+}
+
+impl Credential {
+    /// When Leaf created it, if Leaf said so readably.
+    pub fn created_at(&self) -> Option<jiff::Timestamp> {
+        self.created_time.as_deref().and_then(parse_time)
+    }
 }
 
 /// One logged provider call Leaf made for a credential; headers and body are never kept.
@@ -161,17 +194,24 @@ impl From<WireCredential> for Credential {
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .filter_map(|item| scalar_to_string(Some(item)))
+                .map(|scope| bounded(&scope, MAX_SCOPE_CHARS))
+                .filter(|s| !s.is_empty())
+                .take(MAX_SCOPES)
                 .collect(),
             Some(serde_json::Value::String(text)) => text
                 .split([' ', ','])
+                .map(|scope| bounded(scope, MAX_SCOPE_CHARS))
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
+                .take(MAX_SCOPES)
                 .collect(),
             _ => Vec::new(),
         };
-        let raw_status = scalar_to_string(wire.status.as_ref()).unwrap_or_default();
+        let raw_status = bounded(
+            &scalar_to_string(wire.status.as_ref()).unwrap_or_default(),
+            MAX_STATUS_CHARS,
+        );
         Self {
-            id: scalar_to_string(wire.id.as_ref()).unwrap_or_default(),
+            id: usable_id(scalar_to_string(wire.id.as_ref()).unwrap_or_default()),
             status: CredentialStatus::parse(&raw_status),
             raw_status,
             created_time: time_to_string(wire.created_time.as_ref()),
@@ -214,8 +254,14 @@ impl From<WireEvent> for CredentialEvent {
             }
             None => "no status code".to_string(),
         };
+        let id = scalar_to_string(wire.id.as_ref()).unwrap_or_default();
         Self {
-            id: scalar_to_string(wire.id.as_ref()).unwrap_or_default(),
+            // An event id only has to tell events apart: a long or odd one is replaced by a short
+            // digest of itself rather than dropped.
+            id: match usable_id(id.clone()) {
+                usable if !usable.is_empty() => usable,
+                _ => format!("digest-{}", short_digest(&id)),
+            },
             time: time_to_string(wire.created_date.as_ref()),
             status_code,
             summary: sanitize::excerpt(&summary),
@@ -261,10 +307,22 @@ fn scalar_to_string(value: Option<&serde_json::Value>) -> Option<String> {
     }
 }
 
-/// A time as Leaf sent it; numbers are taken as epoch milliseconds and shown as RFC 3339.
+fn short_digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+}
+
+/// A time as Leaf sent it; numbers are taken as epoch milliseconds and shown as RFC 3339. Text
+/// that is long or not printable is dropped (it goes into the status).
 fn time_to_string(value: Option<&serde_json::Value>) -> Option<String> {
     match value? {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        serde_json::Value::String(s)
+            if !s.trim().is_empty()
+                && s.chars().count() <= MAX_TIME_CHARS
+                && !s.chars().any(char::is_control) =>
+        {
+            Some(s.clone())
+        }
         serde_json::Value::Number(n) => n
             .as_i64()
             .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
@@ -377,5 +435,37 @@ mod tests {
         sort_newest_first(&mut events);
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["1", "3", "0", "2"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_credential_json_parses_into_bounded_fields(
+            id in proptest::option::of(".{0,300}"),
+            status in ".{0,300}",
+            created in ".{0,100}",
+            scopes in proptest::collection::vec(".{0,200}", 0..50),
+        ) {
+            let wire: WireCredential = serde_json::from_value(json!({
+                "id": id, "status": status, "createdTime": created,
+                "tokenMetadata": {"scopes": scopes}
+            })).unwrap();
+            let credential = Credential::from(wire);
+            proptest::prop_assert!(credential.id.chars().count() <= MAX_ID_CHARS);
+            proptest::prop_assert!(!credential.id.chars().any(|c| c.is_whitespace() || c.is_control()));
+            proptest::prop_assert!(credential.raw_status.chars().count() <= MAX_STATUS_CHARS);
+            proptest::prop_assert!(credential.scopes.len() <= MAX_SCOPES);
+            proptest::prop_assert!(credential.scopes.iter().all(|s| s.chars().count() <= MAX_SCOPE_CHARS));
+            proptest::prop_assert!(credential.created_time.iter().all(|t| t.chars().count() <= MAX_TIME_CHARS));
+            let _ = credential.created_at();
+        }
+
+        #[test]
+        fn any_event_json_parses_into_bounded_fields(id in ".{0,300}", date in ".{0,100}", code in proptest::num::i64::ANY) {
+            let wire: WireEvent = serde_json::from_value(json!({"id": id, "createdDate": date, "statusCode": code})).unwrap();
+            let event = CredentialEvent::from(wire);
+            proptest::prop_assert!(!event.id.is_empty() && event.id.chars().count() <= MAX_ID_CHARS);
+            proptest::prop_assert!(event.time.iter().all(|t| t.chars().count() <= MAX_TIME_CHARS));
+            proptest::prop_assert!(event.summary.chars().count() <= crate::leaf::sanitize::MAX_EXCERPT_CHARS);
+        }
     }
 }

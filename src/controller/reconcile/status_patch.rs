@@ -6,7 +6,7 @@ use crate::crd::TrimbleConnectionStatus;
 /// so they are removed whoever wrote them (a server-side apply would keep fields another field
 /// manager, e.g. `kubectl edit --subresource=status`, had set).
 pub(super) fn status_patch(status: &TrimbleConnectionStatus) -> serde_json::Value {
-    const FIELDS: [&str; 10] = [
+    const FIELDS: [&str; 12] = [
         "observedGeneration",
         "conditions",
         "credentialId",
@@ -14,6 +14,8 @@ pub(super) fn status_patch(status: &TrimbleConnectionStatus) -> serde_json::Valu
         "scopes",
         "leafCreatedTime",
         "secretFingerprint",
+        "adoptedSecretFingerprint",
+        "sentRefreshTokens",
         "pendingCreate",
         "lastHandledReconcileAt",
         "recentEvents",

@@ -11,7 +11,14 @@
 //!   also reads its Lease every 2 s and stops 3 s before the lease would expire unconfirmed.
 //!
 //! On shutdown the work is asked to stop (the controller's graceful shutdown), waited for at most
-//! `stop_timeout`, and the lease is released so the standby takes over immediately.
+//! `stop_timeout`, and the lease is released so the standby takes over immediately. On a lost,
+//! expiring or failed renewal there is no such grace: the [`Fence`] is revoked at once (no Leaf
+//! write passes it any more) and the work is aborted rather than drained, because nothing renews
+//! the lease while it drains and another replica may already be leading.
+
+pub mod fence;
+
+pub use fence::Fence;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -77,11 +84,6 @@ pub enum LeaderError {
 /// `Send + Sync + 'static`, as `kube::runtime::Controller::graceful_shutdown_on` requires.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
 
-/// A stop signal that never fires, for running the work without leader election.
-pub fn never_stop() -> StopSignal {
-    Box::pin(std::future::pending())
-}
-
 fn stop_signal(mut rx: watch::Receiver<bool>) -> StopSignal {
     Box::pin(async move {
         // An Err means the sender is gone, which also means stop.
@@ -108,6 +110,7 @@ pub async fn run<W, Fut, E>(
     config: LeaderElectionConfig,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    fence: Fence,
     shutdown: impl Future<Output = ()>,
     mut work: W,
 ) -> Result<(), LeaderError>
@@ -132,6 +135,11 @@ where
             manager = acquire(&client, &config, &health) => manager,
         };
         tracing::info!(identity = %config.identity, lease = %config.lease_name, "became leader");
+        // Just acquired: the lease is ours for its whole duration, less the margin.
+        fence.hold_until(later(
+            std::time::Instant::now(),
+            config.lease_duration.saturating_sub(EXPIRY_SAFETY_MARGIN),
+        ));
         metrics.set_leader(true);
         // The controller reports ready again once its stores have synced.
         health.set_ready(false);
@@ -158,7 +166,10 @@ where
                     },
                     _ = check.tick() => {
                         match confirm(&leases, &config).await {
-                            Confirmation::HeldUntil(until) => valid_until = until,
+                            Confirmation::HeldUntil(until) => {
+                                valid_until = until;
+                                fence.hold_until(fence_deadline(until));
+                            }
                             Confirmation::NotHeld => break 'leading LeaderOutcome::Lost,
                             Confirmation::Unknown => {}
                         }
@@ -171,13 +182,27 @@ where
         };
         // Stop reconciling before anything else: from here on this replica may not be the leader.
         let _ = stop_tx.send(true);
-        if !matches!(outcome, LeaderOutcome::WorkEnded(_)) {
-            match tokio::time::timeout(config.stop_timeout, &mut task).await {
-                Ok(_) => tracing::info!("controller stopped"),
-                Err(_) => {
-                    tracing::warn!(timeout = ?config.stop_timeout, "controller did not stop in time; abandoning in-flight work");
-                    task.abort();
+        match &outcome {
+            LeaderOutcome::Shutdown => {
+                // Still the leader (the fence's deadline runs out on its own if the drain outlives
+                // the lease): in-flight reconciles may finish.
+                match tokio::time::timeout(config.stop_timeout, &mut task).await {
+                    Ok(_) => tracing::info!("controller stopped"),
+                    Err(_) => {
+                        tracing::warn!(timeout = ?config.stop_timeout, "controller did not stop in time; abandoning in-flight work");
+                        task.abort();
+                    }
                 }
+                fence.revoke();
+            }
+            LeaderOutcome::WorkEnded(_) => fence.revoke(),
+            LeaderOutcome::Lost | LeaderOutcome::Expiring | LeaderOutcome::RenewFailed(_) => {
+                // In doubt: no Leaf write passes the fence from this instant, and the work is
+                // aborted at its next await instead of drained.
+                fence.revoke();
+                task.abort();
+                let _ = (&mut task).await;
+                tracing::warn!("controller aborted: leadership is in doubt");
             }
         }
         metrics.set_leader(false);
@@ -252,6 +277,21 @@ where
         Ok(Err(error)) => Err(LeaderError::WorkEnded(error.to_string())),
         Err(join) => Err(LeaderError::WorkEnded(join.to_string())),
     }
+}
+
+/// `now + wait`, saturating instead of panicking.
+fn later(now: std::time::Instant, wait: Duration) -> std::time::Instant {
+    now.checked_add(wait).unwrap_or(now)
+}
+
+/// The fence's deadline for a lease valid until `until` (wall clock): that instant on the
+/// monotonic clock, less the safety margin.
+fn fence_deadline(until: SystemTime) -> std::time::Instant {
+    let left = until
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(EXPIRY_SAFETY_MARGIN);
+    later(std::time::Instant::now(), left)
 }
 
 /// How often the leader reads its lease to confirm it still holds it.

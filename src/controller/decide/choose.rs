@@ -1,0 +1,687 @@
+//! The chooser: from what Leaf's GET showed, the single step this reconcile performs.
+//!
+//! Every row of the state table in [`super`] is one arm here or in [`resolve_doubt`]; the
+//! executors in `controller::reconcile::steps` do exactly what the step says and nothing else.
+
+use std::time::Duration;
+
+use super::{CLOCK_SKEW, Facts, SecretFact};
+use crate::crd::{AdoptionPolicy, PendingCreate};
+use crate::leaf::{Credential, CredentialStatus};
+use crate::secret::client_id_fingerprint;
+
+/// What one reconcile does after the GET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// POST the Secret's values. `replacing`: the credential our status still names, which is
+    /// gone (deleted by a rotation, or vanished).
+    Create { replacing: Option<String> },
+    /// The in-doubt POST made `credential`: record it as ours, no POST.
+    Resume { credential: Credential },
+    /// A POST may still create a credential: nothing is sent for `left`.
+    AwaitInDoubt { left: Duration },
+    /// Take over a foreign credential whose clientId matches the Secret's (AdoptMatching).
+    Adopt { credential: Credential },
+    /// DELETE a foreign credential and create ours (adoptionPolicy Replace).
+    Replace { credential: Credential },
+    /// DELETE our credential and create one from the Secret's new values.
+    Rotate { credential: Credential },
+    /// Our credential, nothing to change: copy its status (and events) into ours.
+    Check {
+        credential: Credential,
+        fetch_events: bool,
+    },
+    /// Nothing can be created from the Secret: its values were sent already (a refresh token works
+    /// once) or it is missing. `vanished`: our credential that is gone from Leaf.
+    NeedNewValues { vanished: Option<String> },
+    /// A credential that is not ours and that adoptionPolicy leaves alone: Conflict.
+    Foreign {
+        credential: Credential,
+        why: ForeignWhy,
+    },
+    /// Deciding (adopt or replace `credential`) or creating needs the Secret, which is missing or
+    /// invalid.
+    NeedSecret { credential: Option<Credential> },
+}
+
+/// Why a foreign credential is left alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignWhy {
+    /// adoptionPolicy Never.
+    PolicyNever,
+    /// AdoptMatching, and its clientId is not the Secret's (or Leaf did not say).
+    ClientIdDiffers,
+    /// Replace, but the Secret holds nothing that may be sent (its refresh token was sent
+    /// before): deleting it would leave nothing in its place.
+    NothingToSend,
+}
+
+/// What the in-doubt create (if any) turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Doubt {
+    /// Nothing is in doubt.
+    None,
+    /// The POST made this credential.
+    Landed(Credential),
+    /// It may still create one for this long.
+    Open(Duration),
+    /// The window closed without a credential of it: nothing of that POST exists.
+    NothingLanded,
+}
+
+/// The step for what Leaf showed (`seen`: the Leaf user's credential, None for 404).
+pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
+    // A create whose doubt closed without a credential of its own in sight may still have used
+    // its refresh token (its credential could have been replaced since): that token is sent
+    // again only where Leaf shows nothing at all, never to replace someone else's credential.
+    let suspect_token = match resolve_doubt(f, seen) {
+        Doubt::Landed(credential) => return Step::Resume { credential },
+        Doubt::Open(left) => return Step::AwaitInDoubt { left },
+        Doubt::NothingLanded => f
+            .status
+            .pending_create
+            .as_ref()
+            .and_then(|p| p.refresh_token_fingerprint.clone()),
+        Doubt::None => None,
+    };
+    let owned = f.status.credential_id.as_deref();
+    match (owned, seen) {
+        (None, None) => create_or_not(f, None),
+        (Some(ours), None) => create_or_not(f, Some(ours.to_string())),
+        (Some(ours), Some(credential)) if credential.id == ours => {
+            if (secret_changed(f) || replace_dead_adopted(f, credential)) && !f.token_sent_before() {
+                Step::Rotate {
+                    credential: credential.clone(),
+                }
+            } else {
+                Step::Check {
+                    credential: credential.clone(),
+                    fetch_events: f.events_every_check
+                        || f.forced
+                        || f.status.credential_status.as_deref() != Some(&credential.raw_status),
+                }
+            }
+        }
+        (_, Some(credential)) => foreign(f, credential, suspect_token.as_deref()),
+    }
+}
+
+/// Whether the pending create (if any) landed, may still land, or is over.
+pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
+    let Some(pending) = &f.status.pending_create else {
+        return Doubt::None;
+    };
+    if let Some(credential) = seen
+        && made_by(f, pending, credential)
+    {
+        return Doubt::Landed(credential.clone());
+    }
+    let left = in_doubt_left(pending, f.now, f.in_doubt_window);
+    if left.is_zero() {
+        Doubt::NothingLanded
+    } else {
+        Doubt::Open(left)
+    }
+}
+
+/// How much longer the POST recorded in `pending` may still create a credential. A start time
+/// that cannot be read (an edited status) counts as long past.
+pub fn in_doubt_left(pending: &PendingCreate, now: jiff::Timestamp, window: Duration) -> Duration {
+    let Ok(started) = pending.started_at.parse::<jiff::Timestamp>() else {
+        return Duration::ZERO;
+    };
+    let elapsed = now.duration_since(started);
+    let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
+    window
+        .checked_sub(elapsed)
+        .and_then(|left| Duration::try_from(left).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Whether `credential` is the one the POST in `pending` made: not the one our status already
+/// names (the one being replaced), with the clientId that POST sent (the Secret may have changed
+/// since), and not created before that POST started.
+pub fn made_by(f: &Facts, pending: &PendingCreate, credential: &Credential) -> bool {
+    if f.status.credential_id.as_deref() == Some(credential.id.as_str()) {
+        return false;
+    }
+    let client_id_matches = match (&credential.client_id, &pending.client_id_fingerprint) {
+        (Some(client_id), Some(sent)) => client_id_fingerprint(client_id) == *sent,
+        // A pendingCreate written by an older version has no hash: the Secret's clientId now.
+        (Some(client_id), None) => match &f.secret {
+            SecretFact::Present { client_id_hash, .. } => {
+                client_id_fingerprint(client_id) == *client_id_hash
+            }
+            _ => false,
+        },
+        // Leaf did not say: the creation time has to do.
+        (None, _) => true,
+    };
+    let not_older = match (
+        credential.created_at(),
+        pending.started_at.parse::<jiff::Timestamp>(),
+    ) {
+        (Some(created), Ok(started)) => {
+            let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
+            created >= started - skew
+        }
+        _ => true,
+    };
+    client_id_matches && not_older
+}
+
+/// The Secret holds values neither sent to Leaf nor found at adoption: a person changed it.
+fn secret_changed(f: &Facts) -> bool {
+    match f.secret.fingerprint() {
+        Some(fingerprint) => {
+            f.status.secret_fingerprint.as_deref() != Some(fingerprint)
+                && f.status.adopted_secret_fingerprint.as_deref() != Some(fingerprint)
+        }
+        None => false,
+    }
+}
+
+/// The Secret still holds the values found when `credential` was adopted (never sent by us).
+fn holds_adopted_values(f: &Facts) -> bool {
+    f.status.secret_fingerprint.is_none()
+        && f.secret.fingerprint().is_some()
+        && f.status.adopted_secret_fingerprint.as_deref() == f.secret.fingerprint()
+}
+
+/// An adopted credential that Leaf reports dead, with adoptionPolicy Replace: the Secret's values
+/// (never sent by us) replace it.
+fn replace_dead_adopted(f: &Facts, credential: &Credential) -> bool {
+    f.spec.adoption_policy == AdoptionPolicy::Replace
+        && holds_adopted_values(f)
+        && matches!(
+            credential.status,
+            CredentialStatus::Unauthenticated | CredentialStatus::Invalid
+        )
+}
+
+/// Nothing of ours in Leaf: create from the Secret if its values may be sent.
+fn create_or_not(f: &Facts, replacing: Option<String>) -> Step {
+    let may_send = !f.token_sent_before()
+        && (secret_changed(f)
+            || (holds_adopted_values(f) && f.spec.adoption_policy == AdoptionPolicy::Replace));
+    if may_send {
+        return Step::Create { replacing };
+    }
+    match (&f.secret, replacing) {
+        // Nothing owned and no usable Secret: wait for one (the gate normally says so first).
+        (SecretFact::Missing { .. } | SecretFact::Invalid { .. }, None) => {
+            Step::NeedSecret { credential: None }
+        }
+        (_, vanished) => Step::NeedNewValues { vanished },
+    }
+}
+
+/// A credential that is not ours: adoptionPolicy decides. `suspect_token`: the refresh token of
+/// a create whose outcome stayed unknown.
+fn foreign(f: &Facts, credential: &Credential, suspect_token: Option<&str>) -> Step {
+    let credential = credential.clone();
+    match (f.spec.adoption_policy, &f.secret) {
+        (AdoptionPolicy::Never, _) => Step::Foreign {
+            credential,
+            why: ForeignWhy::PolicyNever,
+        },
+        (AdoptionPolicy::AdoptMatching, SecretFact::Present { client_id_hash, .. }) => {
+            let matches = credential
+                .client_id
+                .as_deref()
+                .is_some_and(|id| client_id_fingerprint(id) == *client_id_hash);
+            if matches {
+                Step::Adopt { credential }
+            } else {
+                Step::Foreign {
+                    credential,
+                    why: ForeignWhy::ClientIdDiffers,
+                }
+            }
+        }
+        (
+            AdoptionPolicy::Replace,
+            SecretFact::Present {
+                fingerprint,
+                refresh_token_hash,
+                ..
+            },
+        ) => {
+            let sendable = !f.token_sent_before()
+                && f.status.secret_fingerprint.as_deref() != Some(fingerprint.as_str())
+                && suspect_token != Some(refresh_token_hash.as_str());
+            if sendable {
+                Step::Replace { credential }
+            } else {
+                Step::Foreign {
+                    credential,
+                    why: ForeignWhy::NothingToSend,
+                }
+            }
+        }
+        // Comparing clientIds, or creating ours after a DELETE, needs the Secret: never delete
+        // what we could not replace.
+        (_, SecretFact::Missing { .. } | SecretFact::Invalid { .. }) => Step::NeedSecret {
+            credential: Some(credential),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::crd::AdoptionPolicy::{Never, Replace};
+    use crate::crd::TrimbleConnectionStatus;
+
+    struct Row {
+        name: &'static str,
+        facts: Facts,
+        seen: Option<Credential>,
+        expect: fn(&Step) -> bool,
+    }
+
+    fn row(
+        name: &'static str,
+        facts: Facts,
+        seen: Option<Credential>,
+        expect: fn(&Step) -> bool,
+    ) -> Row {
+        Row {
+            name,
+            facts,
+            seen,
+            expect,
+        }
+    }
+
+    #[test]
+    fn choose_table() {
+        let owned = |id| sent(status_owning(Some(id)), FP_A);
+        let adopted = |id| Facts {
+            status: adopted_with(status_owning(Some(id)), FP_A),
+            ..facts()
+        };
+        let replace = |mut f: Facts| {
+            f.spec.adoption_policy = Replace;
+            f
+        };
+        let never = |mut f: Facts| {
+            f.spec.adoption_policy = Never;
+            f
+        };
+        let rows = vec![
+            // --- first create
+            row("nothing anywhere: create", facts(), None, |s| {
+                matches!(s, Step::Create { replacing: None })
+            }),
+            row(
+                "nothing in Leaf, the Secret's values were sent before: no POST",
+                Facts {
+                    status: sent(status_owning(None), FP_A),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::NeedNewValues { vanished: None }),
+            ),
+            // --- item 1: a credential that is not ours is foreign
+            row(
+                "ours vanished and the grower reconnected elsewhere: foreign, by policy",
+                Facts {
+                    status: owned("ours"),
+                    ..facts()
+                },
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| {
+                    matches!(s, Step::Foreign { why: ForeignWhy::ClientIdDiffers, credential } if credential.id == "theirs")
+                },
+            ),
+            row(
+                "ours replaced by one with our clientId: adopted, not silently claimed",
+                Facts {
+                    status: owned("ours"),
+                    ..facts()
+                },
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Adopt { credential } if credential.id == "theirs"),
+            ),
+            row(
+                "ours replaced, policy Never: Conflict",
+                never(Facts {
+                    status: owned("ours"),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::PolicyNever, .. }),
+            ),
+            row(
+                "foreign, AdoptMatching, Secret missing: wait for the Secret, delete nothing",
+                Facts {
+                    secret: missing_secret(),
+                    ..facts()
+                },
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::NeedSecret { credential: Some(_) }),
+            ),
+            row(
+                "foreign, Replace: replace it",
+                replace(facts()),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Replace { credential } if credential.id == "theirs"),
+            ),
+            row(
+                "foreign, Replace, but the Secret's values were sent already: nothing deleted",
+                replace(Facts {
+                    status: sent(status_owning(Some("ours")), FP_A),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+            ),
+            row(
+                "doubt closed, a foreign one in Leaf, Replace: the doubtful token replaces nothing",
+                replace(Facts {
+                    status: TrimbleConnectionStatus {
+                        pending_create: in_doubt(status_owning(None), FP_A, CLIENT_A, 200)
+                            .pending_create
+                            .map(|p| PendingCreate {
+                                refresh_token_fingerprint: Some(refresh_hash(TOKEN_A)),
+                                ..p
+                            }),
+                        ..status_owning(None)
+                    },
+                    secret: present_with_token(FP_A, CLIENT_A, TOKEN_A),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::NothingToSend, .. }),
+            ),
+            row(
+                "doubt closed, Leaf shows nothing: the same values may go again",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    secret: present_with_token(FP_A, CLIENT_A, TOKEN_A),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::Create { .. }),
+            ),
+            row(
+                "foreign, Replace, Secret invalid: nothing deleted",
+                replace(Facts {
+                    secret: SecretFact::Invalid {
+                        message: "x".into(),
+                    },
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::NeedSecret { credential: Some(_) }),
+            ),
+            row(
+                "foreign without a clientId, AdoptMatching: left alone",
+                facts(),
+                Some(Credential {
+                    client_id: None,
+                    ..cred("theirs", CLIENT_A, "OK")
+                }),
+                |s| matches!(s, Step::Foreign { why: ForeignWhy::ClientIdDiffers, .. }),
+            ),
+            // --- ours
+            row(
+                "ours, unchanged: check with events",
+                Facts {
+                    status: owned("ours"),
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { fetch_events: true, .. }),
+            ),
+            row(
+                "ours, unchanged, push mode, same status: check without events",
+                Facts {
+                    status: owned("ours"),
+                    events_every_check: false,
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { fetch_events: false, .. }),
+            ),
+            row(
+                "ours, push mode, status changed: check with events",
+                Facts {
+                    status: owned("ours"),
+                    events_every_check: false,
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "UNAUTHENTICATED")),
+                |s| matches!(s, Step::Check { fetch_events: true, .. }),
+            ),
+            row(
+                "ours, Secret reverted to a token sent before: never rotate to it",
+                Facts {
+                    status: TrimbleConnectionStatus {
+                        sent_refresh_tokens: vec![refresh_hash(TOKEN_B), refresh_hash(TOKEN_A)],
+                        ..owned("ours")
+                    },
+                    secret: present_with_token(FP_B, CLIENT_A, TOKEN_B),
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "ours vanished, Secret holds a token sent before: no POST",
+                Facts {
+                    status: TrimbleConnectionStatus {
+                        sent_refresh_tokens: vec![refresh_hash(TOKEN_B)],
+                        ..owned("ours")
+                    },
+                    secret: present_with_token(FP_B, CLIENT_A, TOKEN_B),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::NeedNewValues { vanished: Some(_) }),
+            ),
+            row(
+                "ours, Secret changed: rotate",
+                Facts {
+                    status: owned("ours"),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Rotate { credential } if credential.id == "ours"),
+            ),
+            // --- item 7: checking needs no Secret
+            row(
+                "ours, Secret deleted: check goes on",
+                Facts {
+                    status: owned("ours"),
+                    secret: missing_secret(),
+                    ..facts()
+                },
+                Some(cred("ours", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "ours vanished, Secret unchanged: no re-POST of a spent token",
+                Facts {
+                    status: owned("ours"),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::NeedNewValues { vanished: Some(id) } if id == "ours"),
+            ),
+            row(
+                "ours vanished, Secret has new values: create",
+                Facts {
+                    status: owned("ours"),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::Create { replacing: Some(id) } if id == "ours"),
+            ),
+            // --- item 6: adoption records no sent values
+            row(
+                "adopted and healthy, Secret as adopted: check, never rotate",
+                adopted("theirs"),
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "adopted and dead, AdoptMatching: check (the message says what to do)",
+                adopted("theirs"),
+                Some(cred("theirs", CLIENT_A, "UNAUTHENTICATED")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "adopted and dead, Replace: the Secret's never-sent values replace it",
+                replace(adopted("theirs")),
+                Some(cred("theirs", CLIENT_A, "UNAUTHENTICATED")),
+                |s| matches!(s, Step::Rotate { .. }),
+            ),
+            row(
+                "adopted and healthy, Replace: left alone",
+                replace(adopted("theirs")),
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Check { .. }),
+            ),
+            row(
+                "adopted, Secret changed after adoption: rotate",
+                Facts {
+                    secret: present(FP_B, CLIENT_A),
+                    ..adopted("theirs")
+                },
+                Some(cred("theirs", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Rotate { .. }),
+            ),
+            // --- items 2 and 3: a create in doubt
+            row(
+                "in doubt, GET 404, window open: wait, no second POST",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 5),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::AwaitInDoubt { left } if *left == WINDOW - Duration::from_secs(5)),
+            ),
+            row(
+                "in doubt, GET 404, window closed: create again after this fresh GET",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::Create { replacing: None }),
+            ),
+            row(
+                "in doubt, the POST's credential appeared: resume, no POST",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 5),
+                    ..facts()
+                },
+                Some(cred_created("new", CLIENT_A, "OK", 4)),
+                |s| matches!(s, Step::Resume { credential } if credential.id == "new"),
+            ),
+            row(
+                "in doubt, a foreign one appeared (409 case): wait, it is not someone else's yet",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 5),
+                    ..facts()
+                },
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::AwaitInDoubt { .. }),
+            ),
+            row(
+                "in doubt, window closed, foreign one: policy decides",
+                never(Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    ..facts()
+                }),
+                Some(cred("theirs", CLIENT_OTHER, "OK")),
+                |s| matches!(s, Step::Foreign { .. }),
+            ),
+            row(
+                "in doubt, a same-clientId credential older than the POST: not ours",
+                never(Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    ..facts()
+                }),
+                Some(cred_created("old", CLIENT_A, "OK", 3600)),
+                |s| matches!(s, Step::Foreign { .. }),
+            ),
+            row(
+                "rotation in doubt, the old one still shown: wait",
+                Facts {
+                    status: in_doubt(sent(status_owning(Some("old")), FP_A), FP_B, CLIENT_A, 5),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                Some(cred("old", CLIENT_A, "OK")),
+                |s| matches!(s, Step::AwaitInDoubt { .. }),
+            ),
+            row(
+                "rotation in doubt, window closed, the old one still there: rotate it",
+                Facts {
+                    status: in_doubt(sent(status_owning(Some("old")), FP_A), FP_B, CLIENT_A, 200),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                Some(cred("old", CLIENT_A, "OK")),
+                |s| matches!(s, Step::Rotate { credential } if credential.id == "old"),
+            ),
+            row(
+                "rotation in doubt, the new one appeared: resume",
+                Facts {
+                    status: in_doubt(sent(status_owning(Some("old")), FP_A), FP_B, CLIENT_A, 5),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                Some(cred_created("new", CLIENT_A, "OK", 2)),
+                |s| matches!(s, Step::Resume { credential } if credential.id == "new"),
+            ),
+            row(
+                "in doubt after the Secret changed: the POST's clientId decides",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 5),
+                    secret: present(FP_B, CLIENT_OTHER),
+                    ..facts()
+                },
+                Some(cred_created("new", CLIENT_A, "OK", 1)),
+                |s| matches!(s, Step::Resume { .. }),
+            ),
+        ];
+        for r in rows {
+            let step = choose(&r.facts, r.seen.as_ref());
+            assert!((r.expect)(&step), "{}: got {step:?}", r.name);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_start_time_closes_the_window() {
+        let mut status = in_doubt(status_owning(None), FP_A, CLIENT_A, 5);
+        if let Some(pending) = status.pending_create.as_mut() {
+            pending.started_at = "garbage".into();
+        }
+        let f = Facts {
+            status,
+            ..facts()
+        };
+        assert_eq!(choose(&f, None), Step::Create { replacing: None });
+    }
+
+    #[test]
+    fn the_window_never_overflows() {
+        let pending = PendingCreate {
+            secret_fingerprint: FP_A.into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            client_id_fingerprint: None,
+            refresh_token_fingerprint: None,
+        };
+        let now: jiff::Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
+        assert!(in_doubt_left(&pending, now, Duration::MAX) > Duration::from_secs(1));
+        let past: jiff::Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
+        assert!(in_doubt_left(&pending, past, Duration::from_secs(1)) > Duration::ZERO);
+    }
+}
