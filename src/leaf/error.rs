@@ -197,14 +197,16 @@ impl LeafError {
                 detail.clone()
             }
         };
-        // 408 (request timeout), 425 (too early), 429 and redirects (never followed: they could
-        // carry our token elsewhere) say "not processed, try again": they are not rejections.
-        let not_processed = matches!(code, 408 | 425 | 429) || status.is_redirection();
+        // 408 (request timeout), 425 (too early), 429, 503 (RFC 9110: "unable to handle the
+        // request") and redirects (never followed: they could carry our token elsewhere) say
+        // "not processed, try again": they are not rejections, and nothing happened. Other 5xx
+        // may come after the request took effect (a gateway timing out a slow backend).
+        let not_processed = matches!(code, 408 | 425 | 429 | 503) || status.is_redirection();
         if not_processed || status.is_server_error() || status.is_informational() {
             return Self::Unavailable {
                 status: Some(code),
                 retry_after: parse_retry_after(headers, jiff::Timestamp::now()),
-                maybe_applied: status.is_server_error(),
+                maybe_applied: !not_processed && status.is_server_error(),
                 detail: detail_or_reason(),
             };
         }
@@ -418,7 +420,7 @@ mod tests {
             LeafError::from_answer(StatusCode::NOT_FOUND, &none, "", true),
             LeafError::UserNotFound { .. }
         ));
-        for (code, applied) in [(408, false), (425, false), (429, false), (302, false), (500, true), (503, true)] {
+        for (code, applied) in [(408, false), (425, false), (429, false), (302, false), (500, true), (502, true), (503, false), (504, true)] {
             let error = LeafError::from_answer(StatusCode::from_u16(code).unwrap(), &none, "", true);
             assert!(error.is_transient(), "{code} is not a rejection");
             assert_eq!(error.may_have_applied(), applied, "{code}");

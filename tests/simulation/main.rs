@@ -6,12 +6,12 @@
 //! appearing, credentials vanishing or turning invalid, policy changes, suspend, deletion, and
 //! faults injected into the next IO calls (a crash at that await, a timeout whose POST lands up
 //! to 55 s later, 5xx with and without effect, 429 with any `Retry-After`, read lag, lost
-//! leadership). After every step the invariants are checked:
+//! leadership, a lease that runs out unnoticed so that only the fence stands in the way). After every step the invariants are checked:
 //! 1. never a POST of a refresh token that the operator knows made a credential (it saw the 201,
 //!    recognised the credential, or Leaf still holds it), nor one while an earlier POST of it may
 //!    still land. The one re-send Leaf's API cannot rule out (a POST whose answer was lost, whose
 //!    credential someone else removed before any GET could see it, then a GET showing nothing
-//!    after the in-doubt window) is counted and reported, and can never replace a credential;
+//!    after the in-doubt window) is counted and reported, and must never follow a DELETE;
 //! 2. never a DELETE of a credential this resource neither created nor was entitled to take over
 //!    (adoption by policy, `adoptionPolicy: Replace`, or the in-doubt rule: the clientId of its own
 //!    create in doubt, created after that create started, which Leaf gives no way to tell apart
@@ -107,6 +107,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         2 => retry_after.prop_map(Fault::RateLimited),
         3 => (1u8..8).prop_map(Fault::Lag),
         2 => Just(Fault::LoseLeadership),
+        2 => Just(Fault::LeaseRunsOut),
     ]
 }
 
@@ -463,4 +464,89 @@ fn simulation_of_schedules_with_faults_at_every_await() {
         started.elapsed().as_secs_f64()
     );
     assert!(schedules >= u64::from(cases), "{schedules} of {cases} schedules ran");
+}
+
+/// A schedule spelled out, run like a generated one (teardown included).
+fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
+    let cell = Simulation::init_test(&policy);
+    let mut cell = cell;
+    for transition in transitions {
+        cell = Simulation::apply(cell, &policy, transition);
+        Simulation::check_invariants(&cell, &policy);
+    }
+    let tally = cell.lock().expect("world").tally.clone();
+    Simulation::teardown(cell, policy);
+    tally
+}
+
+#[test]
+fn simulation_scenario_a_reverted_secret_never_resends_a_spent_token() {
+    // Found by the simulation: a GitOps revert put back a refresh token that was sent already.
+    let tally = scenario(
+        AdoptionPolicy::AdoptMatching,
+        vec![
+            Transition::Wait(3),
+            Transition::NewToken,
+            Transition::OldToken,
+            Transition::Wait(600),
+        ],
+    );
+    assert_eq!(tally.posts, 2, "the first create and the rotation; never the reverted token");
+}
+
+#[test]
+fn simulation_scenario_replace_never_deletes_for_a_token_it_cannot_send() {
+    // Found by the simulation: Replace deleted a foreign credential, then POSTed a spent token.
+    scenario(
+        AdoptionPolicy::Replace,
+        vec![
+            Transition::Wait(3),
+            Transition::OldToken,
+            Transition::ForeignAppears { same_client: false },
+            Transition::Wait(600),
+        ],
+    );
+}
+
+#[test]
+fn simulation_scenario_a_landed_create_replaced_by_someone_else_is_not_replaced_back() {
+    // Found by the simulation: our POST landed unseen (crash after it), a foreign credential
+    // replaced it within the in-doubt window; Replace must not spend the doubtful token on it.
+    scenario(
+        AdoptionPolicy::Replace,
+        vec![
+            Transition::BadToken,
+            Transition::Wait(3),
+            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::CrashAfter]),
+            Transition::OldToken,
+            Transition::ForeignAppears { same_client: false },
+            Transition::Wait(600),
+        ],
+    );
+}
+
+#[test]
+fn simulation_scenario_a_lease_that_runs_out_before_the_post_stops_it_at_the_fence() {
+    let tally = scenario(
+        AdoptionPolicy::AdoptMatching,
+        vec![
+            // GET, then the lease runs out during the intent's write: the fence holds the POST.
+            Transition::Faults(vec![Fault::Lag(1), Fault::LeaseRunsOut]),
+            Transition::Wait(3),
+        ],
+    );
+    assert_eq!(tally.posts, 0, "no POST was sent while not leading");
+}
+
+#[test]
+fn simulation_scenario_a_post_that_lands_after_its_timeout_is_resumed_not_resent() {
+    let tally = scenario(
+        AdoptionPolicy::Never,
+        vec![
+            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(40)]),
+            Transition::Wait(30),
+            Transition::Wait(600),
+        ],
+    );
+    assert_eq!(tally.posts, 1, "the late POST is recognised, never sent again");
 }

@@ -58,8 +58,10 @@ pub enum Fault {
     RateLimited(String),
     /// The change made by this call shows in GETs only after this many seconds.
     Lag(u8),
-    /// This replica loses the leader lease here.
+    /// This replica loses the leader lease here, and the leader loop aborts its work at this await.
     LoseLeadership,
+    /// The lease runs out here unnoticed by the work: the call goes on; only the fence knows.
+    LeaseRunsOut,
 }
 
 /// A Secret as it may be in the API server.
@@ -122,6 +124,8 @@ pub struct World {
     pub entitled: HashSet<String>,
     /// Refresh tokens the operator knows made a credential.
     pub known_spent: HashSet<String>,
+    /// The reconcile under way has deleted a credential.
+    pub deleted_this_reconcile: bool,
     pub tally: Tally,
     pub tokens_issued: u64,
 }
@@ -162,6 +166,7 @@ impl World {
             calls: Vec::new(),
             entitled: HashSet::new(),
             known_spent: HashSet::new(),
+            deleted_this_reconcile: false,
             tally: Tally::default(),
             tokens_issued: 0,
         }
@@ -398,6 +403,10 @@ impl World {
             Some(Fault::RateLimited(value)) => {
                 Io::Answer(Some(answer(429, Some(&value), "Too many requests", false)))
             }
+            Some(Fault::LeaseRunsOut) => {
+                self.leader = false;
+                Io::Answer(None)
+            }
             Some(Fault::Lag(_)) | None => Io::Answer(None),
         }
     }
@@ -441,6 +450,11 @@ impl World {
             ));
         } else if self.leaf.spent_tokens.contains(&token) {
             self.tally.blind_resends += 1;
+            if self.deleted_this_reconcile {
+                self.violation(format!(
+                    "deleted a credential, then POSTed refresh token {token} whose earlier use was never confirmed"
+                ));
+            }
         }
         if self.leaf.in_flight.iter().any(|f| f.token == token) {
             self.violation(format!(
@@ -506,7 +520,11 @@ impl World {
             Some(Fault::RateLimited(value)) => {
                 Io::Answer(Err(answer(429, Some(&value), "Too many requests", true)))
             }
-            Some(Fault::Lag(_)) | None => {
+            Some(Fault::Lag(_) | Fault::LeaseRunsOut) | None => {
+                if fault == Some(Fault::LeaseRunsOut) {
+                    // Ran out while the request was on its way: it was sent while leading.
+                    self.leader = false;
+                }
                 let answer = arrive(self);
                 if let PostAnswer::Created(cred) = &answer {
                     self.known_spent.insert(cred.token.clone());
@@ -549,6 +567,7 @@ impl World {
                 }
                 let now = world.now;
                 world.leaf.set(None, now, lag);
+                world.deleted_this_reconcile = true;
             }
         };
         match fault {
@@ -578,7 +597,10 @@ impl World {
             Some(Fault::RateLimited(value)) => {
                 Io::Answer(Err(answer(429, Some(&value), "Too many requests", false)))
             }
-            Some(Fault::Lag(_)) | None => {
+            Some(Fault::Lag(_) | Fault::LeaseRunsOut) | None => {
+                if fault == Some(Fault::LeaseRunsOut) {
+                    self.leader = false;
+                }
                 apply(self);
                 Io::Answer(Ok(()))
             }
@@ -614,7 +636,10 @@ impl World {
                 write(self);
                 Io::Answer(Err("the API server did not answer in time".into()))
             }
-            Some(Fault::Lag(_)) | None => {
+            Some(Fault::Lag(_) | Fault::LeaseRunsOut) | None => {
+                if fault == Some(Fault::LeaseRunsOut) {
+                    self.leader = false;
+                }
                 write(self);
                 Io::Answer(Ok(()))
             }
@@ -668,13 +693,8 @@ impl Ports for SimPorts<'_> {
     }
 
     fn may_write(&self) -> bool {
-        self.with(|w| {
-            if w.faults.front() == Some(&Fault::LoseLeadership) {
-                w.faults.pop_front();
-                w.leader = false;
-            }
-            w.leader
-        })
+        // Leadership is lost only at awaits (the IO calls); the fence only reads it.
+        self.with(|w| w.leader)
     }
 
     async fn get_credential(&self) -> Result<Option<Credential>, LeafError> {
@@ -723,6 +743,7 @@ pub fn reconcile(cell: &Mutex<World>) {
         let mut w = cell.lock().expect("world");
         w.triggered = false;
         w.down_until = None;
+        w.deleted_this_reconcile = false;
         w.tally.reconciles += 1;
         let secret = w.secret_values();
         let (facts, inputs, handled_at) = w.facts(secret.as_ref());

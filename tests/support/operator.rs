@@ -121,6 +121,9 @@ impl Operator {
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("POD_NAME", format!("test-operator-{}", self.starts))
             .env("LEAF_TIMEOUT", "5s")
+            // A create in doubt waits request timeout + margin before it is sent again: keep that
+            // short here, tests that need the production value set it.
+            .env("LEAF_IN_DOUBT_MARGIN", "2s")
             .env("LEAF_REQUESTS_PER_SECOND", "200")
             .env("LEAF_BURST", "200");
         if let Some((username, password)) = &self.options.account {

@@ -7,7 +7,7 @@
 use tracing::info;
 
 use super::check::check;
-use super::{Input, Interrupted, Ports, StatusWriter, secret_name, user};
+use super::{Input, Interrupted, Ports, StatusWriter, close_doubt, secret_name, user};
 use crate::controller::decide::Next;
 use crate::leaf::Credential;
 use crate::reason::Reason;
@@ -18,7 +18,7 @@ pub(super) async fn adopt<P: Ports>(
     credential: Credential,
 ) -> Result<Next, Interrupted> {
     let mut next = w.current().clone();
-    next.pending_create = None;
+    close_doubt(&mut next);
     next.secret_fingerprint = None;
     next.adopted_secret_fingerprint = input.facts.secret.fingerprint().map(str::to_string);
     next.recent_events.clear();

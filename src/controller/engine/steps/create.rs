@@ -7,9 +7,11 @@
 
 use tracing::{info, warn};
 
-use super::{Input, Interrupted, Ports, StatusWriter, fill, forget_credential, leaf_failed};
+use super::{
+    Input, Interrupted, Ports, StatusWriter, fill, forget_credential, leaf_failed, remember_sent,
+};
 use super::{secret_name, user};
-use crate::controller::decide::{Next, SENT_TOKENS_KEPT};
+use crate::controller::decide::Next;
 use crate::controller::status::{self, Outcome, SecretNote};
 use crate::crd::{PendingCreate, TrimbleConnectionStatus};
 use crate::leaf::{Credential, LeafError};
@@ -164,16 +166,6 @@ async fn record<P: Ports>(
         .fingerprint()
         .is_some_and(|now| now != pending.secret_fingerprint);
     Ok(if secret_moved { Next::Soon } else { Next::Check })
-}
-
-/// Remembers the refresh token `pending` sent (newest first, a bounded list): it is never sent
-/// again.
-fn remember_sent(next: &mut TrimbleConnectionStatus, pending: &PendingCreate) {
-    if let Some(token) = &pending.refresh_token_fingerprint {
-        next.sent_refresh_tokens.retain(|sent| sent != token);
-        next.sent_refresh_tokens.insert(0, token.clone());
-        next.sent_refresh_tokens.truncate(SENT_TOKENS_KEPT);
-    }
 }
 
 /// The Normal Event for a credential we made. `resumed`: found by a GET after an interruption

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Input, Interrupted, Ports, StatusWriter, forget_credential, secret_name, user};
+use super::{
+    Input, Interrupted, Ports, StatusWriter, close_doubt, forget_credential, secret_name, user,
+};
 use crate::controller::decide::choose::ForeignWhy;
 use crate::controller::decide::gate::SECRET_NOT_FOUND_RECHECK;
 use crate::controller::decide::{Next, SecretFact};
@@ -47,7 +49,7 @@ pub(super) async fn need_new_values<P: Ports>(
     vanished: Option<String>,
 ) -> Result<Next, Interrupted> {
     let mut next = w.current().clone();
-    next.pending_create = None;
+    close_doubt(&mut next);
     next.credential_status = None;
     let secret = secret_name(input);
     let gone = match &vanished {
@@ -88,7 +90,7 @@ pub(super) async fn foreign<P: Ports>(
     let mut next = w.current().clone();
     let lost = next.credential_id.clone();
     // Nothing of it is ours: neither a later check nor a deletion may touch it.
-    next.pending_create = None;
+    close_doubt(&mut next);
     forget_credential(&mut next);
     let what_to_do = match why {
         ForeignWhy::PolicyNever => {

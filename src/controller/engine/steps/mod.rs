@@ -11,9 +11,9 @@ use tracing::warn;
 
 use super::writer::StatusWriter;
 use super::{Input, Interrupted, Ports};
-use crate::controller::decide::{Next, SecretFact, Step};
+use crate::controller::decide::{Next, SENT_TOKENS_KEPT, SecretFact, Step};
 use crate::controller::status::{self, Outcome, SecretNote};
-use crate::crd::TrimbleConnectionStatus;
+use crate::crd::{PendingCreate, TrimbleConnectionStatus};
 use crate::leaf::{Credential, LeafError};
 use crate::reason::Reason;
 
@@ -72,6 +72,25 @@ pub(super) fn fill(next: &mut TrimbleConnectionStatus, credential: &Credential) 
     next.credential_status = Some(credential.raw_status.clone());
     next.scopes = credential.scopes.clone();
     next.leaf_created_time = credential.created_time.clone();
+}
+
+/// Remembers the refresh token `pending` sent (newest first, a bounded list): it is never sent
+/// again.
+pub(super) fn remember_sent(next: &mut TrimbleConnectionStatus, pending: &PendingCreate) {
+    if let Some(token) = &pending.refresh_token_fingerprint {
+        next.sent_refresh_tokens.retain(|sent| sent != token);
+        next.sent_refresh_tokens.insert(0, token.clone());
+        next.sent_refresh_tokens.truncate(SENT_TOKENS_KEPT);
+    }
+}
+
+/// Ends a create whose doubt closed without a credential of its own in sight, for a step that
+/// does not send again: its refresh token may have been used (its credential could have been
+/// replaced or removed before any GET saw it), so it counts as sent.
+pub(super) fn close_doubt(next: &mut TrimbleConnectionStatus) {
+    if let Some(pending) = next.pending_create.take() {
+        remember_sent(next, &pending);
+    }
 }
 
 /// Forgets everything about a credential in `next` (it is gone, or not ours).
