@@ -357,12 +357,13 @@ async fn attempt(delivery: &Delivery) -> Result<(u16, String), String> {
 
 /// The first attempt now; when it fails, Leaf's retries (on their own task) until a 2xx.
 async fn run_delivery(shared: Weak<Mutex<Inner>>, delivery: Delivery, scale: f64) {
-    let first_failure = tokio::time::Instant::now();
     let result = if delivery.fail_first {
         Err("Connection refused".to_string())
     } else {
         attempt(&delivery).await
     };
+    // Leaf counts its retry offsets from the initial failure: the end of the first attempt.
+    let first_failure = tokio::time::Instant::now();
     if record(&shared, &delivery, 0, result) || !delivery.retries {
         return;
     }
