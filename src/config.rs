@@ -108,6 +108,62 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Label selector on the TrimbleConnection watch (e.g. `shard=a`): this deployment manages
+    /// only the matching resources, so several deployments (each with its own Lease name) can
+    /// split a cluster. Empty: all. A Leaf user must stay within one shard (docs/sharding.md).
+    #[arg(long, env = "LABEL_SELECTOR", default_value = "")]
+    pub label_selector: String,
+
+    /// Address of the alerts receiver (`POST /alerts`), e.g. 0.0.0.0:8443. Unset: no receiver.
+    /// Plain HTTP: TLS ends at the Ingress in front of it.
+    #[arg(long, env = "LEAF_ALERTS_ADDR")]
+    pub alerts_addr: Option<SocketAddr>,
+
+    /// Kubernetes Secret with the webhook signing secret, `name` (in POD_NAMESPACE) or
+    /// `namespace/name`. Needed by the receiver.
+    #[arg(long, env = "LEAF_ALERTS_SECRET_NAME")]
+    pub alerts_secret_name: Option<String>,
+
+    /// Key of the signing secret in that Secret.
+    #[arg(long, env = "LEAF_ALERTS_SECRET_KEY", default_value = "secret")]
+    pub alerts_secret_key: String,
+
+    /// Register the webhook for the credentials events with the default Leaf account (and
+    /// replay its failed calls). Without it the receiver only verifies with the given secret
+    /// (the webhook registered, or forwarded, by someone else).
+    #[arg(
+        long,
+        env = "LEAF_ALERTS_REGISTER",
+        default_value_t = false,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub alerts_register: bool,
+
+    /// Public URL Leaf delivers to (the Ingress in front of the receiver), e.g.
+    /// https://leaf-alerts.example.com/alerts. Needed by --alerts-register.
+    #[arg(long, env = "LEAF_ALERTS_WEBHOOK_URL")]
+    pub alerts_webhook_url: Option<String>,
+
+    /// Name of our webhook at Leaf: how the operator finds its own registration after a restart.
+    /// Default: the leader-election Lease name (so each shard has its own).
+    #[arg(long, env = "LEAF_ALERTS_WEBHOOK_NAME")]
+    pub alerts_webhook_name: Option<String>,
+
+    /// How often the registration is checked and Leaf's failed calls are replayed.
+    #[arg(long, env = "LEAF_ALERTS_CHECK_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub alerts_check_interval: Duration,
+
+    /// Periodic check interval while alerts are healthy (polling is then only a backstop).
+    #[arg(long, env = "LEAF_ALERTS_BACKSTOP_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub alerts_backstop_interval: Duration,
+
+    /// Without a word from Leaf (delivery, confirmation or registration check) for this long,
+    /// alerts are not trusted and polling returns to each resource's refreshInterval.
+    #[arg(long, env = "LEAF_ALERTS_QUIET_LIMIT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub alerts_quiet_limit: Duration,
+
     /// TEST ONLY: replaces every resource's refreshInterval (whose schema minimum is 1m) so that
     /// tests can observe periodic checks quickly. Never set it in production.
     #[arg(long, env = "LEAF_OPERATOR_TEST_REFRESH_INTERVAL", hide = true, value_parser = humantime::parse_duration)]
@@ -148,6 +204,16 @@ impl std::fmt::Debug for Config {
             .field("pod_name", &self.pod_name)
             .field("log_format", &self.log_format)
             .field("test_refresh_interval", &self.test_refresh_interval)
+            .field("label_selector", &self.label_selector)
+            .field("alerts_addr", &self.alerts_addr)
+            .field("alerts_secret_name", &self.alerts_secret_name)
+            .field("alerts_secret_key", &self.alerts_secret_key)
+            .field("alerts_register", &self.alerts_register)
+            .field("alerts_webhook_url", &self.alerts_webhook_url)
+            .field("alerts_webhook_name", &self.alerts_webhook_name)
+            .field("alerts_check_interval", &self.alerts_check_interval)
+            .field("alerts_backstop_interval", &self.alerts_backstop_interval)
+            .field("alerts_quiet_limit", &self.alerts_quiet_limit)
             .finish()
     }
 }
@@ -181,6 +247,32 @@ pub enum ConfigError {
     BadNamespace(String),
     #[error("--leader-election needs --leader-election-namespace (POD_NAMESPACE)")]
     LeaderElectionWithoutNamespace,
+    #[error("--label-selector (LABEL_SELECTOR) {selector:?} is not a label selector: {problem}")]
+    BadLabelSelector { selector: String, problem: String },
+    #[error(
+        "--alerts-addr (LEAF_ALERTS_ADDR) needs --alerts-secret-name (LEAF_ALERTS_SECRET_NAME): deliveries cannot be verified without the signing secret"
+    )]
+    ReceiverWithoutSecret,
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) is set but --alerts-addr (LEAF_ALERTS_ADDR) is not: there is no receiver to use it"
+    )]
+    SecretWithoutReceiver,
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) {0:?} must be `name` or `namespace/name` of a Secret"
+    )]
+    BadAlertsSecretName(String),
+    #[error(
+        "--alerts-secret-name (LEAF_ALERTS_SECRET_NAME) without a namespace needs POD_NAMESPACE"
+    )]
+    AlertsSecretWithoutNamespace,
+    #[error("--alerts-register (LEAF_ALERTS_REGISTER) needs {0}")]
+    RegisterNeeds(&'static str),
+    #[error(
+        "--alerts-webhook-url (LEAF_ALERTS_WEBHOOK_URL) {url:?} is not a valid http(s) URL: {problem}"
+    )]
+    BadWebhookUrl { url: String, problem: String },
+    #[error("{0} must be above 0")]
+    ZeroDuration(&'static str),
 }
 
 impl Config {
@@ -236,7 +328,128 @@ impl Config {
         {
             return Err(ConfigError::LeaderElectionWithoutNamespace);
         }
+        if let Err(problem) = validate_label_selector(&self.label_selector) {
+            return Err(ConfigError::BadLabelSelector {
+                selector: self.label_selector.clone(),
+                problem,
+            });
+        }
+        self.validate_alerts()
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        for (value, name) in [
+            (
+                self.alerts_check_interval,
+                "--alerts-check-interval (LEAF_ALERTS_CHECK_INTERVAL)",
+            ),
+            (
+                self.alerts_backstop_interval,
+                "--alerts-backstop-interval (LEAF_ALERTS_BACKSTOP_INTERVAL)",
+            ),
+            (
+                self.alerts_quiet_limit,
+                "--alerts-quiet-limit (LEAF_ALERTS_QUIET_LIMIT)",
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        match (&self.alerts_addr, &self.alerts_secret_name) {
+            (Some(_), None) => return Err(ConfigError::ReceiverWithoutSecret),
+            (None, Some(_)) => return Err(ConfigError::SecretWithoutReceiver),
+            _ => {}
+        }
+        if self.alerts_secret_name.is_some() {
+            self.alerts_secret_location()?;
+        }
+        if self.alerts_register {
+            if self.alerts_addr.is_none() {
+                return Err(ConfigError::RegisterNeeds(
+                    "the receiver (--alerts-addr and --alerts-secret-name)",
+                ));
+            }
+            if self.default_account().is_none() {
+                return Err(ConfigError::RegisterNeeds(
+                    "a default Leaf account (--leaf-username/--leaf-password or --leaf-token)",
+                ));
+            }
+            let Some(url) = self.alerts_webhook_url.as_deref() else {
+                return Err(ConfigError::RegisterNeeds("--alerts-webhook-url"));
+            };
+            validate_origin(url).map_err(|error| match error {
+                ConfigError::BadUrl { url, problem } => ConfigError::BadWebhookUrl { url, problem },
+                other => other,
+            })?;
+        }
         Ok(())
+    }
+
+    /// Where the alerts signing secret lives, when a receiver is configured.
+    pub fn alerts_secret_location(
+        &self,
+    ) -> Result<Option<crate::alerts::signing_secret::SecretLocation>, ConfigError> {
+        let Some(reference) = self.alerts_secret_name.as_deref() else {
+            return Ok(None);
+        };
+        let bad = || ConfigError::BadAlertsSecretName(reference.to_string());
+        let (namespace, name) = match reference.split_once('/') {
+            Some((namespace, name)) => (namespace.to_string(), name.to_string()),
+            None => (
+                self.leader_election_namespace
+                    .clone()
+                    .filter(|ns| !ns.is_empty())
+                    .ok_or(ConfigError::AlertsSecretWithoutNamespace)?,
+                reference.to_string(),
+            ),
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        if !valid(&namespace) || !valid(&name) || self.alerts_secret_key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(crate::alerts::signing_secret::SecretLocation {
+            namespace,
+            name,
+            key: self.alerts_secret_key.clone(),
+        }))
+    }
+
+    /// The alerts settings, when a receiver is configured (call after [`Config::validate`]).
+    pub fn alerts(&self) -> Option<crate::alerts::AlertsConfig> {
+        let addr = self.alerts_addr?;
+        let secret = self.alerts_secret_location().ok()??;
+        let registration =
+            self.alerts_register
+                .then(|| crate::alerts::registration::RegistrationConfig {
+                    name: self
+                        .alerts_webhook_name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| self.leader_election_lease_name.clone()),
+                    url: self.alerts_webhook_url.clone().unwrap_or_default(),
+                    check_interval: self.alerts_check_interval,
+                });
+        Some(crate::alerts::AlertsConfig {
+            addr,
+            secret,
+            registration,
+            health: crate::alerts::health::HealthConfig {
+                backstop_interval: self.alerts_backstop_interval,
+                quiet_limit: self.alerts_quiet_limit,
+            },
+        })
+    }
+
+    /// The label selector of the TrimbleConnection watch, if any.
+    pub fn label_selector(&self) -> Option<String> {
+        let selector = self.label_selector.trim();
+        (!selector.is_empty()).then(|| selector.to_string())
     }
 
     /// The namespaces to watch; empty means all.
@@ -280,6 +493,101 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "leaf-operator".to_string())
     }
+}
+
+/// A syntax check of a Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
+/// `k in (a,b)`, `k notin (a,b)`, comma-separated), so that a typo stops the process at start
+/// instead of making the shard silently watch nothing.
+fn validate_label_selector(selector: &str) -> Result<(), String> {
+    let selector = selector.trim();
+    if selector.is_empty() {
+        return Ok(());
+    }
+    let key_ok = |key: &str| {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        let prefix_ok = prefix.len() <= 253
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+            && (prefix.is_empty() || key.contains('/'));
+        name_ok && prefix_ok && !(key.contains('/') && prefix.is_empty())
+    };
+    let value_ok = |value: &str| {
+        value.is_empty()
+            || (value.len() <= 63
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+    };
+    // Split on commas outside parentheses.
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err("unbalanced parentheses".to_string());
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".to_string());
+    }
+    terms.push(&selector[start..]);
+    for term in terms {
+        let term = term.trim();
+        if term.is_empty() {
+            return Err("an empty term (two commas, or a trailing comma)".to_string());
+        }
+        let words: Vec<&str> = term.splitn(2, char::is_whitespace).collect();
+        if words.len() == 2
+            && (words[1].trim_start().starts_with("in ")
+                || words[1].trim_start().starts_with("in(")
+                || words[1].trim_start().starts_with("notin"))
+        {
+            let rest = words[1].trim_start();
+            let list = rest
+                .strip_prefix("notin")
+                .or_else(|| rest.strip_prefix("in"))
+                .unwrap_or(rest)
+                .trim();
+            let Some(inner) = list.strip_prefix('(').and_then(|l| l.strip_suffix(')')) else {
+                return Err(format!("{term:?}: `in`/`notin` need a (list)"));
+            };
+            if !key_ok(words[0]) || !inner.split(',').all(|v| value_ok(v.trim())) {
+                return Err(format!("{term:?} is not valid"));
+            }
+            continue;
+        }
+        let (key, value) = if let Some((k, v)) = term.split_once("!=") {
+            (k, Some(v))
+        } else if let Some((k, v)) = term.split_once("==") {
+            (k, Some(v))
+        } else if let Some((k, v)) = term.split_once('=') {
+            (k, Some(v))
+        } else {
+            (term.strip_prefix('!').unwrap_or(term), None)
+        };
+        if !key_ok(key.trim()) || !value.is_none_or(|v| value_ok(v.trim())) {
+            return Err(format!("{term:?} is not valid"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_origin(url: &str) -> Result<(), ConfigError> {
@@ -363,6 +671,146 @@ mod tests {
     fn namespaces_are_split_trimmed_and_deduplicated() {
         let config = parse(&["--watch-namespaces", "b, a,,b"]);
         assert_eq!(config.namespaces(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn label_selectors_are_checked() {
+        for good in [
+            "",
+            "shard=a",
+            "shard==a,team!=x",
+            "example.com/shard=a",
+            "shard in (a, b),!legacy",
+            "env notin (dev)",
+            "managed",
+        ] {
+            assert_eq!(validate_label_selector(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "shard=a,",
+            "=a",
+            "shard=a b",
+            "shard in a",
+            "x in (a",
+            "sh@rd=a",
+            "/x=a",
+        ] {
+            assert!(validate_label_selector(bad).is_err(), "{bad}");
+        }
+        let config = parse(&["--label-selector", "shard=a,"]);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("LABEL_SELECTOR")
+        );
+        assert_eq!(
+            parse(&["--label-selector", " shard=a "])
+                .label_selector()
+                .as_deref(),
+            Some("shard=a")
+        );
+    }
+
+    #[test]
+    fn alerts_settings_are_checked_and_default_to_off() {
+        assert!(parse(&[]).alerts().is_none());
+        for (args, expected) in [
+            (
+                vec!["--alerts-addr", "127.0.0.1:9000"],
+                "--alerts-secret-name",
+            ),
+            (vec!["--alerts-secret-name", "ns/s"], "no receiver"),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "s",
+                ],
+                "POD_NAMESPACE",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/S_x",
+                ],
+                "namespace/name",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                ],
+                "default Leaf account",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                ],
+                "--alerts-webhook-url",
+            ),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                    "--alerts-webhook-url",
+                    "ftp://x",
+                ],
+                "scheme",
+            ),
+            (vec!["--alerts-register"], "receiver"),
+            (vec!["--alerts-quiet-limit", "0s"], "above 0"),
+        ] {
+            let error = parse(&args).validate().expect_err("invalid").to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+        let config = parse(&[
+            "--alerts-addr",
+            "127.0.0.1:9000",
+            "--alerts-secret-name",
+            "hooks",
+            "--leader-election-namespace",
+            "ops",
+            "--alerts-register",
+            "--leaf-token",
+            "t",
+            "--alerts-webhook-url",
+            "https://hooks.example.com/alerts",
+            "--leader-election-lease-name",
+            "leaf-operator-shard-a",
+        ]);
+        assert_eq!(config.validate(), Ok(()));
+        let alerts = config.alerts().expect("alerts on");
+        assert_eq!(alerts.secret.namespace, "ops");
+        assert_eq!(alerts.secret.name, "hooks");
+        assert_eq!(alerts.secret.key, "secret");
+        let registration = alerts.registration.expect("registering");
+        assert_eq!(
+            registration.name, "leaf-operator-shard-a",
+            "the Lease name by default"
+        );
+        assert_eq!(
+            alerts.health.backstop_interval,
+            Duration::from_secs(24 * 3600)
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Leaf operator: keeps Leaf's Trimble credentials in step with `TrimbleConnection` resources.
 
+pub mod alerts;
 pub mod config;
 pub mod controller;
 pub mod crd;

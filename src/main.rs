@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::FutureExt;
+use leaf_operator::alerts::Alerts;
 use leaf_operator::config::Config;
 use leaf_operator::controller::backoff::Schedules;
 use leaf_operator::controller::{self, Context, Settings};
@@ -85,20 +86,22 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Fence::unelected()
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         leaf,
         metrics.clone(),
         identity.clone(),
         Settings {
-            default_account,
+            default_account: default_account.clone(),
             fence: fence.clone(),
             in_doubt_window: config
                 .leaf_timeout
                 .saturating_add(config.leaf_in_doubt_margin),
             schedules: Schedules::with_interval_override(config.test_refresh_interval),
         },
-    ));
+    );
+    ctx.label_selector = config.label_selector();
+    let ctx = Arc::new(ctx);
     let gauge_ctx = ctx.clone();
     metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
         gauge_ctx.all_objects()
@@ -115,6 +118,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         shutdown.clone(),
     )
     .await?;
+    // The receiver runs on every replica (a standby answers 503); registration only on the leader.
+    let alerts = match config.alerts() {
+        Some(alerts_config) => Some(Arc::new(
+            Alerts::start(
+                alerts_config,
+                ctx.clone(),
+                default_account,
+                shutdown.clone(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
 
     let namespaces: Vec<String> = config
         .namespaces()
@@ -126,6 +142,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         namespaces = ?namespaces,
         concurrency = config.concurrency,
         identity = %identity,
+        label_selector = %config.label_selector,
+        alerts = alerts.is_some(),
         "starting leaf-operator"
     );
     let concurrency = config.concurrency;
@@ -135,16 +153,25 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let namespaces = namespaces.clone();
         let ready = work_health.clone();
         let alive = work_health.clone();
+        let stop = stop.shared();
+        let registration = alerts
+            .as_ref()
+            .map(|alerts| alerts.leader_work(stop.clone()).boxed());
         async move {
-            controller::run(
+            let controller = controller::run(
                 ctx,
                 namespaces,
                 concurrency,
                 stop,
                 move || ready.set_ready(true),
                 move || alive.mark_alive(),
-            )
-            .await;
+            );
+            match registration {
+                Some(registration) => {
+                    futures::join!(controller, registration);
+                }
+                None => controller.await,
+            }
             Ok::<(), std::convert::Infallible>(())
         }
     };

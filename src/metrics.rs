@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::reason::Reason;
 
+pub mod alerts;
 pub mod ready_gauge;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,6 +50,8 @@ pub struct Metrics {
     leaf_request_duration: Family<OperationLabels, Histogram>,
     rotations: Counter,
     leader: Gauge,
+    /// The alerts receiver's and webhook registration's metrics.
+    pub alerts: alerts::AlertsMetrics,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,8 @@ impl Metrics {
             "1 when this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let alerts = alerts::AlertsMetrics::default();
+        alerts.register(&mut registry);
         Self {
             registry: Mutex::new(registry),
             reconciles,
@@ -114,6 +119,7 @@ impl Metrics {
             leaf_request_duration,
             rotations,
             leader,
+            alerts,
         }
     }
 

@@ -25,14 +25,22 @@
 //! - With a list of namespaces, one controller runs per namespace (no cluster-wide RBAC needed);
 //!   a semaphore makes `--concurrency` a bound for the whole process, and the conflict check
 //!   looks across all their stores, and waits until every one of them has synced.
+//! - `--label-selector` narrows the TrimbleConnection watch to this deployment's shard; the
+//!   conflict check sees only the shard's objects (a Leaf user must stay within one shard).
+//! - Alerts reach the controller through three small pieces: the [`credential_index`] fed by an
+//!   `inspect` on the watch stream, [`hints`] (a taken hint bypasses the schedule once) and
+//!   [`trigger`] (`reconcile_on`).
 
 pub mod backoff;
 pub mod conflict;
+pub mod credential_index;
 pub mod decide;
 pub mod engine;
 pub mod events;
+pub mod hints;
 pub mod reconcile;
 pub mod status;
+pub mod trigger;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +94,14 @@ pub struct Context {
     /// Process-wide bound on reconciles in flight (each controller is bounded too, but with one
     /// controller per namespace only this makes `--concurrency` a bound for the whole process).
     pub permits: std::sync::OnceLock<tokio::sync::Semaphore>,
+    /// Objects an alert asked to look at now: a taken hint bypasses the schedule once.
+    pub hints: hints::Hints,
+    /// `status.credentialId` -> object, for the alerts receiver.
+    pub credentials: credential_index::CredentialIndex,
+    /// Reconcile-now requests into the running controllers (`reconcile_on`).
+    pub triggers: trigger::Triggers,
+    /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
+    pub label_selector: Option<String>,
 }
 
 impl Context {
@@ -108,6 +124,10 @@ impl Context {
             stores: RwLock::new(Vec::new()),
             synced: AtomicBool::new(false),
             permits: std::sync::OnceLock::new(),
+            hints: hints::Hints::default(),
+            credentials: credential_index::CredentialIndex::default(),
+            triggers: trigger::Triggers::default(),
+            label_selector: None,
         }
     }
 
@@ -190,12 +210,24 @@ pub async fn run(
         // as parsed JSON they were about 2/3 of the store's memory (7.8 of 11.5 KiB per object;
         // see BENCHMARKS.md). Reconcile reads the object fresh from the API server anyway.
         let (reader, writer) = reflector::store();
-        let trimble_connections = watcher(tcs, watcher::Config::default().any_semantic())
+        let mut watch_config = watcher::Config::default().any_semantic();
+        if let Some(selector) = &ctx.label_selector {
+            watch_config = watch_config.labels(selector);
+        }
+        let index_ctx = ctx.clone();
+        let index_scope = scope.clone();
+        let trimble_connections = watcher(tcs, watch_config)
             .default_backoff()
             .modify(|tc| tc.managed_fields_mut().clear())
             .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    index_ctx.credentials.observe(index_scope.as_deref(), event);
+                }
+            })
             .applied_objects();
-        let controller = Controller::for_stream(trimble_connections, reader);
+        let controller = Controller::for_stream(trimble_connections, reader)
+            .reconcile_on(ctx.triggers.subscribe(scope.clone()));
         let store = controller.store();
         stores.push(store.clone());
         let mapper_store = store.clone();
@@ -241,6 +273,7 @@ pub async fn run(
             }
         }
         synced_ctx.synced.store(true, Ordering::Release);
+        synced_ctx.credentials.set_synced(true);
         tracing::info!("caches synced; reconciling");
         on_ready();
     };
@@ -250,5 +283,7 @@ pub async fn run(
     // exporting their stale content (the ready gauge reads these stores).
     ctx.synced.store(false, Ordering::Release);
     ctx.stores.write().expect("stores lock").clear();
+    ctx.credentials.clear();
+    ctx.triggers.clear();
     tracing::info!("controller stopped");
 }

@@ -49,19 +49,21 @@ struct Inner {
 }
 
 /// What Leaf answered: status, headers and the (bounded) body. Never logged.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: String,
 }
 
 #[derive(Clone, Copy)]
-enum Operation {
+pub(super) enum Operation {
     Authenticate,
     GetCredential,
     CreateCredential,
     DeleteCredential,
     CredentialEvents,
+    /// A call of the Alerts API (`super::alerts`), named for the metrics.
+    Alerts(&'static str),
 }
 
 impl Operation {
@@ -72,6 +74,7 @@ impl Operation {
             Self::CreateCredential => "create_credential",
             Self::DeleteCredential => "delete_credential",
             Self::CredentialEvents => "credential_events",
+            Self::Alerts(name) => name,
         }
     }
 }
@@ -98,6 +101,11 @@ impl LeafClient {
                 tokens: TokenCache::default(),
             }),
         })
+    }
+
+    /// The origin as a URL, for building the paths of other Leaf services.
+    pub(super) fn base_url(&self) -> &Url {
+        &self.inner.origin
     }
 
     /// The origin requests go to (scheme, host, port), without a trailing `/`.
@@ -254,7 +262,7 @@ impl LeafClient {
     /// Sends a call with the account's bearer token. On a 401 a password account logs in again
     /// once and the call is retried once; a second 401 (or any 401/403 for a static token) is
     /// [`LeafError::AuthFailed`].
-    async fn authorized(
+    pub(super) async fn authorized(
         &self,
         operation: Operation,
         account: &LeafAccount,

@@ -5,6 +5,7 @@
 //! parses Leaf's answers into types that have no field for any secret Leaf echoes back.
 
 mod account;
+pub mod alerts;
 mod auth;
 mod client;
 mod config;

@@ -33,6 +33,7 @@ pub(crate) fn router(handle: Handle) -> Router {
             get(faults).post(update_faults).delete(clear_faults),
         )
         .route("/_standin/behaviour", post(behaviour))
+        .merge(crate::alerts::control_routes())
         .with_state(handle)
 }
 

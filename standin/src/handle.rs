@@ -102,18 +102,24 @@ impl Handle {
 
     // --- credentials and events --------------------------------------------------------------
 
-    /// Sets the status of the user's credential to any string; false when there is none.
+    /// Sets the status of the user's credential to any string; false when there is none. A
+    /// change to `UNAUTHENTICATED` or `MISSING_PERMISSION` is delivered as an alert to the
+    /// webhook listening to its event, as Leaf does.
     pub fn set_status(&self, user: &str, status: &str) -> bool {
-        self.with(
-            |s| match s.users.get_mut(user).and_then(|u| u.credential.as_mut()) {
-                Some(credential) => {
-                    credential.status = status.to_string();
-                    credential.flip_after_gets = None;
-                    true
-                }
-                None => false,
-            },
-        )
+        self.with(|s| {
+            let Some(credential) = s.users.get_mut(user).and_then(|u| u.credential.as_mut()) else {
+                return false;
+            };
+            let changed = credential.status != status;
+            credential.status = status.to_string();
+            credential.flip_after_gets = None;
+            let credential = credential.clone();
+            if let Some(event) = crate::alerts::event_for_status(status).filter(|_| changed) {
+                s.alerts
+                    .alert_credential(event, &credential.client_id, &credential.id, status);
+            }
+            true
+        })
     }
 
     /// Gives the user (created if needed) an existing credential, as if POSTed earlier by someone

@@ -41,6 +41,7 @@ pub(crate) fn router(shared: Shared) -> Router {
                 .delete(delete_credential),
         )
         .route(EVENTS, get(get_events))
+        .merge(crate::alerts::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -67,7 +68,7 @@ pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
     response
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+pub(crate) fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -316,7 +317,7 @@ fn authorize(state: &Inner, headers: &HeaderMap) -> Option<String> {
 /// The frame of every authenticated Leaf endpoint: refuse a request without a valid bearer
 /// token, otherwise `count` it, run `handle` under the state lock and label the answer with the
 /// account, for the request log.
-fn authorized(
+pub(crate) fn authorized(
     shared: &Shared,
     headers: &HeaderMap,
     count: impl FnOnce(&mut Counters),
@@ -445,6 +446,14 @@ fn read_credential(state: &mut Inner, user: &str) -> Response {
         let event = state.new_event(400, None, None);
         if let Some(u) = state.users.get_mut(user) {
             u.events.push(event);
+        }
+        if let Some(c) = state.users.get(user).and_then(|u| u.credential.clone()) {
+            state.alerts.alert_credential(
+                crate::alerts::CREDENTIALS_UNAUTHENTICATED,
+                &c.client_id,
+                &c.id,
+                &c.status,
+            );
         }
     }
     answer

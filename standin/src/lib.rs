@@ -8,6 +8,7 @@
 //! In-process: `StandIn::start(config).await`, then the [`Handle`] methods (reached through
 //! `Deref`). Process mode: the `leaf-standin` binary, controlled under `/_standin/`.
 
+mod alerts;
 mod control;
 mod handle;
 mod leaf_api;
@@ -19,6 +20,10 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use alerts::{
+    AlertTamper, CONFIRMATION_BODY, CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED,
+    DeliveryAttempt, FailedCall, RETRY_MINUTES, StoredWebhook, credentials_body,
+};
 pub use handle::Handle;
 pub use state::{
     BadRefresh, BadRefreshMode, Counters, Faults, OnExisting, RecordedRequest, RetryAfter,
@@ -122,6 +127,12 @@ impl StandIn {
         state.rng = config.faults.seed;
         state.faults = config.faults;
         let shared = Arc::new(Mutex::new(state));
+        // Delivery tasks record their attempts in the state they were started from.
+        shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .alerts
+            .shared = Arc::downgrade(&shared);
         let handle = Handle {
             shared: shared.clone(),
         };

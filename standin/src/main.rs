@@ -50,6 +50,12 @@ struct Args {
     /// With --bad-refresh-mode flip: GETs answered OK before the status flips.
     #[arg(long, default_value_t = 1)]
     bad_refresh_after_gets: u32,
+    /// Multiplies Leaf's alert retry offsets (1, 30, 60, 240 minutes); 0.001 makes a minute 60 ms.
+    #[arg(long, default_value_t = 1.0)]
+    alert_time_scale: f64,
+    /// Sign the webhook registration confirmation (Leaf does not document whether it does).
+    #[arg(long)]
+    confirmation_signed: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -112,6 +118,8 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    standin.set_alert_time_scale(args.alert_time_scale);
+    standin.set_confirmation_signed(args.confirmation_signed);
     println!("listening on {}", standin.origin());
     let _ = std::io::stdout().flush();
     tokio::select! {

@@ -251,6 +251,8 @@ pub(crate) struct State {
     pub fault_counter: u64,
     pub rng: u64,
     pub next_id: u64,
+    /// Leaf's Alerts service: webhooks, deliveries, failed calls.
+    pub alerts: crate::alerts::AlertsState,
 }
 
 /// Result of checking a bearer token.
@@ -283,6 +285,7 @@ impl State {
             fault_counter: 0,
             rng: 1,
             next_id: 1,
+            alerts: crate::alerts::AlertsState::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 // Each test binary compiles this module but uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod alerts;
 pub mod certs;
 pub mod control_plane;
 pub mod leaf;

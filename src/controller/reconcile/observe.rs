@@ -91,7 +91,8 @@ pub(super) async fn observe(
             conflict,
             age,
             not_due_for: ctx.schedules.wait(&uid, &inputs, Instant::now()),
-            forced: annotation_new || generation_new,
+            // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
+            forced: ctx.hints.take(&uid).is_some() || annotation_new || generation_new,
             events_every_check: true,
             now,
             in_doubt_window: ctx.in_doubt_window,

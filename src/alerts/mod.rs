@@ -1,0 +1,123 @@
+//! Leaf alerts: Leaf pushes credentials events, the operator listens, and polling becomes the
+//! backstop (issue 12).
+//!
+//! - [`receiver`]: `POST /alerts` on its own port; verifies [`signature`] before [`payload`]
+//!   parses anything; 401 / 413 / 400 / 503 for what it refuses.
+//! - [`handler`]: maps a credential id to its TrimbleConnection through the controller's
+//!   `CredentialIndex`, [`dedupe`]s retries, and triggers a reconcile at once (a hint: the
+//!   reconcile GETs the credential from Leaf, the truth).
+//! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API, its safe
+//!   replacement, `eventRegisteredTwice` handling, and the replay of failed calls.
+//! - [`signing_secret`]: the signing secret from a Kubernetes Secret, watched.
+//! - [`health`]: whether alerts are healthy enough for polling to become the backstop.
+//!
+//! Layering: this module sits above `controller` (it uses the index, hints and triggers in the
+//! controller's `Context`); `controller` never imports it, except [`health`], which is pure.
+
+pub mod dedupe;
+pub mod handler;
+pub mod health;
+pub mod payload;
+pub mod receiver;
+pub mod registration;
+pub mod signature;
+pub mod signing_secret;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::controller::Context;
+use crate::http::HttpError;
+use crate::leaf::LeafAccount;
+
+use handler::AlertHandler;
+use health::{AlertsHealth, HealthConfig, Registration};
+use registration::{Registrar, RegistrationConfig};
+use signing_secret::{SecretLocation, SigningKeys};
+
+/// The alerts settings, from the configuration.
+#[derive(Clone, Debug)]
+pub struct AlertsConfig {
+    pub addr: SocketAddr,
+    pub secret: SecretLocation,
+    /// Set when the operator registers the webhook itself (`--alerts-register`).
+    pub registration: Option<RegistrationConfig>,
+    pub health: HealthConfig,
+}
+
+/// A running receiver, and the registration loop to run while this replica leads.
+pub struct Alerts {
+    pub addr: SocketAddr,
+    pub health: Arc<AlertsHealth>,
+    registrar: Option<Registrar>,
+}
+
+impl Alerts {
+    /// Starts watching the signing secret and serving the receiver (on every replica: a standby
+    /// answers 503, so Leaf retries until the leader gets it).
+    pub async fn start(
+        config: AlertsConfig,
+        ctx: Arc<Context>,
+        account: Option<LeafAccount>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Alerts, HttpError> {
+        let keys = Arc::new(SigningKeys::default());
+        tokio::spawn(signing_secret::watch(
+            ctx.client.clone(),
+            config.secret.clone(),
+            keys.clone(),
+        ));
+        let initial = if config.registration.is_some() {
+            Registration::Pending
+        } else {
+            Registration::SecretOnly
+        };
+        let health = Arc::new(AlertsHealth::new(config.health, initial));
+        let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
+        ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
+        let handler = Arc::new(AlertHandler::new(ctx.clone()));
+        let receiver = Arc::new(receiver::Receiver::new(
+            keys.clone(),
+            handler.clone(),
+            health.clone(),
+            ctx.metrics.clone(),
+        ));
+        let addr = receiver::serve(config.addr, receiver, shutdown).await?;
+        let registrar = match (config.registration, account) {
+            (Some(registration), Some(account)) => Some(Registrar {
+                config: registration,
+                leaf: ctx.leaf.clone(),
+                account,
+                keys: keys.clone(),
+                handler: handler.clone(),
+                health: health.clone(),
+                metrics: ctx.metrics.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Alerts {
+            addr,
+            health,
+            registrar,
+        })
+    }
+
+    /// The work to run while this replica leads: the registration loop (if registering).
+    pub fn leader_work<S>(&self, stop: S) -> impl Future<Output = ()> + Send + 'static + use<S>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let registrar = self.registrar.clone();
+        async move {
+            match registrar {
+                Some(registrar) => registrar.run(stop).await,
+                None => stop.await,
+            }
+        }
+    }
+}
+
+/// The default interval between registration checks.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(600);
