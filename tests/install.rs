@@ -486,8 +486,12 @@ fn configuration_docs_list_every_flag_and_environment_variable() {
 fn chart_and_kustomize_base_set_every_operator_setting_by_environment() {
     let chart = read(&repo("charts/leaf-operator/templates/deployment.yaml"));
     let kustomize = read(&repo("deploy/deployment.yaml"));
-    // The default account is a per-install choice (a Secret), so the base leaves it to overlays.
-    let overlay_only = ["LEAF_USERNAME", "LEAF_PASSWORD", "LEAF_TOKEN"];
+    // The default account is a per-install choice (a Secret), so the base leaves it to overlays;
+    // so are Leaf's Alerts, off by default in both (the chart renders them when enabled).
+    let overlay_only = |env: &str| {
+        ["LEAF_USERNAME", "LEAF_PASSWORD", "LEAF_TOKEN"].contains(&env)
+            || env.starts_with("LEAF_ALERTS_")
+    };
     let mut missing = Vec::new();
     for (flag, env, hidden) in operator_flags() {
         let Some(env) = env else { continue };
@@ -497,7 +501,7 @@ fn chart_and_kustomize_base_set_every_operator_setting_by_environment() {
         if !chart.contains(&format!("name: {env}")) {
             missing.push(format!("chart: {env} ({flag})"));
         }
-        if !overlay_only.contains(&env.as_str()) && !kustomize.contains(&format!("name: {env}")) {
+        if !overlay_only(&env) && !kustomize.contains(&format!("name: {env}")) {
             missing.push(format!("deploy/: {env} ({flag})"));
         }
     }
@@ -538,6 +542,16 @@ async fn helm_lint_passes_with_default_and_namespaced_values() {
             "leaf.existingSecret=leaf-account",
             "--set",
             "leaf.tokenKey=token",
+            "--set",
+            "labelSelector=shard=a",
+            "--set",
+            "alerts.enabled=true",
+            "--set",
+            "alerts.secretName=leaf-webhook",
+            "--set",
+            "alerts.register=true",
+            "--set",
+            "alerts.webhookUrl=https://leaf-alerts.example.com/alerts",
         ]),
     );
 }
