@@ -439,7 +439,7 @@ impl Config {
             addr,
             secret,
             registration,
-            health: crate::alerts::health::HealthConfig {
+            health: crate::controller::polling::HealthConfig {
                 backstop_interval: self.alerts_backstop_interval,
                 quiet_limit: self.alerts_quiet_limit,
             },

@@ -77,11 +77,13 @@ pub struct TrimbleConnectionSpec {
     pub adoption_policy: AdoptionPolicy,
 
     /// How often Leaf's status and events for the credential are re-checked (with jitter), as a
-    /// duration such as `10m` or `1h30m`. Minimum `1m`.
-    #[serde(default = "default_refresh_interval")]
+    /// duration such as `10m` or `1h30m`. Minimum `1m`. Absent: every 10m, or, while Leaf's
+    /// alerts are healthy, only as a backstop (24h by default); a value set here is never
+    /// exceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("refreshInterval must be at least 1m"))]
-    pub refresh_interval: String,
+    pub refresh_interval: Option<String>,
 
     /// While true the operator makes no Leaf calls and changes nothing, until set back to false.
     #[serde(default)]
@@ -237,9 +239,6 @@ pub struct CredentialEventSummary {
     pub summary: String,
 }
 
-fn default_refresh_interval() -> String {
-    DEFAULT_REFRESH_INTERVAL.to_string()
-}
 fn default_client_id_key() -> String {
     DEFAULT_CLIENT_ID_KEY.to_string()
 }
@@ -262,11 +261,27 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
 }
 
 impl TrimbleConnectionSpec {
-    /// `refreshInterval` as a duration. The CRD schema guarantees the format; a value that still
-    /// fails to parse (an old object from before validation) falls back to the default.
+    /// `refreshInterval` as a duration, the default (10m) when absent. The CRD schema guarantees
+    /// the format; a value that still fails to parse (an old object from before validation)
+    /// falls back to the default.
     pub fn refresh_interval(&self) -> std::time::Duration {
-        parse_go_duration(&self.refresh_interval)
+        self.explicit_refresh_interval()
             .unwrap_or_else(|| parse_go_duration(DEFAULT_REFRESH_INTERVAL).expect("default parses"))
+    }
+
+    /// `refreshInterval` as a duration, when it is set (and readable).
+    pub fn explicit_refresh_interval(&self) -> Option<std::time::Duration> {
+        self.refresh_interval.as_deref().and_then(parse_go_duration)
+    }
+
+    /// The pace of periodic checks under `polling`: the resource's own interval, or the alerts
+    /// backstop (never longer than an interval set explicitly).
+    pub fn check_interval(&self, backstop: Option<std::time::Duration>) -> std::time::Duration {
+        match (backstop, self.explicit_refresh_interval()) {
+            (None, _) => self.refresh_interval(),
+            (Some(backstop), Some(explicit)) => explicit.min(backstop),
+            (Some(backstop), None) => backstop,
+        }
     }
 }
 
@@ -311,6 +326,40 @@ pub fn crd_yaml() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_interval_is_the_backstop_unless_a_shorter_one_is_set() {
+        let spec = |interval: Option<&str>| TrimbleConnectionSpec {
+            refresh_interval: interval.map(str::to_string),
+            ..serde_json::from_value(serde_json::json!({
+                "leafUserId": "u", "credentialsSecretRef": {"name": "s"}
+            }))
+            .expect("spec")
+        };
+        let minutes = |m| std::time::Duration::from_secs(60 * m);
+        let day = Some(minutes(24 * 60));
+        assert_eq!(
+            spec(None).check_interval(None),
+            minutes(10),
+            "polling: the default"
+        );
+        assert_eq!(
+            spec(None).check_interval(day),
+            minutes(24 * 60),
+            "alerts: the backstop"
+        );
+        assert_eq!(
+            spec(Some("5m")).check_interval(day),
+            minutes(5),
+            "a shorter one wins"
+        );
+        assert_eq!(
+            spec(Some("48h")).check_interval(day),
+            minutes(24 * 60),
+            "never beyond"
+        );
+        assert_eq!(spec(Some("2m")).check_interval(None), minutes(2));
+    }
 
     #[test]
     fn parses_go_durations() {

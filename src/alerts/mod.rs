@@ -9,14 +9,14 @@
 //! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API, its safe
 //!   replacement, `eventRegisteredTwice` handling, and the replay of failed calls.
 //! - [`signing_secret`]: the signing secret from a Kubernetes Secret, watched.
-//! - [`health`]: whether alerts are healthy enough for polling to become the backstop.
+//! - whether alerts are healthy enough for polling to become the backstop is
+//!   `controller::polling`: the schedule reads it, this module reports to it.
 //!
-//! Layering: this module sits above `controller` (it uses the index, hints and triggers in the
-//! controller's `Context`); `controller` never imports it, except [`health`], which is pure.
+//! Layering: this module sits above `controller` (it uses the index, hints, triggers and the
+//! polling health in the controller's `Context`); `controller` never imports it.
 
 pub mod dedupe;
 pub mod handler;
-pub mod health;
 pub mod payload;
 pub mod receiver;
 pub mod registration;
@@ -32,8 +32,8 @@ use crate::controller::Context;
 use crate::http::HttpError;
 use crate::leaf::LeafAccount;
 
+use crate::controller::polling::{AlertsHealth, HealthConfig, Registration};
 use handler::AlertHandler;
-use health::{AlertsHealth, HealthConfig, Registration};
 use registration::{Registrar, RegistrationConfig};
 use signing_secret::{SecretLocation, SigningKeys};
 
@@ -75,6 +75,8 @@ impl Alerts {
             Registration::SecretOnly
         };
         let health = Arc::new(AlertsHealth::new(config.health, initial));
+        // The schedule reads it from here on (set once per process).
+        let _ = ctx.alerts_health.set(health.clone());
         let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
         ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
         let handler = Arc::new(AlertHandler::new(ctx.clone()));

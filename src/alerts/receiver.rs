@@ -26,10 +26,10 @@ use futures::StreamExt;
 use tracing::warn;
 
 use super::handler::{AlertHandler, Handled, Source};
-use super::health::AlertsHealth;
 use super::payload;
 use super::signature::{self, SignatureError};
 use super::signing_secret::SigningKeys;
+use crate::controller::polling::AlertsHealth;
 use crate::http::HttpError;
 use crate::metrics::Metrics;
 

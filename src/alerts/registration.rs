@@ -28,9 +28,9 @@ use secrecy::ExposeSecret;
 use tracing::{info, warn};
 
 use super::handler::{AlertHandler, Source};
-use super::health::{AlertsHealth, Registration};
 use super::payload::{CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED};
 use super::signing_secret::SigningKeys;
+use crate::controller::polling::{AlertsHealth, Registration};
 use crate::leaf::alerts::{CreateWebhookError, NewWebhook, Webhook};
 use crate::leaf::{LeafAccount, LeafClient, LeafError};
 use crate::metrics::Metrics;

@@ -38,6 +38,7 @@ pub mod decide;
 pub mod engine;
 pub mod events;
 pub mod hints;
+pub mod polling;
 pub mod reconcile;
 pub mod status;
 pub mod trigger;
@@ -102,6 +103,9 @@ pub struct Context {
     pub triggers: trigger::Triggers,
     /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
     pub label_selector: Option<String>,
+    /// Whether Leaf's alerts are healthy (set once when the alerts receiver starts): while they
+    /// are, periodic checks are only a backstop.
+    pub alerts_health: std::sync::OnceLock<Arc<polling::AlertsHealth>>,
 }
 
 impl Context {
@@ -128,6 +132,7 @@ impl Context {
             credentials: credential_index::CredentialIndex::default(),
             triggers: trigger::Triggers::default(),
             label_selector: None,
+            alerts_health: std::sync::OnceLock::new(),
         }
     }
 
@@ -142,6 +147,15 @@ impl Context {
             .iter()
             .flat_map(|store| store.state())
             .collect()
+    }
+
+    /// How periodic checks are paced now: each resource's interval, or the alerts backstop.
+    pub fn polling(&self) -> polling::Polling {
+        self.alerts_health
+            .get()
+            .map_or(polling::Polling::Normal, |health| {
+                health.polling(std::time::Instant::now())
+            })
     }
 
     /// Whether every store has synced (see [`Context::synced`]'s field doc).

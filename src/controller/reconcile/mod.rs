@@ -134,7 +134,7 @@ async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, 
     }
     let mut observed = observe(ctx, &tc, Purpose::Apply).await?;
     let secret = observed.secret.take();
-    let (ports, input, inputs) = bind(ctx, &tc, observed, secret.as_ref());
+    let (ports, input, pace) = bind(ctx, &tc, observed, secret.as_ref());
     match engine::apply(&ports, input)
         .await
         .map_err(Error::Interrupted)?
@@ -144,7 +144,7 @@ async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, 
             None,
         )),
         Applied::Done { next, reason } => {
-            let action = schedule(ctx, &tc, &inputs, &next);
+            let action = schedule(ctx, &tc, &pace, &next);
             Ok((action, reason))
         }
     }
@@ -156,7 +156,7 @@ async fn cleanup(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled
     };
     let uid = tc.uid().unwrap_or_default();
     let observed = observe(ctx, &tc, Purpose::Cleanup).await?;
-    let (ports, input, inputs) = bind(ctx, &tc, observed, None);
+    let (ports, input, pace) = bind(ctx, &tc, observed, None);
     match engine::cleanup(&ports, input)
         .await
         .map_err(Error::Interrupted)?
@@ -168,13 +168,7 @@ async fn cleanup(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled
         Cleaned::Again { next, reason } => {
             let retry = ctx
                 .schedules
-                .record(
-                    &uid,
-                    &inputs,
-                    &next,
-                    tc.spec.refresh_interval(),
-                    Instant::now(),
-                )
+                .record(&uid, &pace.inputs, &next, pace.interval, Instant::now())
                 .unwrap_or(crate::controller::backoff::STALLED_RECHECK);
             // An Err keeps the finalizer (an Ok would release it).
             Err(Error::Waiting { reason, retry })
@@ -188,12 +182,13 @@ fn bind<'a, 's>(
     tc: &Arc<TrimbleConnection>,
     observed: Observed,
     secret: Option<&'s TrimbleSecret>,
-) -> (KubePorts<'a>, Input<'s>, String) {
+) -> (KubePorts<'a>, Input<'s>, Pace) {
     let Observed {
         facts,
         account,
         inputs,
         handled_at,
+        interval,
         ..
     } = observed;
     let ports = KubePorts {
@@ -208,25 +203,26 @@ fn bind<'a, 's>(
         generation: tc.metadata.generation,
         handled_at,
     };
-    (ports, input, inputs)
+    (ports, input, Pace { inputs, interval })
+}
+
+/// What the schedule needs of an observation: the key of the Leaf calls' inputs and the pace of
+/// the periodic checks.
+struct Pace {
+    inputs: String,
+    interval: Duration,
 }
 
 /// Records `next` in the per-object schedule and turns it into kube-runtime's action.
 fn schedule(
     ctx: &Context,
     tc: &TrimbleConnection,
-    inputs: &str,
+    pace: &Pace,
     next: &crate::controller::decide::Next,
 ) -> Action {
     let uid = tc.uid().unwrap_or_default();
     ctx.schedules
-        .record(
-            &uid,
-            inputs,
-            next,
-            tc.spec.refresh_interval(),
-            Instant::now(),
-        )
+        .record(&uid, &pace.inputs, next, pace.interval, Instant::now())
         .map_or_else(Action::await_change, Action::requeue)
 }
 

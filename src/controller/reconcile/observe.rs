@@ -12,6 +12,7 @@ use crate::controller::Context;
 use crate::controller::conflict;
 use crate::controller::decide::gate::SECRET_NOT_FOUND_RECHECK;
 use crate::controller::decide::{AccountFact, ConflictFact, Facts, Next, SecretFact};
+use crate::controller::polling::Polling;
 use crate::controller::status::Outcome;
 use crate::crd::{RECONCILE_REQUESTED_AT_ANNOTATION, TrimbleConnection};
 use crate::leaf::LeafAccount;
@@ -27,6 +28,8 @@ pub(super) struct Observed {
     pub inputs: String,
     /// The annotation value this reconcile answers, if it is new.
     pub handled_at: Option<String>,
+    /// The pace of this resource's periodic checks now (its interval, or the alerts backstop).
+    pub interval: Duration,
 }
 
 /// Whether the credentials Secret is read: deletion never depends on it.
@@ -81,6 +84,10 @@ pub(super) async fn observe(
         .get(RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
     let annotation_new = requested.is_some() && requested != status.last_handled_reconcile_at;
+    let backstop = match ctx.polling() {
+        Polling::Backstop(backstop) => Some(backstop),
+        Polling::Normal => None,
+    };
     let generation_new = tc.meta().generation != status.observed_generation;
     Ok(Observed {
         facts: Facts {
@@ -93,7 +100,9 @@ pub(super) async fn observe(
             not_due_for: ctx.schedules.wait(&uid, &inputs, Instant::now()),
             // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
             forced: ctx.hints.take(&uid).is_some() || annotation_new || generation_new,
-            events_every_check: true,
+            // While alerts are healthy a status change arrives as an alert: the events are read
+            // when the status changed or a person asked, not on every backstop check.
+            events_every_check: backstop.is_none(),
             now,
             in_doubt_window: ctx.in_doubt_window,
         },
@@ -101,6 +110,7 @@ pub(super) async fn observe(
         account,
         inputs,
         handled_at: if annotation_new { requested } else { None },
+        interval: tc.spec.check_interval(backstop),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Are alerts healthy enough for polling to become the backstop?
+//! Are Leaf's alerts healthy enough for polling to become the backstop?
 //!
 //! Pure bookkeeping, no IO: the registration loop reports its state, the receiver and the
 //! registration check report when Leaf was last heard from, and the schedule asks
