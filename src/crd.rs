@@ -336,7 +336,7 @@ mod tests {
             }))
             .expect("spec")
         };
-        let minutes = |m| std::time::Duration::from_secs(60 * m);
+        let minutes = |m: u64| std::time::Duration::from_secs(60 * m);
         let day = Some(minutes(24 * 60));
         assert_eq!(
             spec(None).check_interval(None),

@@ -151,7 +151,8 @@ async fn contract_example_is_accepted_and_defaults_are_filled_in() {
     assert_eq!(spec["leafUserId"], "3f6c1e9a-2b1d-4c55-9d0e-7b0a8f1c2d3e");
     assert_eq!(spec["deletionPolicy"], "Delete", "spec was {spec}");
     assert_eq!(spec["adoptionPolicy"], "AdoptMatching", "spec was {spec}");
-    assert_eq!(spec["refreshInterval"], "10m", "spec was {spec}");
+    // No default: absent means "the operator's pace" (10m, or the alerts backstop).
+    assert!(spec.get("refreshInterval").is_none(), "spec was {spec}");
     assert_eq!(spec["suspend"], false, "spec was {spec}");
     let secret_ref = &spec["credentialsSecretRef"];
     assert_eq!(secret_ref["name"], "smith-farms-trimble");
