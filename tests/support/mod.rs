@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod certs;
 pub mod control_plane;
 pub mod leaf;
+pub mod objects;
 pub mod operator;
 pub mod process;
 pub mod wait;
