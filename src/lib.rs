@@ -3,6 +3,7 @@
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod default_account;
 pub mod http;
 pub mod leader;
 pub mod leaf;

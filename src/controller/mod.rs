@@ -43,7 +43,8 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::crd::TrimbleConnection;
-use crate::leaf::{LeafAccount, LeafClient};
+use crate::default_account::DefaultAccount;
+use crate::leaf::LeafClient;
 use crate::metrics::Metrics;
 
 pub use reconcile::Error;
@@ -53,7 +54,7 @@ pub struct Context {
     pub client: Client,
     pub leaf: LeafClient,
     /// The operator's own Leaf account, for resources without `leafAuthSecretRef`.
-    pub default_account: Option<LeafAccount>,
+    pub default_account: DefaultAccount,
     pub metrics: Arc<Metrics>,
     pub events: events::Events,
     pub schedules: backoff::Schedules,
@@ -70,7 +71,7 @@ impl Context {
     pub fn new(
         client: Client,
         leaf: LeafClient,
-        default_account: Option<LeafAccount>,
+        default_account: DefaultAccount,
         metrics: Arc<Metrics>,
         identity: String,
         refresh_override: Option<Duration>,

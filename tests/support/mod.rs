@@ -9,8 +9,11 @@
 
 pub mod certs;
 pub mod control_plane;
+pub mod go_tools;
+pub mod install;
 pub mod leaf;
 pub mod operator;
+pub mod pod;
 pub mod process;
 pub mod wait;
 

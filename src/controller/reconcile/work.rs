@@ -149,7 +149,7 @@ impl<'a> Work<'a> {
     /// The Leaf account for this resource, or the outcome that explains why there is none.
     pub(super) async fn account(&self) -> Result<Result<LeafAccount, Outcome>, Error> {
         let Some(reference) = &self.tc.spec.leaf_auth_secret_ref else {
-            return Ok(self.ctx.default_account.clone().ok_or_else(|| {
+            return Ok(self.ctx.default_account.current().ok_or_else(|| {
                 Outcome::new(
                     Reason::LeafAuthFailed,
                     "No Leaf API account: set spec.leafAuthSecretRef, or configure the operator's default \
