@@ -28,14 +28,14 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   rustup target add "$TARGET" >&2
 fi
 command -v musl-gcc >/dev/null 2>&1 || {
-  echo "error: musl-gcc not found (aws-lc-sys compiles C for the musl target): apt-get install musl-tools" >&2
+  echo "error: musl-gcc not found (aws-lc-sys compiles C for the musl target with it): apt-get install musl-tools" >&2
   exit 1
 }
 
 started=$SECONDS
-# CC for the target: aws-lc-sys (kube's TLS provider) compiles C and must use musl's headers.
-CC_x86_64_unknown_linux_musl=musl-gcc \
-  cargo build --release --locked --target "$TARGET" --bin leaf-operator >&2
+# aws-lc-sys (kube's TLS provider) compiles C for the target; the cc crate picks musl-gcc for a
+# musl target by itself.
+cargo build --release --locked --target "$TARGET" --bin leaf-operator >&2
 binary="$target_dir/$TARGET/release/leaf-operator"
 echo "release binary built in $((SECONDS - started))s: $binary ($(du -h "$binary" | cut -f1))" >&2
 
@@ -54,6 +54,11 @@ command -v buildah >/dev/null 2>&1 || {
   echo "error: no CA bundle at $CA_BUNDLE (apt-get install ca-certificates, or set CA_BUNDLE)" >&2
   exit 1
 }
+
+# Symbols only help a debugger, which the image has none of: strip them from the copy that ships.
+stripped="$target_dir/$TARGET/release/leaf-operator.stripped"
+strip --strip-all -o "$stripped" "$binary"
+binary="$stripped"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 hash="$(sha256sum "$binary" | cut -c1-12)"

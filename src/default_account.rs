@@ -36,10 +36,7 @@ pub struct DefaultAccount(Arc<Source>);
 enum Source {
     None,
     Fixed(LeafAccount),
-    Directory {
-        dir: PathBuf,
-        cache: Mutex<Cache>,
-    },
+    Directory { dir: PathBuf, cache: Mutex<Cache> },
 }
 
 /// What identifies one version of a file: (device, inode, size, modification time in ns). The
@@ -90,7 +87,9 @@ impl DefaultAccount {
             Source::None => None,
             Source::Fixed(account) => Some(account.clone()),
             Source::Directory { dir, cache } => {
-                let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut cache = cache
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let stamps = FILES.map(|file| stamp(&dir.join(file)));
                 if cache.stamps != Some(stamps) {
                     let (account, problem) = read_directory(dir);
@@ -126,7 +125,9 @@ impl DefaultAccount {
         match self.0.as_ref() {
             Source::None => "none".to_string(),
             Source::Fixed(_) => "fixed, from flags or environment variables".to_string(),
-            Source::Directory { dir, .. } => format!("files in {}, re-read on change", dir.display()),
+            Source::Directory { dir, .. } => {
+                format!("files in {}, re-read on change", dir.display())
+            }
         }
     }
 }
@@ -199,7 +200,10 @@ mod tests {
     fn a_directory_is_read_again_after_a_change() {
         let dir = tempfile::tempdir().unwrap();
         let account = DefaultAccount::directory(dir.path());
-        assert!(account.current().is_none(), "an empty directory is no account");
+        assert!(
+            account.current().is_none(),
+            "an empty directory is no account"
+        );
 
         std::fs::write(dir.path().join("token"), "first-token\n").unwrap();
         let clone = account.clone();

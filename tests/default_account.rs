@@ -14,9 +14,7 @@ use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::control_plane;
-use support::install::{
-    request_reconcile, trimble_connection, trimble_secret, wait_for_ready,
-};
+use support::install::{request_reconcile, trimble_connection, trimble_secret, wait_for_ready};
 use support::operator::{Operator, OperatorOptions};
 
 const OLD_TOKEN: &str = "default-account-token-old-7c2e";
@@ -70,7 +68,10 @@ async fn rotating_the_default_account_secret_reaches_a_running_operator_without_
 
     let tcs: Api<TrimbleConnection> = Api::namespaced(cp.client(), &namespace);
     Api::<Secret>::namespaced(cp.client(), &namespace)
-        .create(&PostParams::default(), &trimble_secret("creds", "refresh-1"))
+        .create(
+            &PostParams::default(),
+            &trimble_secret("creds", "refresh-1"),
+        )
         .await
         .unwrap();
     tcs.create(

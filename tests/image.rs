@@ -17,7 +17,7 @@ use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::install::{
-    documents, expect_success, one, repo, trimble_connection, trimble_secret, wait_for_ready, CHART,
+    CHART, documents, expect_success, one, repo, trimble_connection, trimble_secret, wait_for_ready,
 };
 use support::pod::{PodContainer, PodIdentity, inspect_image};
 use support::{control_plane, repo_root, wait_until};
@@ -48,10 +48,18 @@ fn build_image() -> String {
         seen
     });
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).ok();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .ok();
     let status = child.wait().unwrap();
     let stderr = echo.join().unwrap_or_default();
-    assert!(status.success(), "scripts/image.sh failed ({status}):\n{stderr}");
+    assert!(
+        status.success(),
+        "scripts/image.sh failed ({status}):\n{stderr}"
+    );
     stdout.lines().last().unwrap_or_default().trim().to_string()
 }
 
@@ -92,7 +100,11 @@ async fn the_image_runs_as_the_charts_pod_and_reconciles_a_connection_to_ready()
         info.size as f64 / 1024.0 / 1024.0,
         info.user
     );
-    assert!(info.size < MAX_IMAGE_BYTES, "the image is {} bytes", info.size);
+    assert!(
+        info.size < MAX_IMAGE_BYTES,
+        "the image is {} bytes",
+        info.size
+    );
     // runAsNonRoot without runAsUser: the kubelet starts the image only if its USER is a
     // non-zero number.
     let uid: u32 = info
@@ -228,7 +240,10 @@ async fn the_image_runs_as_the_charts_pod_and_reconciles_a_connection_to_ready()
     let ready_line = format!(
         "leaf_operator_resource_ready{{namespace=\"{growers}\",name=\"farm\",condition=\"True\"}} 1"
     );
-    assert!(metrics.contains(&ready_line), "no `{ready_line}` in /metrics");
+    assert!(
+        metrics.contains(&ready_line),
+        "no `{ready_line}` in /metrics"
+    );
 
     // Deleting the connection removes the credential from Leaf (the finalizer ran in the container).
     tcs.delete("farm", &DeleteParams::default()).await.unwrap();
@@ -243,7 +258,10 @@ async fn the_image_runs_as_the_charts_pod_and_reconciles_a_connection_to_ready()
         },
     )
     .await;
-    assert!(leaf.credential(LEAF_USER).is_none(), "the credential is still in Leaf");
+    assert!(
+        leaf.credential(LEAF_USER).is_none(),
+        "the credential is still in Leaf"
+    );
 
     // SIGTERM, as the kubelet stops a Pod: the operator exits cleanly within its grace period.
     let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -253,12 +271,22 @@ async fn the_image_runs_as_the_charts_pod_and_reconciles_a_connection_to_ready()
     container.stop(Duration::from_secs(grace));
     let (status, code) = container.state();
     eprintln!("stopped in {:.1?}: {status} {code}", stop_started.elapsed());
-    assert_eq!((status.as_str(), code), ("exited", 0), "the operator did not stop cleanly");
+    assert_eq!(
+        (status.as_str(), code),
+        ("exited", 0),
+        "the operator did not stop cleanly"
+    );
 
     let logs = container.logs();
-    assert!(logs.contains("caches synced"), "the operator never synced:\n{logs}");
+    assert!(
+        logs.contains("caches synced"),
+        "the operator never synced:\n{logs}"
+    );
     for secret in [LEAF_TOKEN, "install-test-client-secret", "image-refresh-1"] {
-        assert!(!logs.contains(secret), "the container log contains a secret value");
+        assert!(
+            !logs.contains(secret),
+            "the container log contains a secret value"
+        );
     }
     assert!(
         !logs.contains("forbidden") && !logs.contains("Forbidden"),

@@ -323,12 +323,8 @@ fn argo_cd_health_check_gives_the_expected_health_for_every_test_case_under_goph
                 Some(test.health_status.status.as_str()),
                 Some(test.health_status.message.as_str()),
             );
-            (got != expected || answer.error.is_some()).then(|| {
-                format!(
-                    "{}: expected {expected:?}, got {answer:?}",
-                    test.input_path
-                )
-            })
+            (got != expected || answer.error.is_some())
+                .then(|| format!("{}: expected {expected:?}, got {answer:?}", test.input_path))
         })
         .collect();
     assert!(
@@ -347,8 +343,14 @@ fn the_gopher_lua_runner_opens_only_the_libraries_argo_cd_opens() {
     let dir = tempfile::tempdir().unwrap();
     let tool = go_tool("argocd-lua");
     for (library, script) in [
-        ("math", "return { status = \"Healthy\", message = tostring(math.floor(1.5)) }"),
-        ("string", "return { status = string.upper(\"healthy\"), message = \"\" }"),
+        (
+            "math",
+            "return { status = \"Healthy\", message = tostring(math.floor(1.5)) }",
+        ),
+        (
+            "string",
+            "return { status = string.upper(\"healthy\"), message = \"\" }",
+        ),
     ] {
         let path = dir.path().join(format!("{library}.lua"));
         std::fs::write(&path, script).unwrap();
@@ -410,7 +412,10 @@ fn expected_argo_cd(reason: Reason, kstatus: &str) -> &'static str {
     }
 }
 
-fn trimble_connections(cp: &support::ControlPlane, namespace: &str) -> (Api<TrimbleConnection>, Api<DynamicObject>) {
+fn trimble_connections(
+    cp: &support::ControlPlane,
+    namespace: &str,
+) -> (Api<TrimbleConnection>, Api<DynamicObject>) {
     let resource = ApiResource::erase::<TrimbleConnection>(&());
     (
         Api::namespaced(cp.client(), namespace),
@@ -480,7 +485,11 @@ async fn kstatus_and_argo_cd_read_every_reason_on_a_real_object_the_deliberate_w
         }
     }
     // Every Ready reason the operator writes is among them.
-    assert!(reasons.len() >= 15, "only {} reasons on objects", reasons.len());
+    assert!(
+        reasons.len() >= 15,
+        "only {} reasons on objects",
+        reasons.len()
+    );
     let json = serde_json::to_string(&objects).unwrap();
     let kstatus: Vec<ToolAnswer> =
         serde_json::from_str(&run_with_json(&go_tool("kstatus"), &[], &json)).unwrap();
@@ -492,11 +501,15 @@ async fn kstatus_and_argo_cd_read_every_reason_on_a_real_object_the_deliberate_w
         let want = expected_kstatus(*reason).unwrap();
         let got = flux.status.as_deref().unwrap_or("(error)");
         if got != want || flux.error.is_some() {
-            failures.push(format!("kstatus for {reason}: expected {want}, got {flux:?}"));
+            failures.push(format!(
+                "kstatus for {reason}: expected {want}, got {flux:?}"
+            ));
         }
         let want_argo = expected_argo_cd(*reason, want);
         if argo.status.as_deref() != Some(want_argo) {
-            failures.push(format!("Argo CD for {reason}: expected {want_argo}, got {argo:?}"));
+            failures.push(format!(
+                "Argo CD for {reason}: expected {want_argo}, got {argo:?}"
+            ));
         }
         table.insert(
             reason.as_str(),

@@ -149,7 +149,9 @@ async fn helm_template_with_namespaced_values_passes_server_side_dry_run_and_gra
             "namespaced mode renders a ClusterRole that is not an aggregated user role: {role:?}"
         );
         assert!(
-            !serde_yaml::to_string(&role["rules"]).unwrap().contains("secrets"),
+            !serde_yaml::to_string(&role["rules"])
+                .unwrap()
+                .contains("secrets"),
             "an aggregated role grants Secrets: {role:?}"
         );
     }
@@ -220,14 +222,23 @@ async fn helm_template_with_replicas_enables_leader_election_and_a_disruption_bu
     let dir = env_value(deployment, "LEAF_ACCOUNT_DIR").expect("LEAF_ACCOUNT_DIR is set");
     let volume = deployment["spec"]["template"]["spec"]["volumes"]
         .as_sequence()
-        .and_then(|v| v.iter().find(|v| v["name"].as_str() == Some("leaf-account")))
+        .and_then(|v| {
+            v.iter()
+                .find(|v| v["name"].as_str() == Some("leaf-account"))
+        })
         .expect("a leaf-account volume");
-    assert_eq!(volume["secret"]["secretName"].as_str(), Some("leaf-account"));
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("leaf-account")
+    );
     assert_eq!(volume["secret"]["items"][0]["key"].as_str(), Some("token"));
     assert_eq!(volume["secret"]["items"][0]["path"].as_str(), Some("token"));
     let mount = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         .as_sequence()
-        .and_then(|m| m.iter().find(|m| m["name"].as_str() == Some("leaf-account")))
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m["name"].as_str() == Some("leaf-account"))
+        })
         .expect("a leaf-account mount");
     assert_eq!(mount["mountPath"], dir["value"]);
     for variable in ["LEAF_TOKEN", "LEAF_USERNAME", "LEAF_PASSWORD"] {
@@ -362,9 +373,17 @@ async fn an_upgrade_that_adds_a_value_needs_reset_then_reuse_values_as_docs_say(
     expect_success(
         "helm install",
         &cp.helm(&[
-            "install", release, chart.to_str().unwrap(), "--namespace", &namespace,
-            "--set", "crds.install=false", "--set", "rbac.aggregateClusterRoles=false",
-            "--set", "concurrency=7",
+            "install",
+            release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &namespace,
+            "--set",
+            "crds.install=false",
+            "--set",
+            "rbac.aggregateClusterRoles=false",
+            "--set",
+            "concurrency=7",
         ]),
     );
 
@@ -390,7 +409,12 @@ async fn an_upgrade_that_adds_a_value_needs_reset_then_reuse_values_as_docs_say(
     // --reuse-values takes the old release's values only: the new key is missing and the
     // template fails. This is the claim docs/upgrade-uninstall.md makes; it must stay true.
     let reuse = cp.helm(&[
-        "upgrade", release, next_chart, "--namespace", &namespace, "--reuse-values",
+        "upgrade",
+        release,
+        next_chart,
+        "--namespace",
+        &namespace,
+        "--reuse-values",
     ]);
     assert!(
         !reuse.status.success(),
@@ -406,16 +430,33 @@ async fn an_upgrade_that_adds_a_value_needs_reset_then_reuse_values_as_docs_say(
     expect_success(
         "helm upgrade --reset-then-reuse-values",
         &cp.helm(&[
-            "upgrade", release, next_chart, "--namespace", &namespace,
+            "upgrade",
+            release,
+            next_chart,
+            "--namespace",
+            &namespace,
             "--reset-then-reuse-values",
         ]),
     );
     let values = expect_success(
         "helm get values",
-        &cp.helm(&["get", "values", release, "--namespace", &namespace, "--all", "-o", "yaml"]),
+        &cp.helm(&[
+            "get",
+            "values",
+            release,
+            "--namespace",
+            &namespace,
+            "--all",
+            "-o",
+            "yaml",
+        ]),
     );
     let values: Value = serde_yaml::from_str(&values).unwrap();
-    assert_eq!(values["concurrency"].as_i64(), Some(7), "the user's value was kept");
+    assert_eq!(
+        values["concurrency"].as_i64(),
+        Some(7),
+        "the user's value was kept"
+    );
     assert_eq!(
         values["newInNextRelease"]["label"].as_str(),
         Some("added"),
@@ -445,20 +486,36 @@ async fn two_releases_in_one_namespace_use_their_own_leases() {
             cp,
             release,
             "shared",
-            &["--set", "leaderElection.enabled=true", "--set", "crds.install=false"],
+            &[
+                "--set",
+                "leaderElection.enabled=true",
+                "--set",
+                "crds.install=false",
+            ],
         ));
-        let lease = env_value(one(&objects, "Deployment"), "LEADER_ELECTION_LEASE_NAME")
-            .unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(lease, format!("{release}-leaf-operator"), "the lease follows the full name");
+        let lease =
+            env_value(one(&objects, "Deployment"), "LEADER_ELECTION_LEASE_NAME").unwrap()["value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        assert_eq!(
+            lease,
+            format!("{release}-leaf-operator"),
+            "the lease follows the full name"
+        );
         let role = find(&objects, "Role")
             .into_iter()
-            .find(|r| serde_yaml::to_string(r).unwrap().contains("coordination.k8s.io"))
+            .find(|r| {
+                serde_yaml::to_string(r)
+                    .unwrap()
+                    .contains("coordination.k8s.io")
+            })
             .expect("a leader-election Role");
         let names = serde_yaml::to_string(&role["rules"]).unwrap();
-        assert!(names.contains(&lease), "the Role may not patch its own Lease {lease}: {names}");
+        assert!(
+            names.contains(&lease),
+            "the Role may not patch its own Lease {lease}: {names}"
+        );
         leases.insert(lease);
     }
     assert_eq!(leases.len(), 2, "two releases share one Lease");
@@ -477,9 +534,16 @@ async fn the_chart_works_as_a_subchart_switched_by_its_enabled_key() {
         ),
     )
     .unwrap();
-    fs::write(parent.path().join("values.yaml"), "leaf-operator:\n  enabled: true\n").unwrap();
+    fs::write(
+        parent.path().join("values.yaml"),
+        "leaf-operator:\n  enabled: true\n",
+    )
+    .unwrap();
     let dir = parent.path().to_str().unwrap();
-    expect_success("helm dependency update", &cp.helm(&["dependency", "update", dir]));
+    expect_success(
+        "helm dependency update",
+        &cp.helm(&["dependency", "update", dir]),
+    );
     let on = documents(&expect_success(
         "helm template (subchart enabled)",
         &cp.helm(&["template", "platform", dir, "--namespace", "platform"]),
@@ -488,8 +552,13 @@ async fn the_chart_works_as_a_subchart_switched_by_its_enabled_key() {
     let off = expect_success(
         "helm template (subchart disabled)",
         &cp.helm(&[
-            "template", "platform", dir, "--namespace", "platform",
-            "--set", "leaf-operator.enabled=false",
+            "template",
+            "platform",
+            dir,
+            "--namespace",
+            "platform",
+            "--set",
+            "leaf-operator.enabled=false",
         ]),
     );
     assert!(
@@ -504,9 +573,16 @@ async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_repl
     let objects = documents(&helm_template(cp, "lo-sc", "lo-sc", &[]));
     let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    for (what, context) in [("pod", &pod["securityContext"]), ("container", &container["securityContext"])] {
+    for (what, context) in [
+        ("pod", &pod["securityContext"]),
+        ("container", &container["securityContext"]),
+    ] {
         assert_eq!(context["runAsNonRoot"].as_bool(), Some(true), "{what}");
-        assert_eq!(context["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"), "{what}");
+        assert_eq!(
+            context["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault"),
+            "{what}"
+        );
         for fixed in ["runAsUser", "runAsGroup", "fsGroup"] {
             assert!(
                 context[fixed].is_null(),
@@ -514,9 +590,18 @@ async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_repl
             );
         }
     }
-    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert_eq!(container["securityContext"]["capabilities"]["drop"][0].as_str(), Some("ALL"));
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"][0].as_str(),
+        Some("ALL")
+    );
 
     let replaced = documents(&helm_template(
         cp,
@@ -530,9 +615,15 @@ async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_repl
         ],
     ));
     let pod = &one(&replaced, "Deployment")["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsUser"].as_i64(), Some(1000650000));
+    assert_eq!(
+        pod["securityContext"]["runAsUser"].as_i64(),
+        Some(1000650000)
+    );
     assert_eq!(pod["securityContext"]["fsGroup"].as_i64(), Some(1000650000));
-    assert!(pod["securityContext"]["seccompProfile"].is_null(), "replaced whole");
+    assert!(
+        pod["securityContext"]["seccompProfile"].is_null(),
+        "replaced whole"
+    );
     assert_eq!(
         pod["containers"][0]["securityContext"]["runAsUser"].as_i64(),
         Some(1000650000)
@@ -579,30 +670,54 @@ networkPolicy:
         cp,
         "lo-netpol",
         &namespace,
-        &["--set", "crds.install=false", "--values", values.path().to_str().unwrap()],
+        &[
+            "--set",
+            "crds.install=false",
+            "--values",
+            values.path().to_str().unwrap(),
+        ],
     );
     let objects = documents(&manifest);
     let policy = one(&objects, "NetworkPolicy");
     let wanted: Value = serde_yaml::from_str(custom).unwrap();
-    assert_eq!(policy["spec"]["ingress"], wanted["networkPolicy"]["ingress"]);
+    assert_eq!(
+        policy["spec"]["ingress"],
+        wanted["networkPolicy"]["ingress"]
+    );
     assert_eq!(policy["spec"]["egress"], wanted["networkPolicy"]["egress"]);
-    expect_success("kubectl apply --dry-run=server (NetworkPolicy)", &server_dry_run(cp, &manifest));
+    expect_success(
+        "kubectl apply --dry-run=server (NetworkPolicy)",
+        &server_dry_run(cp, &manifest),
+    );
 
     // The defaults render the same with and without a cluster, and say what they allow.
     let defaults = documents(&helm_template(
         cp,
         "lo-netpol",
         &namespace,
-        &["--set", "networkPolicy.enabled=true", "--set", "crds.install=false"],
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "crds.install=false",
+        ],
     ));
     let egress = serde_yaml::to_string(&one(&defaults, "NetworkPolicy")["spec"]["egress"]).unwrap();
-    assert!(egress.contains("kube-dns") && egress.contains("443") && egress.contains("6443"), "{egress}");
+    assert!(
+        egress.contains("kube-dns") && egress.contains("443") && egress.contains("6443"),
+        "{egress}"
+    );
 }
 
 #[tokio::test]
 async fn the_operator_listens_on_all_ipv6_and_ipv4_addresses() {
     let cp = control_plane().await;
-    let objects = documents(&helm_template(cp, "lo-v6", "lo-v6", &["--set", "httpPort=9090"]));
+    let objects = documents(&helm_template(
+        cp,
+        "lo-v6",
+        "lo-v6",
+        &["--set", "httpPort=9090"],
+    ));
     assert_eq!(
         env_value(one(&objects, "Deployment"), "HTTP_ADDR").unwrap()["value"].as_str(),
         Some("[::]:9090")
@@ -612,7 +727,8 @@ async fn the_operator_listens_on_all_ipv6_and_ipv4_addresses() {
 #[tokio::test]
 async fn the_chart_declares_the_kubernetes_versions_it_needs_and_helm_knows_its_own() {
     let cp = control_plane().await;
-    let chart: Value = serde_yaml::from_str(&fs::read_to_string(repo(CHART).join("Chart.yaml")).unwrap()).unwrap();
+    let chart: Value =
+        serde_yaml::from_str(&fs::read_to_string(repo(CHART).join("Chart.yaml")).unwrap()).unwrap();
     assert_eq!(chart["kubeVersion"].as_str(), Some(">=1.30.0-0"));
     // Helm built with its Makefile's ldflags knows its version and assumes the Kubernetes of its
     // client-go offline, so the constraint renders without a cluster...
@@ -620,9 +736,22 @@ async fn the_chart_declares_the_kubernetes_versions_it_needs_and_helm_knows_its_
     assert!(version.starts_with("v3."), "helm version: {version}");
     helm_template(cp, "lo-kv", "lo-kv", &[]);
     // ...and an older cluster is refused.
-    let old = cp.helm(&["template", "lo-kv", repo(CHART).to_str().unwrap(), "--kube-version", "1.29.0"]);
-    assert!(!old.status.success(), "the chart rendered for Kubernetes 1.29");
-    assert!(text(&old.stderr).contains("kubeVersion"), "{}", text(&old.stderr));
+    let old = cp.helm(&[
+        "template",
+        "lo-kv",
+        repo(CHART).to_str().unwrap(),
+        "--kube-version",
+        "1.29.0",
+    ]);
+    assert!(
+        !old.status.success(),
+        "the chart rendered for Kubernetes 1.29"
+    );
+    assert!(
+        text(&old.stderr).contains("kubeVersion"),
+        "{}",
+        text(&old.stderr)
+    );
 }
 
 #[tokio::test]
@@ -660,7 +789,12 @@ extraEnv:
         cp,
         "lo-values",
         &namespace,
-        &["--set", "crds.install=false", "--values", values.path().to_str().unwrap()],
+        &[
+            "--set",
+            "crds.install=false",
+            "--values",
+            values.path().to_str().unwrap(),
+        ],
     );
     let objects = documents(&manifest);
     let deployment = one(&objects, "Deployment");
@@ -671,21 +805,44 @@ extraEnv:
         ("LEADER_ELECTION_RETRY_PERIOD", "4s"),
         ("SSL_CERT_FILE", "/etc/proxy-ca/ca.crt"),
     ] {
-        assert_eq!(env_value(deployment, variable).unwrap()["value"].as_str(), Some(value));
+        assert_eq!(
+            env_value(deployment, variable).unwrap()["value"].as_str(),
+            Some(value)
+        );
     }
     let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["volumes"][0]["configMap"]["name"].as_str(), Some("proxy-ca"));
-    assert_eq!(pod["containers"][0]["volumeMounts"][0]["mountPath"].as_str(), Some("/etc/proxy-ca"));
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"].as_str(),
+        Some("proxy-ca")
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"].as_str(),
+        Some("/etc/proxy-ca")
+    );
     let budget = one(&objects, "PodDisruptionBudget");
     assert_eq!(budget["spec"]["maxUnavailable"].as_i64(), Some(1));
-    assert!(budget["spec"]["minAvailable"].is_null(), "both minAvailable and maxUnavailable set");
-    expect_success("kubectl apply --dry-run=server (values)", &server_dry_run(cp, &manifest));
+    assert!(
+        budget["spec"]["minAvailable"].is_null(),
+        "both minAvailable and maxUnavailable set"
+    );
+    expect_success(
+        "kubectl apply --dry-run=server (values)",
+        &server_dry_run(cp, &manifest),
+    );
 
     let without = documents(&helm_template(
         cp,
         "lo-values",
         &namespace,
-        &["--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=false"],
+        &[
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "podDisruptionBudget.enabled=false",
+        ],
     ));
-    assert!(find(&without, "PodDisruptionBudget").is_empty(), "podDisruptionBudget.enabled=false");
+    assert!(
+        find(&without, "PodDisruptionBudget").is_empty(),
+        "podDisruptionBudget.enabled=false"
+    );
 }

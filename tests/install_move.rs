@@ -56,10 +56,16 @@ async fn moving_from_kustomize_to_helm_adopts_the_crd_and_keeps_every_connection
             .with_user(LEAF_USER),
     )
     .await;
-    let operator =
-        Operator::start(cp, OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN)).await;
+    let operator = Operator::start(
+        cp,
+        OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN),
+    )
+    .await;
     Api::<Secret>::namespaced(cp.client(), &growers)
-        .create(&PostParams::default(), &trimble_secret("creds", "refresh-move"))
+        .create(
+            &PostParams::default(),
+            &trimble_secret("creds", "refresh-move"),
+        )
         .await
         .unwrap();
     let tcs: Api<TrimbleConnection> = Api::namespaced(cp.client(), &growers);
@@ -119,14 +125,23 @@ async fn moving_from_kustomize_to_helm_adopts_the_crd_and_keeps_every_connection
     // Helm owns the CRD now; nothing was recreated or deleted.
     let manifest = expect_success(
         "helm get manifest",
-        &cp.helm(&["get", "manifest", "leaf-operator", "--namespace", "leaf-operator"]),
+        &cp.helm(&[
+            "get",
+            "manifest",
+            "leaf-operator",
+            "--namespace",
+            "leaf-operator",
+        ]),
     );
     assert!(
         manifest.contains(&format!("name: {CRD_NAME}")),
         "the release does not own the CRD"
     );
     let crd = crds.get(CRD_NAME).await.unwrap();
-    assert_eq!(crd.metadata.uid, crd_uid, "the CRD was deleted and recreated");
+    assert_eq!(
+        crd.metadata.uid, crd_uid,
+        "the CRD was deleted and recreated"
+    );
     assert_eq!(
         crd.metadata
             .annotations
@@ -163,7 +178,10 @@ async fn moving_from_kustomize_to_helm_adopts_the_crd_and_keeps_every_connection
     drop(operator);
 
     let docs = read(&repo("docs/upgrade-uninstall.md"));
-    for needed in ["meta.helm.sh/release-name", "app.kubernetes.io/managed-by=Helm"] {
+    for needed in [
+        "meta.helm.sh/release-name",
+        "app.kubernetes.io/managed-by=Helm",
+    ] {
         assert!(
             docs.contains(needed),
             "docs/upgrade-uninstall.md no longer describes the adoption ({needed})"

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use leaf_operator::crd::{FINALIZER, TrimbleConnection};
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::install::{
-    CHART, can_i, chart_installed_with_crd, expect_success, ready, repo, request_reconcile,
-    trimble_connection, trimble_secret, wait_for_ready,
+    CHART, HelmRelease, can_i, chart_installed_with_crd, expect_success, ready, repo,
+    request_reconcile, trimble_connection, trimble_secret, wait_for_ready,
 };
 use support::operator::{Operator, OperatorOptions};
 use support::{ControlPlane, control_plane, wait_until};
@@ -388,4 +389,120 @@ async fn namespaced_rbac_is_enough_and_the_operator_never_touches_other_namespac
         .delete("outside", &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// `kubectl auth can-i` as a user (impersonated by the admin) in `namespace`.
+fn user_can(cp: &ControlPlane, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let output = cp.kubectl(&[
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "--as",
+        user,
+        "--namespace",
+        namespace,
+    ]);
+    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+}
+
+#[tokio::test]
+async fn aggregated_roles_let_namespace_users_see_or_edit_connections_but_not_secrets() {
+    let cp = control_plane().await;
+    let HelmRelease { release, .. } = chart_installed_with_crd().await;
+    let fullname = format!("{release}-leaf-operator");
+
+    // Kubernetes' own view/edit/admin roles select ours by label (kube-controller-manager does the
+    // aggregating, and none runs here, so the selectors are checked against the real roles).
+    let roles = Api::<ClusterRole>::all(cp.client());
+    for (builtin, ours) in [
+        ("view", vec![format!("{fullname}-view")]),
+        (
+            "edit",
+            vec![format!("{fullname}-view"), format!("{fullname}-edit")],
+        ),
+        (
+            "admin",
+            vec![format!("{fullname}-view"), format!("{fullname}-edit")],
+        ),
+    ] {
+        let selectors = roles
+            .get(builtin)
+            .await
+            .unwrap()
+            .aggregation_rule
+            .and_then(|r| r.cluster_role_selectors)
+            .unwrap_or_default();
+        for name in ours {
+            let labels = roles
+                .get(&name)
+                .await
+                .unwrap()
+                .metadata
+                .labels
+                .unwrap_or_default();
+            let selected = selectors.iter().any(|selector| {
+                selector
+                    .match_labels
+                    .as_ref()
+                    .is_some_and(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            });
+            assert!(
+                selected,
+                "the built-in {builtin} role does not aggregate {name}"
+            );
+        }
+    }
+
+    // What the rules grant, bound directly as a user would get them through view or edit.
+    let namespace = cp.create_namespace("aggregated").await;
+    for (user, role) in [("viewer", "view"), ("editor", "edit")] {
+        let binding = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": user, "namespace": namespace },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": format!("{fullname}-{role}") },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }],
+        });
+        Api::<RoleBinding>::namespaced(cp.client(), &namespace)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(binding).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let tc = "trimbleconnections.withleaf.io";
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            user_can(cp, "viewer", verb, tc, &namespace),
+            "a viewer cannot {verb} tc"
+        );
+    }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !user_can(cp, "viewer", verb, tc, &namespace),
+            "a viewer can {verb} tc"
+        );
+        assert!(
+            user_can(cp, "editor", verb, tc, &namespace),
+            "an editor cannot {verb} tc"
+        );
+    }
+    for user in ["viewer", "editor"] {
+        assert!(
+            !user_can(cp, user, "get", "secrets", &namespace),
+            "the {user} role grants Secrets"
+        );
+        assert!(
+            !user_can(
+                cp,
+                user,
+                "patch",
+                "trimbleconnections.withleaf.io/status",
+                &namespace
+            ),
+            "the {user} role may write status, which is the operator's"
+        );
+    }
 }

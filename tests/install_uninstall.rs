@@ -46,17 +46,23 @@ async fn the_documented_uninstall_order_never_deletes_a_leaf_credential() {
             .with_user(users[1]),
     )
     .await;
-    let mut operator =
-        Operator::start(cp, OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN)).await;
+    let mut operator = Operator::start(
+        cp,
+        OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN),
+    )
+    .await;
     let tcs: Api<TrimbleConnection> = Api::namespaced(cp.client(), &growers);
     for user in users {
         Api::<Secret>::namespaced(cp.client(), &growers)
             .create(&PostParams::default(), &trimble_secret(user, "refresh"))
             .await
             .unwrap();
-        tcs.create(&PostParams::default(), &trimble_connection(user, user, user))
-            .await
-            .unwrap();
+        tcs.create(
+            &PostParams::default(),
+            &trimble_connection(user, user, user),
+        )
+        .await
+        .unwrap();
         wait_for_ready(&tcs, user, "True", "CredentialValid").await;
     }
 
@@ -66,19 +72,31 @@ async fn the_documented_uninstall_order_never_deletes_a_leaf_credential() {
         &cp.helm(&["uninstall", "lo-gone", "--namespace", &release_ns]),
     );
     let crds = Api::<CustomResourceDefinition>::all(cp.client());
-    assert!(crds.get_opt(CRD_NAME).await.unwrap().is_some(), "helm uninstall deleted the CRD");
+    assert!(
+        crds.get_opt(CRD_NAME).await.unwrap().is_some(),
+        "helm uninstall deleted the CRD"
+    );
     operator.stop();
     for user in users {
-        assert!(tcs.get_opt(user).await.unwrap().is_some(), "{user}'s connection is gone");
-        assert!(leaf.credential(user).is_some(), "{user}'s credential is gone");
+        assert!(
+            tcs.get_opt(user).await.unwrap().is_some(),
+            "{user}'s connection is gone"
+        );
+        assert!(
+            leaf.credential(user).is_some(),
+            "{user}'s credential is gone"
+        );
     }
 
     // 2. Remove everything but keep the credentials: reinstall (same release name: Helm adopts
     // the kept CRD), orphan every connection, delete them while the operator runs, uninstall,
     // delete the CRD.
     expect_success("helm install again", &cp.helm(&install));
-    let operator =
-        Operator::start(cp, OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN)).await;
+    let operator = Operator::start(
+        cp,
+        OperatorOptions::new(&growers, &leaf.origin()).token(LEAF_TOKEN),
+    )
+    .await;
     let listed = expect_success(
         "kubectl get tc -A",
         &cp.kubectl(&[
@@ -117,14 +135,21 @@ async fn the_documented_uninstall_order_never_deletes_a_leaf_credential() {
         ])
         .await;
     expect_success("kubectl delete trimbleconnections --all", &deleted);
-    wait_until("every connection to be gone", Duration::from_secs(60), || async {
-        let left = tcs.list(&Default::default()).await.map_err(|e| e.to_string())?;
-        if left.items.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} left", left.items.len()))
-        }
-    })
+    wait_until(
+        "every connection to be gone",
+        Duration::from_secs(60),
+        || async {
+            let left = tcs
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            if left.items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} left", left.items.len()))
+            }
+        },
+    )
     .await;
     expect_success(
         "helm uninstall",
@@ -148,7 +173,13 @@ async fn the_documented_uninstall_order_never_deletes_a_leaf_credential() {
         "the operator called DELETE in Leaf"
     );
     let docs = read(&repo("docs/upgrade-uninstall.md"));
-    for step in [r#"{"spec":{"deletionPolicy":"Orphan"}}"#, "kubectl delete trimbleconnections --all"] {
-        assert!(docs.contains(step), "docs/upgrade-uninstall.md no longer says {step}");
+    for step in [
+        r#"{"spec":{"deletionPolicy":"Orphan"}}"#,
+        "kubectl delete trimbleconnections --all",
+    ] {
+        assert!(
+            docs.contains(step),
+            "docs/upgrade-uninstall.md no longer says {step}"
+        );
     }
 }

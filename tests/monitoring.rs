@@ -32,7 +32,10 @@ fn promtool(args: &[&str], dir: &Path) -> std::process::Output {
 #[test]
 fn the_alert_rules_pass_promtool_check_and_their_tests() {
     let root = repo_root();
-    expect_success("promtool check rules", &promtool(&["check", "rules", RULES], root));
+    expect_success(
+        "promtool check rules",
+        &promtool(&["check", "rules", RULES], root),
+    );
     let output = promtool(&["test", "rules", RULE_TESTS], root);
     expect_success("promtool test rules", &output);
     let alerts: Value = serde_yaml::from_str(&read(&repo(RULES))).unwrap();
@@ -75,7 +78,8 @@ async fn the_charts_prometheus_rule_and_dashboard_are_opt_in_and_carry_the_teste
     let cp = control_plane().await;
     let off = documents(&helm_template(cp, "lo-mon", "lo-mon", &[]));
     assert!(
-        !off.iter().any(|o| o["kind"] == "PrometheusRule" || o["kind"] == "ConfigMap"),
+        !off.iter()
+            .any(|o| o["kind"] == "PrometheusRule" || o["kind"] == "ConfigMap"),
         "monitoring objects are rendered without being asked for"
     );
     let on = documents(&helm_template(
@@ -98,7 +102,10 @@ async fn the_charts_prometheus_rule_and_dashboard_are_opt_in_and_carry_the_teste
     assert_eq!(rendered.len(), tested.len());
     for (rendered, tested) in rendered.iter().zip(tested) {
         assert_eq!(rendered["alert"], tested["alert"]);
-        assert_eq!(rendered["expr"], tested["expr"], "the rendered expression is not the tested one");
+        assert_eq!(
+            rendered["expr"], tested["expr"],
+            "the rendered expression is not the tested one"
+        );
         assert_eq!(rendered["annotations"], tested["annotations"]);
         let expected_for = if rendered["alert"] == "LeafOperatorConnectionStalled" {
             Value::from("1h")
@@ -115,7 +122,10 @@ async fn the_charts_prometheus_rule_and_dashboard_are_opt_in_and_carry_the_teste
     );
     let json = dashboard["data"]["leaf-operator.json"].as_str().unwrap();
     let parsed: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
-    assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(&read(&repo(DASHBOARD))).unwrap());
+    assert_eq!(
+        parsed,
+        serde_json::from_str::<serde_json::Value>(&read(&repo(DASHBOARD))).unwrap()
+    );
 }
 
 /// The sample names `/metrics` can carry, from its `# TYPE` lines (so families without samples
@@ -174,7 +184,9 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
         OperatorOptions::new(&namespace, &leaf.origin()).token("metrics-token"),
     )
     .await;
-    let addr = operator.http_addr().expect("the operator logged its HTTP address");
+    let addr = operator
+        .http_addr()
+        .expect("the operator logged its HTTP address");
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", addr.port()))
         .await
         .expect("GET /metrics")
@@ -191,8 +203,14 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
     for expression in &expressions {
         used.extend(metric_names_in(expression));
     }
-    assert!(used.len() >= 6, "the rules and dashboard query only {used:?}");
-    let missing: Vec<&String> = used.iter().filter(|name| !exported.contains(*name)).collect();
+    assert!(
+        used.len() >= 6,
+        "the rules and dashboard query only {used:?}"
+    );
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|name| !exported.contains(*name))
+        .collect();
     assert!(
         missing.is_empty(),
         "queried but not exported: {missing:?}\nexported: {exported:?}"

@@ -221,19 +221,14 @@ mod tests {
         let metrics = Metrics::new();
         metrics.register_collector(Box::new(ReadyGauge::new(writer.as_reader())));
         let mut stalled = connection("stuck", Some("False"));
-        stalled
-            .status
-            .as_mut()
-            .unwrap()
-            .conditions
-            .push(Condition {
-                type_: CONDITION_STALLED.into(),
-                status: "True".into(),
-                reason: "CredentialInvalid".into(),
-                message: String::new(),
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-                observed_generation: None,
-            });
+        stalled.status.as_mut().unwrap().conditions.push(Condition {
+            type_: CONDITION_STALLED.into(),
+            status: "True".into(),
+            reason: "CredentialInvalid".into(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            observed_generation: None,
+        });
         writer.apply_watcher_event(&Event::Apply(stalled));
         writer.apply_watcher_event(&Event::Apply(connection("fine", Some("True"))));
         let text = metrics.encode();

@@ -21,7 +21,6 @@ use super::{ControlPlane, control_plane, repo_root, wait_until};
 pub const CHART: &str = "charts/leaf-operator";
 pub const CRD_NAME: &str = "trimbleconnections.withleaf.io";
 
-
 pub fn repo(path: &str) -> PathBuf {
     repo_root().join(path)
 }
@@ -274,4 +273,3 @@ pub fn can_i(
     let output = cp.kubectl(&args);
     text(&output.stdout).trim() == "yes"
 }
-

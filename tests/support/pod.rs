@@ -50,7 +50,9 @@ pub fn podman(config_dir: &Path) -> Command {
 }
 
 fn output(mut command: Command) -> Output {
-    command.output().expect("failed to run podman (apt-get install podman runc)")
+    command
+        .output()
+        .expect("failed to run podman (apt-get install podman runc)")
 }
 
 /// Removes containers left by test processes that no longer exist.
@@ -88,7 +90,13 @@ pub struct ImageInfo {
 
 pub fn inspect_image(config_dir: &Path, image: &str) -> ImageInfo {
     let mut inspect = podman(config_dir);
-    inspect.args(["image", "inspect", image, "--format", "{{.Size}} {{.Config.User}}"]);
+    inspect.args([
+        "image",
+        "inspect",
+        image,
+        "--format",
+        "{{.Size}} {{.Config.User}}",
+    ]);
     let out = output(inspect);
     assert!(
         out.status.success(),
@@ -204,7 +212,10 @@ impl PodContainer {
             .next()
             .expect("the API server URL has a port");
         let mut env = vec![
-            ("KUBERNETES_SERVICE_HOST".to_string(), "127.0.0.1".to_string()),
+            (
+                "KUBERNETES_SERVICE_HOST".to_string(),
+                "127.0.0.1".to_string(),
+            ),
             ("KUBERNETES_SERVICE_PORT".to_string(), api_port.to_string()),
         ];
         for variable in container["env"].as_sequence().into_iter().flatten() {
@@ -259,7 +270,11 @@ impl PodContainer {
             }
             mounts.insert(volume_name.to_string(), dir);
         }
-        for mount in container["volumeMounts"].as_sequence().into_iter().flatten() {
+        for mount in container["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             let source = &mounts[mount["name"].as_str().unwrap()];
             let target = mount["mountPath"].as_str().unwrap();
             // Secret volumes are always read-only in a Pod.
@@ -422,9 +437,9 @@ fn write_secret_volume(dir: &Path, secret: &Secret, items: &Value, mode: u32) {
         None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
     };
     for (key, path) in files {
-        let value = data
-            .get(&key)
-            .unwrap_or_else(|| panic!("Secret key {key} is missing: the kubelet would not start the Pod"));
+        let value = data.get(&key).unwrap_or_else(|| {
+            panic!("Secret key {key} is missing: the kubelet would not start the Pod")
+        });
         let file = dir.join(path);
         fs::write(&file, &value.0).unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
