@@ -7,14 +7,17 @@ mod support;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
-use support::control_plane;
-use support::install::{request_reconcile, trimble_connection, trimble_secret, wait_for_ready};
+use support::install::{
+    ready, request_reconcile, trimble_connection, trimble_secret, wait_for_ready,
+};
+use support::{control_plane, wait_until};
 use support::operator::{Operator, OperatorOptions};
 
 const OLD_TOKEN: &str = "default-account-token-old-7c2e";
@@ -89,14 +92,27 @@ async fn rotating_the_default_account_secret_reaches_a_running_operator_without_
     kubelet_update(account.path(), 2, &[("token", NEW_TOKEN)]);
     leaf.handle().clear_requests();
     request_reconcile(&tcs, "farm", "after-rotation").await;
-    let tc = wait_for_ready(&tcs, "farm", "True", "CredentialValid").await;
-    assert_eq!(
-        tc.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref()),
-        Some("after-rotation"),
-        "the check after the rotation has not run"
-    );
+    // Ready already was True: wait for the reconcile that answers the request, then look at it.
+    wait_until(
+        "the check after the rotation to be handled and Ready",
+        Duration::from_secs(60),
+        || async {
+            let tc = tcs.get("farm").await.map_err(|e| e.to_string())?;
+            let handled = tc
+                .status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.clone());
+            match (handled.as_deref(), ready(&tc)) {
+                (Some("after-rotation"), Some((status, reason)))
+                    if status == "True" && reason == "CredentialValid" =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let requests = leaf.handle().requests();
     assert!(
         requests

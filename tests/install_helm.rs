@@ -568,7 +568,7 @@ async fn the_chart_works_as_a_subchart_switched_by_its_enabled_key() {
 }
 
 #[tokio::test]
-async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_replaced() {
+async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_overridden() {
     let cp = control_plane().await;
     let objects = documents(&helm_template(cp, "lo-sc", "lo-sc", &[]));
     let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
@@ -620,9 +620,21 @@ async fn security_contexts_are_restricted_by_default_fix_no_user_and_can_be_repl
         Some(1000650000)
     );
     assert_eq!(pod["securityContext"]["fsGroup"].as_i64(), Some(1000650000));
+    // Helm merges values maps: the restricted defaults stay unless set to null.
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault")
+    );
+    let dropped = documents(&helm_template(
+        cp,
+        "lo-sc",
+        "lo-sc",
+        &["--set", "podSecurityContext.seccompProfile=null"],
+    ));
     assert!(
-        pod["securityContext"]["seccompProfile"].is_null(),
-        "replaced whole"
+        one(&dropped, "Deployment")["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]
+            .is_null(),
+        "a null value does not drop a default key"
     );
     assert_eq!(
         pod["containers"][0]["securityContext"]["runAsUser"].as_i64(),
