@@ -289,7 +289,11 @@ async fn cluster_wide_rbac_is_enough_for_the_whole_lifecycle_and_no_more() {
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ("LEADER_ELECTION".into(), "true".into()),
         ("POD_NAMESPACE".into(), release_ns.clone()),
-        ("LEADER_ELECTION_LEASE_NAME".into(), "leaf-operator".into()),
+        // The chart names the Lease after the release, and its Role allows only that name.
+        (
+            "LEADER_ELECTION_LEASE_NAME".into(),
+            "lo-rbac-cw-leaf-operator".into(),
+        ),
     ];
     let operator = Operator::start(cp, options).await;
     lifecycle(cp, &leaf, &operator, &growers, leaf_user).await;
@@ -360,7 +364,10 @@ async fn namespaced_rbac_is_enough_and_the_operator_never_touches_other_namespac
         ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ("LEADER_ELECTION".into(), "true".into()),
         ("POD_NAMESPACE".into(), release_ns.clone()),
-        ("LEADER_ELECTION_LEASE_NAME".into(), "leaf-operator".into()),
+        (
+            "LEADER_ELECTION_LEASE_NAME".into(),
+            "lo-rbac-ns-leaf-operator".into(),
+        ),
     ];
     let operator = Operator::start(cp, options).await;
     lifecycle(cp, &leaf, &operator, &growers, leaf_user).await;
@@ -393,17 +400,7 @@ async fn namespaced_rbac_is_enough_and_the_operator_never_touches_other_namespac
 
 /// `kubectl auth can-i` as a user (impersonated by the admin) in `namespace`.
 fn user_can(cp: &ControlPlane, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let output = cp.kubectl(&[
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "--as",
-        user,
-        "--namespace",
-        namespace,
-    ]);
-    String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    can_i(cp, user, verb, resource, Some(namespace))
 }
 
 #[tokio::test]

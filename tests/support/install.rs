@@ -265,7 +265,16 @@ pub fn can_i(
     resource: &str,
     namespace: Option<&str>,
 ) -> bool {
+    // `kubectl auth can-i patch things/status` would ask about an object *named* status; a
+    // subresource has to be asked for with --subresource.
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, subresource)) => (resource, Some(subresource)),
+        None => (resource, None),
+    };
     let mut args = vec!["auth", "can-i", verb, resource, "--as", service_account];
+    if let Some(subresource) = subresource {
+        args.extend(["--subresource", subresource]);
+    }
     match namespace {
         Some(ns) => args.extend(["--namespace", ns]),
         None => args.push("--all-namespaces"),
