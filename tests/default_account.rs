@@ -17,8 +17,8 @@ use leaf_standin::{StandIn, StandInConfig};
 use support::install::{
     ready, request_reconcile, trimble_connection, trimble_secret, wait_for_ready,
 };
-use support::{control_plane, wait_until};
 use support::operator::{Operator, OperatorOptions};
+use support::{control_plane, wait_until};
 
 const OLD_TOKEN: &str = "default-account-token-old-7c2e";
 const NEW_TOKEN: &str = "default-account-token-new-91ad";

@@ -189,7 +189,10 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
     for expression in &expressions {
         used.extend(metric_names_in(expression));
     }
-    assert!(used.len() >= 6, "the rules and dashboard query only {used:?}");
+    assert!(
+        used.len() >= 6,
+        "the rules and dashboard query only {used:?}"
+    );
 
     // A running operator taken through the states the queries are about: a login, a connection
     // made Ready (Leaf requests, reconciles), one waiting for its Secret (a reconcile error) and
@@ -211,7 +214,10 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
     .await;
     let secrets: Api<Secret> = Api::namespaced(cp.client(), &namespace);
     secrets
-        .create(&PostParams::default(), &trimble_secret("creds", "refresh-metrics"))
+        .create(
+            &PostParams::default(),
+            &trimble_secret("creds", "refresh-metrics"),
+        )
         .await
         .unwrap();
     let mut incomplete = trimble_secret("incomplete", "refresh-x");
@@ -225,7 +231,11 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
         .await
         .unwrap();
     let tcs: Api<TrimbleConnection> = Api::namespaced(cp.client(), &namespace);
-    for (name, secret) in [("ready", "creds"), ("waiting", "absent"), ("stalled", "incomplete")] {
+    for (name, secret) in [
+        ("ready", "creds"),
+        ("waiting", "absent"),
+        ("stalled", "incomplete"),
+    ] {
         tcs.create(
             &PostParams::default(),
             &trimble_connection(name, &format!("user-{name}"), secret),
@@ -236,7 +246,9 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
     wait_for_ready(&tcs, "ready", "True", "CredentialValid").await;
     wait_for_ready(&tcs, "stalled", "False", "SecretInvalid").await;
 
-    let addr = operator.http_addr().expect("the operator logged its HTTP address");
+    let addr = operator
+        .http_addr()
+        .expect("the operator logged its HTTP address");
     let url = format!("http://127.0.0.1:{}/metrics", addr.port());
     let exported = wait_until(
         "every queried metric on /metrics",
@@ -249,12 +261,16 @@ async fn every_metric_the_rules_and_dashboard_query_is_exported_by_a_running_ope
                 .await
                 .map_err(|e| e.to_string())?;
             let exported = exported_sample_names(&metrics);
-            let missing: Vec<&String> =
-                used.iter().filter(|name| !exported.contains(*name)).collect();
+            let missing: Vec<&String> = used
+                .iter()
+                .filter(|name| !exported.contains(*name))
+                .collect();
             if missing.is_empty() {
                 Ok(exported)
             } else {
-                Err(format!("queried but not exported: {missing:?}; exported: {exported:?}"))
+                Err(format!(
+                    "queried but not exported: {missing:?}; exported: {exported:?}"
+                ))
             }
         },
     )

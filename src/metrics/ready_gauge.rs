@@ -139,7 +139,6 @@ impl Collector for ReadyGauge {
                 gauge.encode(family.encode_family(&labels)?)?;
             }
         }
-        drop(family);
         let mut family = encoder.encode_descriptor(
             RESOURCE_STALLED,
             "1 for each TrimbleConnection with Stalled=True (a person must act), by its reason",
