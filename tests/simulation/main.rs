@@ -5,7 +5,8 @@
 //! time passing, Secret changes (new, bad, reverted, deleted, incomplete), foreign credentials
 //! appearing, credentials vanishing or turning invalid, policy changes, suspend, deletion, and
 //! faults injected into the next IO calls (a crash at that await, a timeout whose POST lands up
-//! to 55 s later, 5xx with and without effect, 429 with any `Retry-After`, read lag, lost
+//! to 55 s later, 5xx with and without effect, a Leaf outage of any length, 429 with any
+//! `Retry-After`, read lag, lost
 //! leadership, a lease that runs out unnoticed so that only the fence stands in the way). After every step the invariants are checked:
 //! 1. never a POST of a refresh token that the operator knows made a credential (it saw the 201,
 //!    recognised the credential, or Leaf still holds it), nor one while an earlier POST of it may
@@ -83,6 +84,8 @@ enum Transition {
     Annotate,
     Delete(DeletionPolicy),
     Regain,
+    /// Leaf goes down (every call 503) or comes back.
+    Outage(bool),
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -167,6 +170,7 @@ impl ReferenceStateMachine for Reference {
             1 => prop_oneof![Just(DeletionPolicy::Delete), Just(DeletionPolicy::Orphan)]
                 .prop_map(Transition::Delete),
             2 => Just(Transition::Regain),
+            1 => any::<bool>().prop_map(Transition::Outage),
         ]
         .boxed()
     }
@@ -198,6 +202,11 @@ fn wait(cell: &Mutex<World>, seconds: u64) {
     loop {
         run_due(cell);
         let mut w = cell.lock().expect("world");
+        if !w.violations.is_empty() {
+            // Stop here: the invariant check after this transition reports it (and shrinking
+            // stays quick even when a broken rule makes every instant a hot loop).
+            return;
+        }
         match w.next_event() {
             Some(next) if next <= target => {
                 let next = next.max(w.now + SignedDuration::from_millis(1));
@@ -308,6 +317,7 @@ fn apply_transition(cell: &Mutex<World>, transition: Transition) {
                 }
             }
             Transition::Regain => w.regain_leadership(),
+            Transition::Outage(down) => w.outage = down,
         }
     }
     run_due(cell);
@@ -319,6 +329,7 @@ fn converge(cell: &Mutex<World>) {
     {
         let mut w = cell.lock().expect("world");
         w.faults.clear();
+        w.outage = false;
         w.regain_leadership();
     }
     // Let every POST in flight land and every doubt resolve.

@@ -52,6 +52,8 @@ pub enum Fault {
     TimeoutLate(u8),
     /// A 5xx; nothing happened.
     ServerError,
+    /// 503, as Leaf answers while it is down; nothing happened.
+    ServerError503,
     /// A 5xx although the request took effect.
     ServerErrorApplied,
     /// 429 with this `Retry-After` text.
@@ -115,6 +117,8 @@ pub struct World {
     pub down_until: Option<Timestamp>,
     recent_crashes: u32,
     pub faults: VecDeque<Fault>,
+    /// Leaf is down: every call answers 503 (nothing happens) until it is back.
+    pub outage: bool,
     // --- the books
     pub violations: Vec<String>,
     /// Times of every Leaf call of the resource.
@@ -162,6 +166,7 @@ impl World {
             down_until: None,
             recent_crashes: 0,
             faults: VecDeque::new(),
+            outage: false,
             violations: Vec::new(),
             calls: Vec::new(),
             entitled: HashSet::new(),
@@ -319,7 +324,17 @@ impl World {
         }
     }
 
+    /// What happens at the next Leaf call: an outage answers 503 to all of them; otherwise the
+    /// next injected fault, if any.
     fn next_fault(&mut self) -> Option<Fault> {
+        if self.outage {
+            return Some(Fault::ServerError503);
+        }
+        self.faults.pop_front()
+    }
+
+    /// What happens at the next status write (an outage of Leaf does not touch the API server).
+    fn next_write_fault(&mut self) -> Option<Fault> {
         self.faults.pop_front()
     }
 }
@@ -397,7 +412,7 @@ impl World {
                 Io::Dead
             }
             Some(Fault::TimeoutLost | Fault::TimeoutLate(_)) => Io::Answer(Some(timeout())),
-            Some(Fault::ServerError | Fault::ServerErrorApplied) => {
+            Some(Fault::ServerError | Fault::ServerError503 | Fault::ServerErrorApplied) => {
                 Io::Answer(Some(answer(503, None, "upstream failure", false)))
             }
             Some(Fault::RateLimited(value)) => {
@@ -520,6 +535,9 @@ impl World {
                 Io::Answer(Err(timeout()))
             }
             Some(Fault::ServerError) => Io::Answer(Err(answer(502, None, "bad gateway", true))),
+            Some(Fault::ServerError503) => {
+                Io::Answer(Err(answer(503, None, "Leaf is down for maintenance", true)))
+            }
             Some(Fault::ServerErrorApplied) => {
                 arrive(self);
                 Io::Answer(Err(answer(500, None, "internal error", true)))
@@ -601,7 +619,9 @@ impl World {
                 apply(self);
                 Io::Answer(Err(timeout()))
             }
-            Some(Fault::ServerError) => Io::Answer(Err(answer(503, None, "unavailable", false))),
+            Some(Fault::ServerError | Fault::ServerError503) => {
+                Io::Answer(Err(answer(503, None, "unavailable", false)))
+            }
             Some(Fault::ServerErrorApplied) => {
                 apply(self);
                 Io::Answer(Err(answer(500, None, "internal error", false)))
@@ -620,7 +640,7 @@ impl World {
     }
 
     fn do_write_status(&mut self, status: &TrimbleConnectionStatus) -> Io<Result<(), String>> {
-        let fault = self.next_fault();
+        let fault = self.next_write_fault();
         let write = |world: &mut World| {
             world.claims(status);
             world.status = status.clone();
@@ -641,9 +661,12 @@ impl World {
                 self.crashed();
                 Io::Dead
             }
-            Some(Fault::TimeoutLost | Fault::ServerError | Fault::RateLimited(_)) => {
-                Io::Answer(Err("the API server refused the write".into()))
-            }
+            Some(
+                Fault::TimeoutLost
+                | Fault::ServerError
+                | Fault::ServerError503
+                | Fault::RateLimited(_),
+            ) => Io::Answer(Err("the API server refused the write".into())),
             Some(Fault::TimeoutLate(_) | Fault::ServerErrorApplied) => {
                 write(self);
                 Io::Answer(Err("the API server did not answer in time".into()))
