@@ -11,6 +11,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod leaf;
 pub mod operator;
+pub mod peer;
 pub mod process;
 pub mod wait;
 
