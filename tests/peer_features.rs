@@ -217,7 +217,27 @@ async fn the_peer_copies_leafs_secrets_and_live_tokens_into_the_request_status()
     ];
     assert!(
         found.iter().all(|(_, found)| *found),
-        "which secret values the Request's status holds (true = in clear): {found:?}"
+        "which secret values the Request holds (true = in clear): {found:?}"
+    );
+    // Where: the last response, and its cached copy.
+    let field_holds = |pointer: &str| {
+        request
+            .data
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .is_some_and(|body| {
+                body.contains(CLIENT_SECRET)
+                    && body.contains(&stored.refresh_token)
+                    && body.contains(&stored.access_token)
+            })
+    };
+    assert_eq!(
+        (
+            field_holds("/status/response/body"),
+            field_holds("/status/cache/response/body")
+        ),
+        (true, true),
+        "(status.response.body, status.cache.response.body) hold all three values in clear"
     );
     // The request the peer sent is shown with placeholders, not values.
     let sent_body = request
