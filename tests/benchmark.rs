@@ -1115,6 +1115,15 @@ async fn benchmark_side_by_side() {
     );
 }
 
+/// The peer's run alone, configured like `benchmark` (BENCH_*); for looking into the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; the peer alone (scripts/bench.sh --peer runs it with the operator)"]
+async fn benchmark_peer_only() {
+    let config = BenchConfig::from_env();
+    let r = peer::run_peer(&config).await;
+    println!("{}", peer::peer_details(&config, &r));
+}
+
 /// The peer harness (issue 13) at N = 10: provider-http goes through every phase and what the
 /// harness measures makes sense. Needs the peer built (`scripts/peer-tools.sh`, cached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,11 +36,50 @@ const PEER_LEAF_TOKEN: &str = "peer-static-leaf-token";
 #[derive(Debug, Default)]
 pub struct RequestState {
     ready: HashMap<String, bool>,
+    /// Conditions of the Requests that are not Ready (for failure messages; no secret values).
+    not_ready: HashMap<String, String>,
+    /// Requests crossplane refuses to go on with: "cannot determine creation result".
+    stuck: std::collections::HashSet<String>,
     /// Watch events for objects already known (each is a write: a new resourceVersion).
     modifications: u64,
     created: u64,
     first_modification: Option<Instant>,
     synced: bool,
+}
+
+impl RequestState {
+    fn note(&mut self, name: &str, r: &DynamicObject) {
+        if peer::is_ready(r) {
+            self.not_ready.remove(name);
+        } else {
+            self.not_ready.insert(name.to_string(), peer::describe(r));
+        }
+        if peer::is_stuck_on_create(r) {
+            self.stuck.insert(name.to_string());
+        } else {
+            self.stuck.remove(name);
+        }
+    }
+
+    fn bench_stuck(&self) -> Vec<String> {
+        self.stuck
+            .iter()
+            .filter(|name| name.starts_with("bench-") && *name != "bench-probe")
+            .cloned()
+            .collect()
+    }
+
+    /// Up to three Requests that are not Ready, with their conditions.
+    fn some_not_ready(&self) -> String {
+        let mut names: Vec<&String> = self.not_ready.keys().collect();
+        names.sort();
+        names
+            .iter()
+            .take(3)
+            .map(|n| format!("{n}: {}", self.not_ready[*n]))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
 }
 
 fn watch_requests(api: Api<DynamicObject>) -> Arc<Mutex<RequestState>> {
@@ -57,11 +96,13 @@ fn watch_requests(api: Api<DynamicObject>) -> Arc<Mutex<RequestState>> {
                 watcher::Event::Init => {}
                 watcher::Event::InitApply(r) => {
                     let name = r.metadata.name.clone().unwrap_or_default();
+                    s.note(&name, &r);
                     s.ready.insert(name, peer::is_ready(&r));
                 }
                 watcher::Event::InitDone => s.synced = true,
                 watcher::Event::Apply(r) => {
                     let name = r.metadata.name.clone().unwrap_or_default();
+                    s.note(&name, &r);
                     if s.ready.insert(name, peer::is_ready(&r)).is_some() {
                         s.modifications += 1;
                         s.first_modification.get_or_insert_with(Instant::now);
@@ -70,7 +111,10 @@ fn watch_requests(api: Api<DynamicObject>) -> Arc<Mutex<RequestState>> {
                     }
                 }
                 watcher::Event::Delete(r) => {
-                    s.ready.remove(&r.metadata.name.clone().unwrap_or_default());
+                    let name = r.metadata.name.clone().unwrap_or_default();
+                    s.not_ready.remove(&name);
+                    s.stuck.remove(&name);
+                    s.ready.remove(&name);
                 }
             }
         }
@@ -152,6 +196,12 @@ pub struct PeerResults {
     pub max_reconcile_rate: u32,
     pub startup_first_leaf_call: Duration,
     pub apply: Duration,
+    /// Until every Request was Ready or stuck (crossplane refusing to go on after a create it
+    /// cannot confirm, which only a human clears).
+    pub settled: Duration,
+    /// Requests stuck that way after the create; the harness then does the human's part.
+    pub stuck_on_create: usize,
+    /// Apply → all Ready, including the harness's instant "human" step for the stuck ones.
     pub all_ready: Duration,
     pub ideal_ready: Duration,
     pub create_calls: Calls,
@@ -375,6 +425,51 @@ pub async fn run_peer(config: &BenchConfig) -> PeerResults {
     results.apply = began.elapsed();
     results.ideal_ready = config.ideal(CALLS_PER_CREATE);
     let timeout = results.ideal_ready * 10 + Duration::from_secs(120);
+    let settled = wait_requests(
+        &request_state,
+        "every Request to be Ready or stuck",
+        timeout,
+        |s| {
+            let (total, ready) = bench_ready(s);
+            let stuck = s.bench_stuck().len();
+            if total == n && ready + stuck == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{ready} of {n} Ready, {stuck} stuck ({total} seen); not Ready: {}",
+                    s.some_not_ready()
+                ))
+            }
+        },
+    )
+    .await;
+    results.settled = settled.duration_since(began);
+    let stuck = request_state.lock().unwrap().bench_stuck();
+    results.stuck_on_create = stuck.len();
+    if !stuck.is_empty() {
+        // What crossplane asks of a human: remove the pending annotation (after checking Leaf)
+        // and, since its event filter ignores that annotation, change another one.
+        eprintln!(
+            "benchmark (peer): {} of {n} Requests stuck after {:.1?} (\"cannot determine creation result\"); doing the human's part",
+            stuck.len(),
+            results.settled
+        );
+        for_each_parallel(stuck.len(), |i| {
+            let requests = requests.clone();
+            let name = stuck[i].clone();
+            async move {
+                requests
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(peer::unstick_patch()),
+                    )
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
     let all_ready =
         wait_requests(
             &request_state,
@@ -382,7 +477,10 @@ pub async fn run_peer(config: &BenchConfig) -> PeerResults {
             timeout,
             |s| match bench_ready(s) {
                 (_, ready) if ready == n => Ok(()),
-                (total, ready) => Err(format!("{ready} of {n} Ready ({total} seen)")),
+                (total, ready) => Err(format!(
+                    "{ready} of {n} Ready ({total} seen); not Ready: {}",
+                    s.some_not_ready()
+                )),
             },
         )
         .await;
@@ -394,8 +492,9 @@ pub async fn run_peer(config: &BenchConfig) -> PeerResults {
     results.create_writes = after_create.minus(writes_before);
     results.after_create = process_stats(pid);
     eprintln!(
-        "benchmark (peer): all {n} Ready in {:.2?} (ideal {:.2?}, ratio {:.2}); Leaf calls {}; writes {:?}",
+        "benchmark (peer): all {n} Ready in {:.2?} ({} stuck until the harness stepped in; ideal {:.2?}, ratio {:.2}); Leaf calls {}; writes {:?}",
         results.all_ready,
+        results.stuck_on_create,
         results.ideal_ready,
         results.ratio(),
         results.create_calls.summary(),
@@ -586,11 +685,20 @@ pub fn compare_rows(config: &BenchConfig, op: &Results, peer: &PeerResults) -> S
     );
     let _ = writeln!(
         out,
-        "| {n} | provider-http {} (rate {}) | {} ({}) | {:.2} | {:.2} | {:.2} | {:.3} | {} of {n} rotated; {} still Ready; one poll round ({}): {} | all deleted in {} (ideal {}): {}; {} left in Leaf | {:.1} MiB | {:.1} |",
+        "| {n} | provider-http {} (rate {}) | {} ({}){} | {:.2} | {:.2} | {:.2} | {:.3} | {} of {n} rotated; {} still Ready; one poll round ({}): {} | all deleted in {} (ideal {}): {}; {} left in Leaf | {:.1} MiB | {:.1} |",
         peer.version,
         peer.max_reconcile_rate,
         secs(peer.all_ready),
         secs(peer.ideal_ready),
+        if peer.stuck_on_create > 0 {
+            format!(
+                "; **{} of {n} stuck** (\"cannot determine creation result\") until a human step (the harness's, at {})",
+                peer.stuck_on_create,
+                secs(peer.settled)
+            )
+        } else {
+            String::new()
+        },
         peer.ratio(),
         peer.calls_per_create(n),
         peer.calls_per_refresh(config),
@@ -650,8 +758,10 @@ pub fn peer_details(config: &BenchConfig, r: &PeerResults) -> String {
     );
     let _ = writeln!(
         out,
-        "- create: applying the Requests took {}; all Ready after {} (ideal {}); Leaf calls {} ({:.2}/resource); writes: Requests {}, Events {}, ProviderConfigUsages {} ({:.2}/resource)",
+        "- create: applying the Requests took {}; every Request Ready or stuck after {}, {} stuck (\"cannot determine creation result\") until the harness removed the annotation; all Ready after {} (ideal {}); Leaf calls {} ({:.2}/resource); writes: Requests {}, Events {}, ProviderConfigUsages {} ({:.2}/resource)",
         secs(r.apply),
+        secs(r.settled),
+        r.stuck_on_create,
         secs(r.all_ready),
         secs(r.ideal_ready),
         r.create_calls.summary(),

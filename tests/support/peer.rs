@@ -271,6 +271,23 @@ pub fn is_ready(object: &DynamicObject) -> bool {
     condition(object, "Ready").is_some_and(|(status, _, _)| status == "True")
 }
 
+/// Crossplane's refusal to go on after a create it cannot confirm (`external-create-pending`
+/// without a later succeeded/failed): it waits for a human.
+pub fn is_stuck_on_create(object: &DynamicObject) -> bool {
+    condition(object, "Synced").is_some_and(|(status, _, message)| {
+        status == "False" && message.contains("cannot determine creation result")
+    })
+}
+
+/// The human's part for a Request stuck that way: remove the pending annotation and, since
+/// crossplane's event filter ignores changes of that annotation, change another one.
+pub fn unstick_patch() -> serde_json::Value {
+    serde_json::json!({"metadata": {"annotations": {
+        "crossplane.io/external-create-pending": null,
+        "leaf-operator.test/unstuck": "by-hand",
+    }}})
+}
+
 /// A one-line description of a Request's conditions (no secret values: conditions only).
 pub fn describe(object: &DynamicObject) -> String {
     ["Ready", "Synced"]
