@@ -29,6 +29,9 @@ use super::{
     calls_since, credentials_secret, for_each_parallel, process_stats, secs, watch_events,
 };
 
+/// How long the stand-in keeps an idle connection of the peer open (see `run_peer`).
+pub const PEER_STANDIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The static Leaf token of the peer's ProviderConfig (the stand-in accepts it without expiry).
 const PEER_LEAF_TOKEN: &str = "peer-static-leaf-token";
 
@@ -314,6 +317,10 @@ pub async fn run_peer(config: &BenchConfig) -> PeerResults {
     let mut standin_config = StandInConfig::default().with_token(PEER_LEAF_TOKEN);
     standin_config.auto_create_users = true;
     standin_config.faults.latency = config.latency;
+    // provider-http opens a new connection for every request and never closes an idle one; a
+    // load balancer in front of Leaf would close them (60 s is a common default). Without it the
+    // N = 5,000 run exhausted both processes' 20,000 file descriptors.
+    standin_config.idle_timeout = Some(PEER_STANDIN_IDLE_TIMEOUT);
     let standin = StandIn::start(standin_config).await;
     let origin = standin.origin();
     peer::create_provider_config(&client, &namespace, PEER_LEAF_TOKEN).await;
