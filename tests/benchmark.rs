@@ -14,6 +14,11 @@
 
 mod support;
 
+// The peer (issue 13): Crossplane's provider-http through the same phases, and the side-by-side
+// table. A directory module, so that cargo does not take it for a test binary of its own.
+#[path = "bench_peer/mod.rs"]
+mod peer;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -1084,6 +1089,111 @@ async fn benchmark() {
     let config = BenchConfig::from_env();
     let r = run(&config).await;
     report(&config, &r, "bench-results.md");
+}
+
+/// The side-by-side run of issue 13: the operator, then the peer (provider-http) with the same
+/// settings on the same control plane; prints one table (operator, peer, operator / peer) and
+/// appends it to `target/bench-compare.md`. Run with `scripts/bench.sh --peer provider-http`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; run with scripts/bench.sh --peer provider-http (release build)"]
+async fn benchmark_side_by_side() {
+    let config = BenchConfig::from_env();
+    let operator = run(&config).await;
+    report(&config, &operator, "bench-results.md");
+    let peer = peer::run_peer(&config).await;
+    let rows = peer::compare_rows(&config, &operator, &peer);
+    let details = peer::peer_details(&config, &peer);
+    println!("\n{}{rows}\n{details}", peer::COMPARE_HEADER);
+    let path = support::repo_root().join("target/bench-compare.md");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(&format!("\n{}{rows}\n{details}", peer::COMPARE_HEADER));
+    std::fs::write(&path, text)
+        .unwrap_or_else(|e| panic!("failed to write {}: {e}", path.display()));
+    eprintln!(
+        "benchmark: side-by-side table appended to {}",
+        path.display()
+    );
+}
+
+/// The peer's run alone, configured like `benchmark` (BENCH_*); for looking into the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long; the peer alone (scripts/bench.sh --peer runs it with the operator)"]
+async fn benchmark_peer_only() {
+    let config = BenchConfig::from_env();
+    let r = peer::run_peer(&config).await;
+    println!("{}", peer::peer_details(&config, &r));
+}
+
+/// The peer harness (issue 13) at N = 10: provider-http goes through every phase and what the
+/// harness measures makes sense. Needs the peer built (`scripts/peer-tools.sh`, cached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_benchmark_harness_runs_at_n10() {
+    let mut config = BenchConfig::with_n(10);
+    // provider-http's poll interval has no schema minimum: 5 s keeps this test short.
+    config.refresh = Duration::from_secs(5);
+    let r = peer::run_peer(&config).await;
+    println!("{}", peer::peer_details(&config, &r));
+    let n = config.n as u64;
+    assert_eq!(
+        r.create_calls.kind("POST"),
+        n,
+        "one POST per Request: {}",
+        r.create_calls.summary()
+    );
+    assert_eq!(
+        r.create_calls.errors,
+        0,
+        "no failed Leaf call while creating: {}",
+        r.create_calls.summary()
+    );
+    assert!(
+        r.all_ready >= r.ideal_ready.mul_f64(0.8),
+        "all Ready in {:?}, faster than the bound ({:?}): a broken measurement",
+        r.all_ready,
+        r.ideal_ready
+    );
+    assert!(
+        r.steady_calls.kind("GET") >= n,
+        "every Request was observed at steady state: {}",
+        r.steady_calls.summary()
+    );
+    assert_eq!(
+        r.steady_calls.kind("POST") + r.steady_calls.kind("DELETE"),
+        0,
+        "no create or delete at steady state: {}",
+        r.steady_calls.summary()
+    );
+    assert!(
+        r.steady_writes.total() > 0,
+        "the write counters see the peer's status writes: {:?}",
+        r.steady_writes
+    );
+    assert_eq!(
+        (
+            r.secret_change.rotated,
+            r.secret_change.calls.kind("POST"),
+            r.secret_change.calls.kind("DELETE")
+        ),
+        (0, 0, 0),
+        "the peer does not act on a Secret change: {}",
+        r.secret_change.calls.summary()
+    );
+    assert_eq!(
+        r.delete_calls.kind("DELETE"),
+        n,
+        "one DELETE per deletion: {}",
+        r.delete_calls.summary()
+    );
+    assert_eq!(r.left_in_leaf, 0, "no credential left in Leaf");
+    assert!(
+        r.after_delete.peak_rss_mib > 1.0 && r.after_delete.cpu_secs > 0.0,
+        "the peer's memory and CPU were read: {:?}",
+        r.after_delete
+    );
+    assert!(
+        r.startup_first_leaf_call > Duration::ZERO,
+        "startup was measured"
+    );
 }
 
 /// Profiling aid: resident memory of N TrimbleConnections held as the controller's store holds

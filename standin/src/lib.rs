@@ -50,6 +50,11 @@ pub struct StandInConfig {
     pub on_existing: OnExisting,
     pub bad_refresh: BadRefresh,
     pub faults: Faults,
+    /// Close a connection that carried no byte for this long, as the load balancer in front of
+    /// Leaf would (default `None`: idle keep-alive connections stay open). The benchmark's peer,
+    /// provider-http, opens a new connection for every request and never closes idle ones: at a
+    /// few thousand resources that exhausts the file descriptors of both sides without this.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for StandInConfig {
@@ -65,6 +70,7 @@ impl Default for StandInConfig {
             on_existing: OnExisting::default(),
             bad_refresh: BadRefresh::default(),
             faults: Faults::default(),
+            idle_timeout: None,
         }
     }
 }
@@ -139,7 +145,7 @@ impl StandIn {
         let app = leaf_api::router(shared).merge(control::router(handle.clone()));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(server::serve(listener, app));
+        let server = tokio::spawn(server::serve(listener, app, config.idle_timeout));
         Ok(StandIn {
             addr,
             handle,

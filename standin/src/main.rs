@@ -32,6 +32,9 @@ struct Args {
     /// Latency added to every Leaf API answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Close connections idle for this many seconds (0: keep them open).
+    #[arg(long, default_value_t = 0)]
+    idle_timeout_secs: u64,
     /// Lifetime of issued tokens, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     token_lifetime_secs: u64,
@@ -110,6 +113,8 @@ async fn main() {
             latency: Duration::from_millis(args.latency_ms),
             ..Faults::default()
         },
+        idle_timeout: (args.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(args.idle_timeout_secs)),
     };
     let standin = match StandIn::try_start(config).await {
         Ok(standin) => standin,

@@ -16,6 +16,7 @@ pub mod leaf;
 pub mod objects;
 pub mod operator;
 pub mod pod;
+pub mod peer;
 pub mod process;
 pub mod wait;
 
