@@ -15,8 +15,8 @@ pub mod install;
 pub mod leaf;
 pub mod objects;
 pub mod operator;
-pub mod pod;
 pub mod peer;
+pub mod pod;
 pub mod process;
 pub mod wait;
 

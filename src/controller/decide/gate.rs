@@ -182,7 +182,7 @@ mod tests {
                     age: Some(Duration::from_millis(500)),
                     ..facts()
                 },
-                expect: Expect::Quiet(Some(Duration::from_millis(1500))),
+                expect: Expect::Quiet(Some(Duration::from_millis(1000))),
             },
             Row {
                 name: "young but owning a credential: no tie wait",

@@ -63,10 +63,13 @@ use crate::crd::{TrimbleConnectionSpec, TrimbleConnectionStatus};
 pub use choose::{Step, choose};
 pub use gate::{Gate, gate};
 
-/// How long after its creation a resource that owns nothing waits before its first Leaf write:
-/// creationTimestamp has 1 s resolution, so two resources for one Leaf user created in the same
-/// second sort by name; by then both are in every store and both sides compute the same winner.
-pub const TIE_WINDOW: Duration = Duration::from_secs(2);
+/// How long after its creationTimestamp a resource that owns nothing waits before its first Leaf
+/// write. creationTimestamp is cut to the second, so two resources for one Leaf user created in
+/// the same second tie and sort by namespace and name; every resource that shares a timestamp was
+/// created before that second ended, and 0.5 s later (the watch's delivery) it is in every store:
+/// both sides then compute the same winner before either acts. Measured from the truncated
+/// timestamp, the real wait is 0.5 to 1.5 s.
+pub const TIE_WINDOW: Duration = Duration::from_millis(1500);
 
 /// Leaf's clock and ours may differ by this much when comparing its `createdTime` with the start
 /// of our POST.
