@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
 
+    /// UID of this replica's Pod (the downward API's metadata.uid), for the Events about the
+    /// operator's own Pod. Optional: without it they name the Pod by name and namespace.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -202,6 +207,7 @@ impl std::fmt::Debug for Config {
                 &self.leader_election_lease_name,
             )
             .field("pod_name", &self.pod_name)
+            .field("pod_uid", &self.pod_uid)
             .field("log_format", &self.log_format)
             .field("test_refresh_interval", &self.test_refresh_interval)
             .field("label_selector", &self.label_selector)
@@ -443,6 +449,17 @@ impl Config {
                 backstop_interval: self.alerts_backstop_interval,
                 quiet_limit: self.alerts_quiet_limit,
             },
+            pod: self.own_pod(),
+        })
+    }
+
+    /// The operator's own Pod, when POD_NAME and POD_NAMESPACE say which (as in the chart).
+    pub fn own_pod(&self) -> Option<crate::alerts::polling_switch::OwnPod> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        Some(crate::alerts::polling_switch::OwnPod {
+            name: non_empty(&self.pod_name)?,
+            namespace: non_empty(&self.leader_election_namespace)?,
+            uid: non_empty(&self.pod_uid),
         })
     }
 
@@ -711,6 +728,30 @@ mod tests {
                 .as_deref(),
             Some("shard=a")
         );
+    }
+
+    #[test]
+    fn the_own_pod_needs_its_name_and_namespace() {
+        let pod = parse(&[
+            "--pod-name",
+            "op-1",
+            "--leader-election-namespace",
+            "ops",
+            "--pod-uid",
+            "u-1",
+        ])
+        .own_pod()
+        .expect("a pod");
+        assert_eq!(
+            (
+                pod.name.as_str(),
+                pod.namespace.as_str(),
+                pod.uid.as_deref()
+            ),
+            ("op-1", "ops", Some("u-1"))
+        );
+        let no_namespace = parse(&["--pod-name", "op-1", "--leader-election-namespace", ""]);
+        assert_eq!(no_namespace.own_pod(), None);
     }
 
     #[test]
