@@ -129,7 +129,7 @@ impl AlertsMetrics {
         );
         registry.register(
             "alert_to_status_seconds",
-            "Time from a credentials alert's arrival to the reconcile's answer, by result (written: the status write that followed landed; unchanged: Leaf's answer matched the status)",
+            "Time from a credentials alert's arrival to the reconcile's answer, by result (written: the status write that followed landed; unchanged: Leaf's answer matched the status; failed: the reconcile was interrupted before it could answer)",
             self.alert_to_status.clone(),
         );
     }
@@ -181,7 +181,7 @@ impl AlertsMetrics {
             .inc();
     }
 
-    /// Records how long after its alert a reconcile answered (`written` or `unchanged`).
+    /// Records how long after its alert a reconcile answered (`written`, `unchanged`, `failed`).
     pub fn alert_answered(&self, result: &'static str, elapsed: std::time::Duration) {
         self.alert_to_status
             .get_or_create(&ResultLabels { result })

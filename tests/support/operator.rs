@@ -190,6 +190,11 @@ impl Operator {
         .await;
     }
 
+    /// The process id of the current start (for reading its memory and CPU in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running (it has not exited, e.g. by a panic).
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -41,7 +41,8 @@ impl KubePorts<'_> {
         &self.tc.spec.leaf_user_id
     }
 
-    /// The alert's answer, once: `result` is `written` (a status write landed) or `unchanged`.
+    /// The alert's answer, once: `result` is `written` (a status write landed), `unchanged` or
+    /// `failed`.
     pub(super) fn alert_answered(&self, result: &'static str) {
         let taken = self.alert_at.lock().expect("alert_at lock").take();
         if let Some(at) = taken {
