@@ -9,6 +9,7 @@
 //! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API, its safe
 //!   replacement, `eventRegisteredTwice` handling, and the replay of failed calls.
 //! - [`signing_secret`]: the signing secret from a Kubernetes Secret, watched.
+//! - [`routing`]: the leader labels its own Pod so that the receiver's Service routes to it.
 //! - whether alerts are healthy enough for polling to become the backstop is
 //!   `controller::polling`: the schedule reads it, this module reports to it, and
 //!   [`polling_switch`] announces and applies each switch (metric, Event on the Pod, re-pacing).
@@ -22,6 +23,7 @@ pub mod payload;
 pub mod polling_switch;
 pub mod receiver;
 pub mod registration;
+pub mod routing;
 pub mod signature;
 pub mod signing_secret;
 
