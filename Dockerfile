@@ -3,6 +3,11 @@
 #
 #   docker build -t leaf-operator:0.1.0 .
 #
+# For users with a registry to pull the base images from. Without one (as on this project's
+# machines), scripts/image.sh builds an image with the same runtime layout FROM scratch (a static
+# musl binary at /usr/local/bin/leaf-operator, CA certificates at
+# /etc/ssl/certs/ca-certificates.crt, USER 65532:65532), which tests/image.rs runs as the chart's Pod.
+#
 # Two stages: the builder compiles a release binary (dependencies cached by BuildKit between
 # builds); the runtime stage is distroless "cc" (glibc, libgcc, CA certificates, no shell, no
 # package manager) with only that binary, running as the non-root user the chart expects.

@@ -11,7 +11,11 @@ K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${LEAF_OPERATOR_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaf-operator/tools}"
-BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin"
+# Bump BUILD_REVISION whenever the way a binary is built changes (flags, ldflags), so that every
+# machine rebuilds instead of reusing binaries built the old way. r2: helm with its Makefile's
+# version ldflags (its own version and the Kubernetes version it assumes without a cluster).
+BUILD_REVISION="r2"
+BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION-$BUILD_REVISION/bin"
 
 if [[ "${1:-}" == "--print-dir" ]]; then
   echo "$BIN_DIR"
@@ -102,7 +106,20 @@ GO
 fi
 
 if [[ ! -x "$BIN_DIR/helm" ]]; then
-  GOBIN="$work/gobin" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # Helm's Makefile stamps its version and the Kubernetes version that `helm template` and
+  # `helm lint` assume without a cluster: the client-go it is built with, v0.X.Y -> 1.X. A plain
+  # `go install` leaves that at v1.20.0, so a chart declaring `kubeVersion: ">=1.30.0-0"` would
+  # not render offline (as Argo CD and CI render it). Same ldflags, computed the Makefile's way.
+  helm_gomod="$(cd "$work" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$helm_gomod")"
+  client_go="${client_go#v}"
+  k8s_major=$(( ${client_go%%.*} + 1 ))
+  k8s_minor="${client_go#*.}"; k8s_minor="${k8s_minor%%.*}"
+  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    helm_ldflags+=" -X $pkg.k8sVersionMajor=$k8s_major -X $pkg.k8sVersionMinor=$k8s_minor"
+  done
+  GOBIN="$work/gobin" go install -trimpath -ldflags "$helm_ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   mv "$work/gobin/helm" "$BIN_DIR/helm"
 fi
 

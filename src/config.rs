@@ -2,14 +2,18 @@
 //!
 //! Every flag has an environment variable so that a Deployment can set it either way. Values that
 //! are secrets (the Leaf password and token) are held in `SecretString` and never printed, not even
-//! by `--help` (their environment values are hidden).
+//! by `--help` (their environment values are hidden). The default Leaf account is best given as a
+//! directory (`--leaf-account-dir`, a mounted Secret) because it is re-read when it changes; the
+//! environment variables remain as a fallback that only a restart can change.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::default_account::DefaultAccount;
 use crate::leaf::LeafAccount;
 
 /// How log lines are written.
@@ -42,6 +46,12 @@ pub struct Config {
     #[arg(long, env = "LEAF_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub leaf_token: Option<SecretString>,
 
+    /// Directory holding the default Leaf API account as files `token`, or `username` and
+    /// `password` (a mounted Secret). Re-read when its content changes: rotating the Secret needs
+    /// no restart. Replaces --leaf-username/--leaf-password/--leaf-token.
+    #[arg(long, env = "LEAF_ACCOUNT_DIR")]
+    pub leaf_account_dir: Option<PathBuf>,
+
     /// Namespaces to watch, comma-separated. Empty: all namespaces (needs cluster-wide RBAC).
     #[arg(
         long,
@@ -73,8 +83,9 @@ pub struct Config {
     #[arg(long, env = "LEAF_IN_DOUBT_MARGIN", default_value = "60s", value_parser = humantime::parse_duration)]
     pub leaf_in_doubt_margin: Duration,
 
-    /// Address of the HTTP server for /metrics, /livez and /readyz.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the HTTP server for /metrics, /livez and /readyz. The default `[::]` accepts
+    /// IPv6 and IPv4 (dual stack); on a host without IPv6 it falls back to 0.0.0.0.
+    #[arg(long, env = "HTTP_ADDR", default_value = "[::]:8080")]
     pub http_addr: SocketAddr,
 
     /// Elect a leader through a Lease, so that only one replica reconciles.
@@ -99,6 +110,19 @@ pub struct Config {
         default_value = "leaf-operator"
     )]
     pub leader_election_lease_name: String,
+
+    /// How long a leader's Lease is valid after each renewal: a standby takes over this long after
+    /// the leader stops renewing (a crash; a clean stop releases the Lease at once).
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// How often the leader renews its Lease; must be shorter than the lease duration.
+    #[arg(long, env = "LEADER_ELECTION_RENEW_PERIOD", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub leader_election_renew_period: Duration,
+
+    /// How often a standby replica looks at the Lease.
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_election_retry_period: Duration,
 
     /// Identity of this replica in the Lease and in Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
@@ -199,6 +223,7 @@ impl std::fmt::Debug for Config {
                 "leaf_token",
                 &self.leaf_token.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("leaf_account_dir", &self.leaf_account_dir)
             .field("watch_namespaces", &self.watch_namespaces)
             .field("concurrency", &self.concurrency)
             .field("leaf_requests_per_second", &self.leaf_requests_per_second)
@@ -211,6 +236,18 @@ impl std::fmt::Debug for Config {
             .field(
                 "leader_election_lease_name",
                 &self.leader_election_lease_name,
+            )
+            .field(
+                "leader_election_lease_duration",
+                &self.leader_election_lease_duration,
+            )
+            .field(
+                "leader_election_renew_period",
+                &self.leader_election_renew_period,
+            )
+            .field(
+                "leader_election_retry_period",
+                &self.leader_election_retry_period,
             )
             .field("pod_name", &self.pod_name)
             .field("pod_uid", &self.pod_uid)
@@ -290,6 +327,14 @@ pub enum ConfigError {
     BadWebhookUrl { url: String, problem: String },
     #[error("{0} must be above 0")]
     ZeroDuration(&'static str),
+    #[error(
+        "--leaf-account-dir (LEAF_ACCOUNT_DIR) and --leaf-username/--leaf-token (LEAF_USERNAME/LEAF_TOKEN) are both set; give the default Leaf account one way"
+    )]
+    AccountDirAndValues,
+    #[error(
+        "leader election periods must be above 0 and --leader-election-renew-period (LEADER_ELECTION_RENEW_PERIOD) shorter than --leader-election-lease-duration (LEADER_ELECTION_LEASE_DURATION)"
+    )]
+    BadLeaderElectionPeriods,
 }
 
 impl Config {
@@ -312,6 +357,9 @@ impl Config {
         }
         if token.is_some_and(str::is_empty) {
             return Err(ConfigError::Empty("--leaf-token (LEAF_TOKEN)"));
+        }
+        if self.leaf_account_dir.is_some() && (username.is_some() || token.is_some()) {
+            return Err(ConfigError::AccountDirAndValues);
         }
         validate_origin(&self.leaf_api_url)?;
         if !(self.leaf_requests_per_second.is_finite() && self.leaf_requests_per_second > 0.0) {
@@ -349,6 +397,11 @@ impl Config {
             return Err(ConfigError::BadLeaderPodLabel(
                 self.leader_pod_label.clone(),
             ));
+        }
+        let lease = self.leader_election_lease_duration;
+        let renew = self.leader_election_renew_period;
+        if renew.is_zero() || self.leader_election_retry_period.is_zero() || renew >= lease {
+            return Err(ConfigError::BadLeaderElectionPeriods);
         }
         if let Err(problem) = validate_label_selector(&self.label_selector) {
             return Err(ConfigError::BadLabelSelector {
@@ -392,9 +445,9 @@ impl Config {
                     "the receiver (--alerts-addr and --alerts-secret-name)",
                 ));
             }
-            if self.default_account().is_none() {
+            if self.leaf_account_dir.is_none() && self.fixed_account().is_none() {
                 return Err(ConfigError::RegisterNeeds(
-                    "a default Leaf account (--leaf-username/--leaf-password or --leaf-token)",
+                    "a default Leaf account (--leaf-account-dir, --leaf-username/--leaf-password or --leaf-token)",
                 ));
             }
             let Some(url) = self.alerts_webhook_url.as_deref() else {
@@ -524,8 +577,13 @@ impl Config {
         namespaces
     }
 
-    /// The operator-wide Leaf account, if one is configured.
-    pub fn default_account(&self) -> Option<LeafAccount> {
+    /// The operator-wide Leaf account: the directory when one is given, else the fixed values.
+    pub fn default_account(&self) -> DefaultAccount {
+        DefaultAccount::from_sources(self.leaf_account_dir.as_deref(), self.fixed_account())
+    }
+
+    /// The default account from flags or environment variables, if given.
+    fn fixed_account(&self) -> Option<LeafAccount> {
         if let Some(token) = &self.leaf_token {
             return Some(LeafAccount::Token(token.clone()));
         }
@@ -689,7 +747,8 @@ mod tests {
         assert!(config.namespaces().is_empty());
         assert_eq!(config.concurrency, 16);
         assert_eq!(config.leaf_timeout, Duration::from_secs(30));
-        assert!(config.default_account().is_none());
+        assert!(config.default_account().current().is_none());
+        assert_eq!(config.http_addr.to_string(), "[::]:8080");
     }
 
     #[test]
@@ -720,6 +779,19 @@ mod tests {
             (vec!["--concurrency", "0"], "at least 1"),
             (vec!["--watch-namespaces", "a,B_x"], "B_x"),
             (vec!["--leader-election"], "POD_NAMESPACE"),
+            (
+                vec!["--leaf-account-dir", "/x", "--leaf-token", "t"],
+                "one way",
+            ),
+            (
+                vec![
+                    "--leader-election-lease-duration",
+                    "5s",
+                    "--leader-election-renew-period",
+                    "5s",
+                ],
+                "shorter than",
+            ),
         ] {
             let error = parse(&args).validate().expect_err("invalid").to_string();
             assert!(error.contains(expected), "{args:?}: {error}");

@@ -82,7 +82,9 @@ pub struct TrimbleConnectionSpec {
     /// exceeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("refreshInterval must be at least 1m"))]
+    // The minimum only applies to a well-formed duration: `duration()` of a malformed string is an
+    // evaluation error that the API server would report next to the pattern's own message.
+    #[x_kube(validation = Rule::new(r"!self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')").message("refreshInterval must be at least 1m"))]
     pub refresh_interval: Option<String>,
 
     /// While true the operator makes no Leaf calls and changes nothing, until set back to false.

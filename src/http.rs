@@ -3,9 +3,12 @@
 //! `/readyz` reports whether the controller's watches have synced (or that this replica is a
 //! standby waiting for the leader lease); it never depends on Leaf, so a Leaf outage cannot make
 //! the kubelet restart the operator. `/livez` fails only when the process stops making progress.
+//!
+//! The default address `[::]` is bound dual-stack on purpose: IPv6-only and dual-stack clusters
+//! probe and scrape over IPv6, IPv4 clusters over IPv4, and one listener serves both.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -129,9 +132,7 @@ pub async fn bind(
     ),
     HttpError,
 > {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
+    let listener = listen(addr).map_err(|source| HttpError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
@@ -144,6 +145,42 @@ pub async fn bind(
             .map_err(HttpError::Serve)
     };
     Ok((bound, server))
+}
+
+/// A listening socket on `addr`. An IPv6 address is bound with IPV6_V6ONLY off, so `[::]` takes
+/// IPv4 connections too whatever the host's `net.ipv6.bindv6only` default; where the kernel has no
+/// IPv6 at all (booted with `ipv6.disable=1`), `[::]` falls back to `0.0.0.0` on the same port
+/// rather than failing the start.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        // A restarted operator can bind again while old connections sit in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    let listener = match open(addr) {
+        Err(error) if addr.ip().is_unspecified() && addr.is_ipv6() && no_ipv6(&error) => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(%error, "this host has no IPv6; listening on {v4} instead of {addr}");
+            open(v4)?
+        }
+        other => other?,
+    };
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Whether binding failed because the kernel has no IPv6 (EAFNOSUPPORT, or no address to bind).
+fn no_ipv6(error: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    error.raw_os_error() == Some(EAFNOSUPPORT)
+        || error.kind() == std::io::ErrorKind::AddrNotAvailable
 }
 
 /// Binds `addr` and serves on a spawned task until `shutdown` resolves; returns the bound address.
@@ -243,5 +280,30 @@ mod tests {
         assert!(body.contains("leaf_operator_rotations_total 1"), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
         tx.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_serves_ipv4_and_ipv6_clients() {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        health.mark_alive();
+        let addr = serve(
+            "[::]:0".parse().unwrap(),
+            metrics,
+            health,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let v4 = reqwest::get(format!("http://127.0.0.1:{}/livez", addr.port()))
+            .await
+            .expect("an IPv4 client reaches [::]");
+        assert_eq!(v4.status().as_u16(), 200);
+        if addr.is_ipv6() {
+            let v6 = reqwest::get(format!("http://[::1]:{}/livez", addr.port()))
+                .await
+                .expect("an IPv6 client reaches [::]");
+            assert_eq!(v6.status().as_u16(), 200);
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod default_account;
 pub mod http;
 pub mod leader;
 pub mod leaf;

@@ -73,10 +73,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         metrics.clone(),
     )?;
     let default_account = config.default_account();
-    if default_account.is_none() {
+    if default_account.current().is_none() {
         tracing::warn!(
-            "no default Leaf account configured: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
+            source = %default_account.describe(),
+            "no default Leaf account: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
         );
+    } else {
+        tracing::info!(source = %default_account.describe(), "default Leaf account");
     }
     if let Some(interval) = config.test_refresh_interval {
         tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
@@ -191,11 +194,14 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     if config.leader_election {
-        let election = LeaderElectionConfig::new(
+        let mut election = LeaderElectionConfig::new(
             config.leader_election_namespace.clone().unwrap_or_default(),
             config.leader_election_lease_name.clone(),
             identity,
         );
+        election.lease_duration = config.leader_election_lease_duration;
+        election.renew_every = config.leader_election_renew_period;
+        election.standby_poll = config.leader_election_retry_period;
         leader::run(client, election, metrics, health, fence, shutdown, work).await?;
     } else {
         // Bounded like the leader path, so SIGTERM always ends the process within its grace period.

@@ -70,10 +70,14 @@ impl Reason {
     }
 
     /// True for the situations that need a person; they set `Stalled=True` and are not retried hot.
+    /// MissingPermission is one: only the grower authorizing again with the permissions Leaf needs
+    /// ends it, so GitOps tools must show it as failed (kstatus Failed, Argo CD Degraded) rather than
+    /// wait for it.
     pub const fn is_stalled(self) -> bool {
         matches!(
             self,
             Reason::SecretInvalid
+                | Reason::MissingPermission
                 | Reason::CredentialInvalid
                 | Reason::CredentialRejected
                 | Reason::LeafUserNotFound

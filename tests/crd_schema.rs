@@ -313,6 +313,12 @@ async fn refresh_interval_that_is_not_a_duration_is_refused() {
         )
         .await;
         assert_names(&message, &["spec.refreshInterval"]);
+        // Only the pattern speaks: the minimum's CEL rule is guarded by it, so no evaluation
+        // error of duration() (once "protobuf conversion") stands next to the pattern's message.
+        assert!(
+            !message.contains("protobuf") && !message.contains("evaluation error"),
+            "refreshInterval {value:?} answered with a CEL evaluation error: {message}"
+        );
     }
 }
 

@@ -8,22 +8,22 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::fs;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
+use support::objects::{self, wait_all_ready};
 use support::operator::{Operator, OperatorOptions};
-use support::{ControlPlane, control_plane, process, wait_until};
+use support::{ControlPlane, control_plane, wait_until};
 
 /// Tests here stop and restart the one API server of this binary: never two at once.
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
@@ -34,102 +34,22 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 // --- Kubernetes helpers ----------------------------------------------------------------------
 
 async fn create_secret(client: &kube::Client, namespace: &str, name: &str, refresh_token: &str) {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            ("clientId".to_string(), "trimble-app".to_string()),
-            ("clientSecret".to_string(), "app-secret-value".to_string()),
-            ("refreshToken".to_string(), refresh_token.to_string()),
-        ])),
-        ..Default::default()
-    };
+    let secret = objects::credentials(name, "trimble-app", "app-secret-value", refresh_token);
     Api::<Secret>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await
         .unwrap_or_else(|e| panic!("failed to create Secret {namespace}/{name}: {e}"));
 }
 
-fn connection(name: &str, leaf_user: &str, secret: &str) -> TrimbleConnection {
-    let spec = serde_json::from_value(serde_json::json!({
-        "leafUserId": leaf_user,
-        "credentialsSecretRef": {"name": secret},
-    }))
-    .expect("a valid spec");
-    TrimbleConnection::new(name, spec)
-}
-
+/// Creates TrimbleConnection `name` for `leaf_user`, retrying while the API server refuses.
 async fn create_connection(
     api: &Api<TrimbleConnection>,
     name: &str,
     leaf_user: &str,
     secret: &str,
 ) {
-    let mut attempt = 0;
-    loop {
-        // Retried: during fault tests the API server may briefly refuse.
-        match api
-            .create(&PostParams::default(), &connection(name, leaf_user, secret))
-            .await
-        {
-            Ok(_) => return,
-            Err(kube::Error::Api(e)) if e.code == 409 => return,
-            Err(e) if attempt < 20 => {
-                attempt += 1;
-                eprintln!("create {name} failed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("failed to create TrimbleConnection {name}: {e}"),
-        }
-    }
-}
-
-fn ready_status(tc: &TrimbleConnection) -> Option<(String, String)> {
-    tc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-/// Waits until exactly `count` TrimbleConnections exist in the namespace and all are Ready=True.
-async fn wait_all_ready(api: &Api<TrimbleConnection>, count: usize, timeout: Duration) {
-    wait_until(
-        &format!("{count} TrimbleConnections to be Ready"),
-        timeout,
-        || async {
-            let list = api
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let not_ready: Vec<String> = list
-                .items
-                .iter()
-                .filter(|tc| ready_status(tc).is_none_or(|(status, _)| status != "True"))
-                .map(|tc| {
-                    format!(
-                        "{}={:?}",
-                        tc.metadata.name.as_deref().unwrap_or("?"),
-                        ready_status(tc)
-                    )
-                })
-                .collect();
-            if list.items.len() == count && not_ready.is_empty() {
-                Ok(())
-            } else {
-                let shown: Vec<&String> = not_ready.iter().take(5).collect();
-                Err(format!(
-                    "{} exist, {} not ready, e.g. {shown:?}",
-                    list.items.len(),
-                    not_ready.len()
-                ))
-            }
-        },
-    )
-    .await;
+    let tc = objects::trimble_connection(name, leaf_user, secret, serde_json::json!({}));
+    objects::create_retrying(api, &tc).await;
 }
 
 async fn lease_holder(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
@@ -233,150 +153,34 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-// --- operator processes with leader election -------------------------------------------------
+// --- operator processes -----------------------------------------------------------------------
 
-/// An operator process started directly (for cases `Operator::start` does not cover: a standby
-/// never logs "caches synced", and a start while the API server is down cannot sync).
-struct Replica {
-    child: Option<Child>,
-    log_path: PathBuf,
+/// An operator process as production runs it, with the static `token` (one per replica, so that
+/// the stand-in's request log tells the replicas apart), started without waiting for a sync.
+fn replica(cp: &ControlPlane, namespace: &str, origin: &str, token: &str) -> OperatorOptions {
+    let _ = cp;
+    OperatorOptions::new(namespace, origin)
+        .token(token)
+        .rust_log("info,leaf_operator=debug,kube_lease_manager=info")
 }
 
-impl Replica {
-    fn spawn(
-        control_plane: &ControlPlane,
-        namespace: &str,
-        origin: &str,
-        token: &str,
-        env: &[(&str, &str)],
-    ) -> Replica {
-        let run_dir = process::create_run_dir().expect("run dir");
-        let log_path = run_dir.join("operator.log");
-        let log = fs::File::create(&log_path).expect("operator log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_leaf-operator"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", control_plane.kubeconfig_path())
-            .env("LEAF_API_URL", origin)
-            .env("LEAF_TOKEN", token)
-            .env("WATCH_NAMESPACES", namespace)
-            .env(
-                "RUST_LOG",
-                "info,leaf_operator=debug,kube_lease_manager=info",
-            )
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("LEAF_TIMEOUT", "5s")
-            .env("LEAF_REQUESTS_PER_SECOND", "200")
-            .env("LEAF_BURST", "200");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("clone log")))
-            .stderr(Stdio::from(log));
-        let child = process::spawn_tied(command, &run_dir).expect("failed to start leaf-operator");
-        Replica {
-            child: Some(child),
-            log_path,
-        }
-    }
-
-    fn spawn_elected(
-        control_plane: &ControlPlane,
-        namespace: &str,
-        origin: &str,
-        token: &str,
-        identity: &str,
-    ) -> Replica {
-        Self::spawn(
-            control_plane,
-            namespace,
-            origin,
-            token,
-            &[
-                ("LEADER_ELECTION", "true"),
-                ("POD_NAMESPACE", namespace),
-                ("POD_NAME", identity),
-            ],
-        )
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    async fn http_addr(&self) -> SocketAddr {
-        wait_until(
-            "the operator to log its HTTP address",
-            Duration::from_secs(30),
-            || async {
-                let log = self.log();
-                // Works for text and JSON lines: the address is the run of address characters.
-                log.lines()
-                    .find_map(|line| line.split("http server listening on ").nth(1))
-                    .map(|rest| {
-                        rest.chars()
-                            .take_while(|c| {
-                                c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')
-                            })
-                            .collect::<String>()
-                    })
-                    .and_then(|addr| addr.parse().ok())
-                    .ok_or_else(|| tail(&log))
-            },
-        )
-        .await
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            process::stop(&mut child, Duration::ZERO);
-        }
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success(), "kill -TERM {pid} failed");
-    }
-
-    /// Waits for the process to exit; returns how long that took, or None after `timeout`.
-    async fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < timeout {
-            if let Some(child) = self.child.as_mut()
-                && process::has_exited(child)
-            {
-                self.child = None;
-                return Some(started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
+/// The same, elected through the Lease as replica `identity`.
+fn elected(
+    cp: &ControlPlane,
+    namespace: &str,
+    origin: &str,
+    token: &str,
+    identity: &str,
+) -> Operator {
+    Operator::launch(
+        cp,
+        replica(cp, namespace, origin, token).leader_election(identity),
+    )
 }
 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- replica log ({}) ---\n{}",
-                self.log_path.display(),
-                tail(&self.log())
-            );
-        }
-    }
 }
 
 // --- tests -----------------------------------------------------------------------------------
@@ -518,7 +322,7 @@ async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
         Duration::from_secs(30),
         || async {
             let tc = api.get("tc-4").await.map_err(|e| e.to_string())?;
-            match ready_status(&tc) {
+            match objects::ready(&tc) {
                 Some((status, reason)) if status == "False" && reason == "LeafUnavailable" => {
                     Ok(())
                 }
@@ -612,8 +416,8 @@ async fn readyz_turns_ready_only_after_the_watches_sync() {
 
     // Start the operator while the API server is down: it cannot list anything yet.
     cp.stop_apiserver();
-    let replica = Replica::spawn(cp, &ns, &standin.origin(), "readyz-token", &[]);
-    let addr = replica.http_addr().await;
+    let replica = Operator::launch(cp, replica(cp, &ns, &standin.origin(), "readyz-token"));
+    let addr = replica.wait_http_addr().await;
     let mut before = Vec::new();
     for _ in 0..6 {
         before.push((
@@ -666,7 +470,7 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
     create_secret(&client, &ns, "creds", "refresh").await;
 
-    let mut a = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-a", "op-a");
+    let mut a = elected(cp, &ns, &standin.origin(), "token-a", "op-a");
     wait_until(
         "op-a to take the lease",
         Duration::from_secs(30),
@@ -678,9 +482,9 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
         },
     )
     .await;
-    let mut b = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-b", "op-b");
-    let a_addr = a.http_addr().await;
-    let b_addr = b.http_addr().await;
+    let mut b = elected(cp, &ns, &standin.origin(), "token-b", "op-b");
+    let a_addr = a.wait_http_addr().await;
+    let b_addr = b.wait_http_addr().await;
     wait_until(
         "op-b to stand by, ready",
         Duration::from_secs(30),
@@ -755,8 +559,8 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
     );
 
     // SIGTERM: the leader releases the lease at once and a standby takes over in seconds.
-    let c = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-c", "op-c");
-    let _ = c.http_addr().await;
+    let c = elected(cp, &ns, &standin.origin(), "token-c", "op-c");
+    let _ = c.wait_http_addr().await;
     b.sigterm();
     let terminated = Instant::now();
     wait_until(
@@ -859,7 +663,7 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
         .map(|l| {
             l.items
                 .iter()
-                .filter(|tc| ready_status(tc).is_some_and(|(s, _)| s == "True"))
+                .filter(|tc| objects::ready(tc).is_some_and(|(s, _)| s == "True"))
                 .count()
         })
         .unwrap_or_default();
@@ -969,14 +773,11 @@ async fn json_logs_put_each_reconcile_in_a_span_with_name_and_namespace() {
         ..StandInConfig::default().with_token("json-token")
     })
     .await;
-    let replica = Replica::spawn(
+    let replica = Operator::launch(
         cp,
-        &ns,
-        &standin.origin(),
-        "json-token",
-        &[("LOG_FORMAT", "json")],
+        replica(cp, &ns, &standin.origin(), "json-token").env("LOG_FORMAT", "json"),
     );
-    let _ = replica.http_addr().await;
+    let _ = replica.wait_http_addr().await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
     create_secret(&client, &ns, "creds", "refresh-json").await;
     create_connection(&api, "tc-json", "user-json", "creds").await;
@@ -1029,9 +830,9 @@ async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_
     .await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
     create_secret(&client, &ns, "creds", "refresh").await;
-    let a = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-a", "op-a");
-    let b = Replica::spawn_elected(cp, &ns, &standin.origin(), "token-b", "op-b");
-    let (a_addr, b_addr) = (a.http_addr().await, b.http_addr().await);
+    let a = elected(cp, &ns, &standin.origin(), "token-a", "op-a");
+    let b = elected(cp, &ns, &standin.origin(), "token-b", "op-b");
+    let (a_addr, b_addr) = (a.wait_http_addr().await, b.wait_http_addr().await);
     let leaders = || async {
         let a = sample(&scrape(a_addr).await, "leaf_operator_leader", &[]);
         let b = sample(&scrape(b_addr).await, "leaf_operator_leader", &[]);

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::controller::Context;
+use crate::default_account::DefaultAccount;
 use crate::http::HttpError;
-use crate::leaf::LeafAccount;
 
 use crate::controller::polling::{AlertsHealth, HealthConfig, Registration};
 use handler::AlertHandler;
@@ -69,7 +69,7 @@ impl Alerts {
     pub async fn start(
         config: AlertsConfig,
         ctx: Arc<Context>,
-        account: Option<LeafAccount>,
+        account: DefaultAccount,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Alerts, HttpError> {
         let keys = Arc::new(SigningKeys::default());
@@ -96,18 +96,15 @@ impl Alerts {
             ctx.metrics.clone(),
         ));
         let addr = receiver::serve(config.addr, receiver, shutdown).await?;
-        let registrar = match (config.registration, account) {
-            (Some(registration), Some(account)) => Some(Registrar {
-                config: registration,
-                leaf: ctx.leaf.clone(),
-                account,
-                keys: keys.clone(),
-                handler: handler.clone(),
-                health: health.clone(),
-                metrics: ctx.metrics.clone(),
-            }),
-            _ => None,
-        };
+        let registrar = config.registration.map(|registration| Registrar {
+            config: registration,
+            leaf: ctx.leaf.clone(),
+            account,
+            keys: keys.clone(),
+            handler: handler.clone(),
+            health: health.clone(),
+            metrics: ctx.metrics.clone(),
+        });
         Ok(Alerts {
             addr,
             health,

@@ -31,8 +31,9 @@ use super::handler::{AlertHandler, Source};
 use super::payload::{CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED};
 use super::signing_secret::SigningKeys;
 use crate::controller::polling::{AlertsHealth, Registration};
+use crate::default_account::DefaultAccount;
 use crate::leaf::alerts::{CreateWebhookError, NewWebhook, Webhook};
-use crate::leaf::{LeafAccount, LeafClient, LeafError};
+use crate::leaf::{LeafClient, LeafError};
 use crate::metrics::Metrics;
 
 /// The events the operator registers.
@@ -136,7 +137,8 @@ pub struct RegistrationConfig {
 pub struct Registrar {
     pub config: RegistrationConfig,
     pub leaf: LeafClient,
-    pub account: LeafAccount,
+    /// The default Leaf account, read anew at every check (a mounted Secret rotates).
+    pub account: DefaultAccount,
     pub keys: Arc<SigningKeys>,
     pub handler: Arc<AlertHandler>,
     pub health: Arc<AlertsHealth>,
@@ -223,7 +225,11 @@ impl Registrar {
         let Some(secret) = self.keys.current() else {
             return Registration::Pending;
         };
-        let webhooks = match self.leaf.list_webhooks(&self.account).await {
+        let Some(account) = self.account.current() else {
+            warn!("webhook registration: no default Leaf account; polling continues");
+            return Registration::Failing;
+        };
+        let webhooks = match self.leaf.list_webhooks(&account).await {
             Ok(webhooks) => webhooks,
             Err(error) => return self.leaf_failed("listing Leaf's webhooks", error),
         };
@@ -243,25 +249,29 @@ impl Registrar {
             Plan::Replace { delete, why } => {
                 info!(%why, count = delete.len(), "replacing our Leaf webhook: delete, then create (Leaf allows one webhook per event)");
                 for id in delete {
-                    if let Err(error) = self.leaf.delete_webhook(&self.account, &id).await {
+                    if let Err(error) = self.leaf.delete_webhook(&account, &id).await {
                         return self.leaf_failed("deleting our outdated webhook", error);
                     }
                     info!(webhook_id = %id, "deleted our outdated Leaf webhook");
                 }
-                self.create(&secret).await
+                self.create(&account, &secret).await
             }
-            Plan::Create => self.create(&secret).await,
+            Plan::Create => self.create(&account, &secret).await,
         }
     }
 
-    async fn create(&self, secret: &secrecy::SecretString) -> Registration {
+    async fn create(
+        &self,
+        account: &crate::leaf::LeafAccount,
+        secret: &secrecy::SecretString,
+    ) -> Registration {
         let webhook = NewWebhook {
             name: &self.config.name,
             url: &self.config.url,
             events: &EVENTS,
             secret,
         };
-        match self.leaf.create_webhook(&self.account, &webhook).await {
+        match self.leaf.create_webhook(account, &webhook).await {
             Ok(id) => {
                 info!(webhook_id = %id, name = %self.config.name, url = %self.config.url, "registered the Leaf webhook for the credentials events");
                 Registration::Registered
@@ -293,7 +303,10 @@ impl Registrar {
     /// Replays failed calls for our URL created at or after `since`; false when they could not
     /// be read.
     async fn replay(&self, since: jiff::Timestamp) -> bool {
-        let calls = match self.leaf.failed_calls(&self.account).await {
+        let Some(account) = self.account.current() else {
+            return false;
+        };
+        let calls = match self.leaf.failed_calls(&account).await {
             Ok(calls) => calls,
             Err(error) => {
                 self.leaf_failed("reading Leaf's failed calls", error);

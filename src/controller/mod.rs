@@ -57,16 +57,18 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::crd::TrimbleConnection;
+use crate::default_account::DefaultAccount;
 use crate::leader::Fence;
-use crate::leaf::{LeafAccount, LeafClient};
+use crate::leaf::LeafClient;
 use crate::metrics::Metrics;
 
 pub use reconcile::Error;
 
 /// How the reconciles of one process behave, beyond the Leaf client and the API server.
 pub struct Settings {
-    /// The operator's own Leaf account, for resources without `leafAuthSecretRef`.
-    pub default_account: Option<LeafAccount>,
+    /// The operator's own Leaf account, for resources without `leafAuthSecretRef` (read anew at
+    /// every use: a mounted Secret rotates without a restart).
+    pub default_account: DefaultAccount,
     /// Leadership: whether a Leaf write may be sent now.
     pub fence: Fence,
     /// How long after its start a POST may still create a credential (request timeout + margin).
@@ -80,7 +82,7 @@ pub struct Context {
     pub client: Client,
     pub leaf: LeafClient,
     /// The operator's own Leaf account, for resources without `leafAuthSecretRef`.
-    pub default_account: Option<LeafAccount>,
+    pub default_account: DefaultAccount,
     pub metrics: Arc<Metrics>,
     pub events: events::Events,
     pub schedules: backoff::Schedules,

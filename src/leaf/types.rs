@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::sanitize;
 
@@ -71,19 +71,6 @@ impl CredentialStatus {
     }
 }
 
-impl From<&str> for CredentialStatus {
-    fn from(value: &str) -> Self {
-        Self::parse(value)
-    }
-}
-
-impl std::str::FromStr for CredentialStatus {
-    type Err = std::convert::Infallible;
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Ok(Self::parse(value))
-    }
-}
-
 impl fmt::Display for CredentialStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -93,15 +80,6 @@ impl fmt::Display for CredentialStatus {
 impl Serialize for CredentialStatus {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for CredentialStatus {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Option::<serde_json::Value>::deserialize(deserializer)?;
-        Ok(Self::parse(
-            &scalar_to_string(value.as_ref()).unwrap_or_default(),
-        ))
     }
 }
 

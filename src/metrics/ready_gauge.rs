@@ -6,6 +6,10 @@
 //! `condition="True"|"False"|"Unknown"`, exactly one of them 1, the others 0. A resource without a
 //! `Ready` condition yet (never reconciled) counts as `Unknown`. Labels are the object's namespace
 //! and name only, never anything from the spec or a Secret.
+//!
+//! `leaf_operator_resource_stalled` comes from the same scrape: one series, value 1, for each
+//! TrimbleConnection with `Stalled=True`, labelled with the Stalled reason too, so an alert can say
+//! which connections need a person and why (the reasons are the fixed list in `reason.rs`).
 
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -15,10 +19,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::crd::TrimbleConnection;
-use crate::reason::CONDITION_READY;
+use crate::reason::{CONDITION_READY, CONDITION_STALLED};
 
 /// Metric name without the registry's `leaf_operator_` prefix.
 pub const RESOURCE_READY: &str = "resource_ready";
+/// Metric name without the registry's `leaf_operator_` prefix.
+pub const RESOURCE_STALLED: &str = "resource_stalled";
 
 const CONDITION_VALUES: [&str; 3] = ["True", "False", "Unknown"];
 
@@ -27,6 +33,13 @@ struct ReadyLabels {
     namespace: String,
     name: String,
     condition: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StalledLabels {
+    namespace: String,
+    name: String,
+    reason: String,
 }
 
 /// Where the gauge reads the TrimbleConnections from at each scrape.
@@ -73,9 +86,31 @@ pub fn ready_status(tc: &TrimbleConnection) -> &'static str {
     }
 }
 
+/// The reason of a `Stalled=True` condition, if the resource is stalled.
+pub fn stalled_reason(tc: &TrimbleConnection) -> Option<&str> {
+    tc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_STALLED && c.status == "True")
+        .map(|c| c.reason.as_str())
+}
+
 impl Collector for ReadyGauge {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut rows: Vec<(String, String, &'static str)> = (self.source)()
+        let objects = (self.source)();
+        let mut stalled: Vec<StalledLabels> = objects
+            .iter()
+            .filter_map(|tc| {
+                Some(StalledLabels {
+                    namespace: tc.namespace().unwrap_or_default(),
+                    name: tc.name_any(),
+                    reason: stalled_reason(tc)?.to_string(),
+                })
+            })
+            .collect();
+        stalled.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut rows: Vec<(String, String, &'static str)> = objects
             .iter()
             .map(|tc| {
                 (
@@ -103,6 +138,15 @@ impl Collector for ReadyGauge {
                 let gauge = ConstGauge::new(i64::from(condition == current));
                 gauge.encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            RESOURCE_STALLED,
+            "1 for each TrimbleConnection with Stalled=True (a person must act), by its reason",
+            None,
+            MetricType::Gauge,
+        )?;
+        for labels in &stalled {
+            ConstGauge::new(1i64).encode(family.encode_family(labels)?)?;
         }
         Ok(())
     }
@@ -167,6 +211,31 @@ mod tests {
         assert!(
             !text.contains("name=\"a\""),
             "deleted resource still exported:\n{text}"
+        );
+    }
+
+    #[test]
+    fn stalled_gauge_names_only_the_stalled_resources_and_their_reason() {
+        let mut writer = Writer::<TrimbleConnection>::default();
+        let metrics = Metrics::new();
+        metrics.register_collector(Box::new(ReadyGauge::new(writer.as_reader())));
+        let mut stalled = connection("stuck", Some("False"));
+        stalled.status.as_mut().unwrap().conditions.push(Condition {
+            type_: CONDITION_STALLED.into(),
+            status: "True".into(),
+            reason: "CredentialInvalid".into(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            observed_generation: None,
+        });
+        writer.apply_watcher_event(&Event::Apply(stalled));
+        writer.apply_watcher_event(&Event::Apply(connection("fine", Some("True"))));
+        let text = metrics.encode();
+        let line = "leaf_operator_resource_stalled{namespace=\"ns1\",name=\"stuck\",reason=\"CredentialInvalid\"} 1";
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+        assert!(
+            !text.contains("leaf_operator_resource_stalled{namespace=\"ns1\",name=\"fine\""),
+            "a Ready resource is exported as stalled:\n{text}"
         );
     }
 }

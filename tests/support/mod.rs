@@ -11,8 +11,12 @@ pub mod alerts;
 pub mod bench;
 pub mod certs;
 pub mod control_plane;
+pub mod go_tools;
+pub mod install;
 pub mod leaf;
+pub mod objects;
 pub mod operator;
+pub mod pod;
 pub mod process;
 pub mod wait;
 

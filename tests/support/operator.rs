@@ -109,6 +109,14 @@ fn binary() -> &'static str {
 impl Operator {
     /// Starts the operator and waits until it has logged that its caches synced.
     pub async fn start(control_plane: &ControlPlane, options: OperatorOptions) -> Operator {
+        let operator = Self::launch(control_plane, options);
+        operator.wait_synced().await;
+        operator
+    }
+
+    /// Starts the operator without waiting for anything (a standby never syncs, and a start
+    /// while the API server is down cannot).
+    pub fn launch(control_plane: &ControlPlane, options: OperatorOptions) -> Operator {
         let run_dir =
             process::create_run_dir().expect("failed to create a run directory for the operator");
         let mut operator = Operator {
@@ -119,11 +127,16 @@ impl Operator {
             run_dir,
             starts: 0,
         };
-        operator.spawn().await;
+        operator.spawn_process();
         operator
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_synced().await;
+    }
+
+    fn spawn_process(&mut self) {
         self.starts += 1;
         // Appending keeps the log of every start in one file for the secret scan.
         let log = fs::OpenOptions::new()
@@ -169,6 +182,10 @@ impl Operator {
         let child =
             process::spawn_tied(command, &self.run_dir).expect("failed to start leaf-operator");
         self.child = Some(child);
+    }
+
+    /// Waits until the current start has logged that its caches synced.
+    async fn wait_synced(&self) {
         let expected = self.starts;
         let log_path = self.log_path.clone();
         wait_until(
@@ -200,6 +217,41 @@ impl Operator {
         self.child
             .as_mut()
             .is_some_and(|child| !process::has_exited(child))
+    }
+
+    /// Sends SIGTERM (Kubernetes stopping the Pod) without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit; returns how long that took, or None after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut()
+                && process::has_exited(child)
+            {
+                self.child = None;
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// The address the HTTP server of the current start listens on, once it has logged it.
+    pub async fn wait_http_addr(&self) -> SocketAddr {
+        wait_until(
+            "the operator to log its HTTP address",
+            Duration::from_secs(30),
+            || async { self.http_addr().ok_or_else(|| last_lines(&self.log(), 15)) },
+        )
+        .await
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -234,11 +286,16 @@ impl Operator {
     /// The address the HTTP server of the current start listens on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         let log = self.log();
+        // Works for text and JSON lines: the address is the run of address characters.
         log.lines()
             .rev()
             .find_map(|line| line.split("http server listening on ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.trim_matches('"').parse().ok())
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+                    .collect::<String>()
+            })
+            .and_then(|addr| addr.parse().ok())
     }
 
     /// Waits until the log contains `needle` (counting every start).
@@ -355,13 +412,7 @@ impl Fixture {
 
     /// Creates or replaces a Secret with these string values.
     pub async fn put_secret(&self, name: &str, values: &[(&str, &str)]) {
-        let secret = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name},
-            "stringData": values.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-        });
-        let secret: Secret = serde_json::from_value(secret).expect("secret");
+        let secret = super::objects::secret(name, values);
         match self.secrets.get_opt(name).await.expect("read secret") {
             Some(existing) => {
                 let mut replacement = secret;
@@ -421,22 +472,7 @@ impl Fixture {
         secret: &str,
         extra: serde_json::Value,
     ) -> TrimbleConnection {
-        let mut spec = serde_json::json!({
-            "leafUserId": user,
-            "credentialsSecretRef": {"name": secret},
-        });
-        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-            for (k, v) in extra {
-                spec.insert(k.clone(), v.clone());
-            }
-        }
-        let tc: TrimbleConnection = serde_json::from_value(serde_json::json!({
-            "apiVersion": "withleaf.io/v1alpha1",
-            "kind": "TrimbleConnection",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("TrimbleConnection");
+        let tc = super::objects::trimble_connection(name, user, secret, extra);
         self.tcs
             .create(&PostParams::default(), &tc)
             .await

@@ -51,6 +51,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The leader-election Lease: per release by default, so two releases in one namespace never share one. */}}
+{{- define "leaf-operator.leaseName" -}}
+{{- default (include "leaf-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* Where the default Leaf account's Secret is mounted (LEAF_ACCOUNT_DIR). */}}
+{{- define "leaf-operator.accountDir" -}}
+/etc/leaf-operator/leaf-account
+{{- end }}
+
 {{/* Leader election is forced on with more than one replica: two active operators would both call Leaf. */}}
 {{- define "leaf-operator.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
@@ -76,9 +86,9 @@ ClusterRole (cluster-wide mode) and the per-namespace Roles (namespaced mode). E
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-# Events: kube-runtime's recorder creates events.k8s.io/v1 Events and patches an Event's series
-# when the same Event repeats. It never writes core/v1 Events, so none are granted (kubectl
-# describe shows events.k8s.io Events all the same).
+# Events: the operator's own Event publisher (src/controller/events.rs) creates events.k8s.io/v1
+# Events and patches an Event's series when the same Event repeats. It never writes core/v1
+# Events, so none are granted (kubectl describe shows events.k8s.io Events all the same).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -5,6 +5,10 @@
 -- spec, so it is Progressing; Stalled=True needs a person, so Degraded; Ready=True is Healthy; any
 -- other state (no status yet, Ready=False or Unknown without Stalled) is the operator still working,
 -- so Progressing, as Flux's kstatus reads it too.
+--
+-- Argo CD runs this under gopher-lua (Lua 5.1) with only the base, table, package and a reduced os
+-- library opened: no `string`, no `math` (unless resource.customizations.useOpenLibs is set). Use
+-- nothing else; tests/install_gitops.rs runs every case under gopher-lua with the same libraries.
 local hs = {}
 
 local function condition(conditions, type)
@@ -43,7 +47,7 @@ end
 local generation = obj.metadata and obj.metadata.generation
 if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. tostring(math.floor(generation))
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
 
@@ -62,7 +66,7 @@ if ready == nil then
 end
 if ready.observedGeneration ~= nil and generation ~= nil and ready.observedGeneration < generation then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. tostring(math.floor(generation))
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
 if ready.status == "True" then

@@ -160,7 +160,7 @@ async fn read_account(
     tc: &TrimbleConnection,
 ) -> Result<(AccountFact, Option<LeafAccount>), Error> {
     let Some(reference) = &tc.spec.leaf_auth_secret_ref else {
-        return Ok(match ctx.default_account.clone() {
+        return Ok(match ctx.default_account.current() {
             Some(account) => (AccountFact::Ready, Some(account)),
             None => (
                 AccountFact::Unusable {
