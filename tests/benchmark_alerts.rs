@@ -27,6 +27,8 @@
 //!    (each also triggers a reconcile: a mass revocation). Then, unless `BENCH_DRAIN=0`, until
 //!    every triggered reconcile answered (the Leaf rate limit bounds that).
 //! 6. Peak RSS (VmHWM) and CPU seconds of each operator, before and after the throughput storm.
+//! 7. Unless `BENCH_RESTART=0`: the operators restart (the schedule lives in memory), and the
+//!    calls until every connection was checked once more are counted.
 //!
 //! `benchmark_alerts_smoke` runs it at N = 50 in two shards in CI and checks that the numbers are
 //! sane (no timing assertions). `benchmark_alerts` (ignored) is the real run; `scripts/bench-alerts.sh`
@@ -77,6 +79,8 @@ struct Config {
     unmanaged_alerts: usize,
     client_parallel: usize,
     drain: bool,
+    /// Restart the operators at the end and count what their first round of checks costs.
+    restart: bool,
     rust_log: String,
     operator_env: Vec<(String, String)>,
 }
@@ -101,6 +105,7 @@ impl Config {
             unmanaged_alerts: n.max(500),
             client_parallel: 32,
             drain: true,
+            restart: true,
             rust_log: "info".to_string(),
             operator_env: Vec::new(),
         };
@@ -119,7 +124,7 @@ impl Config {
 
     /// BENCH_N, BENCH_SHARDS, BENCH_LATENCY_MS, BENCH_CONCURRENCY, BENCH_RPS, BENCH_BURST,
     /// BENCH_BACKSTOP_SECS, BENCH_PACED, BENCH_PACED_RATE, BENCH_BURST_ALERTS,
-    /// BENCH_UNMANAGED_ALERTS, BENCH_CLIENT_PARALLEL, BENCH_DRAIN, BENCH_RUST_LOG,
+    /// BENCH_UNMANAGED_ALERTS, BENCH_CLIENT_PARALLEL, BENCH_DRAIN, BENCH_RESTART, BENCH_RUST_LOG,
     /// BENCH_OPERATOR_ENV (`KEY=VALUE,...`).
     fn from_env() -> Self {
         let mut c = Self::with_n(env_or("BENCH_N", 5000usize), env_or("BENCH_SHARDS", 1usize));
@@ -137,6 +142,7 @@ impl Config {
         c.unmanaged_alerts = env_or("BENCH_UNMANAGED_ALERTS", c.unmanaged_alerts);
         c.client_parallel = env_or("BENCH_CLIENT_PARALLEL", c.client_parallel);
         c.drain = env_or("BENCH_DRAIN", 1u8) != 0;
+        c.restart = env_or("BENCH_RESTART", 1u8) != 0;
         c.rust_log = env_or("BENCH_RUST_LOG", c.rust_log);
         c.operator_env = std::env::var("BENCH_OPERATOR_ENV")
             .unwrap_or_default()
@@ -578,6 +584,10 @@ struct Results {
     before_storm: Vec<ProcessStats>,
     after: Vec<ProcessStats>,
     after_create: Vec<ProcessStats>,
+    /// After a restart: until every connection was checked again, and the calls that took.
+    restart_checked: Option<Duration>,
+    restart_calls: Calls,
+    after_restart: Vec<ProcessStats>,
 }
 
 impl Results {
@@ -875,6 +885,62 @@ async fn run(config: &Config) -> Results {
     for (shard, stats) in shards.iter().zip(&r.after) {
         eprintln!("benchmark-alerts: shard {} operator {stats:?}", shard.label);
     }
+    if config.restart {
+        // 7. A restart (a rolling update, a failover): the schedule is in memory, so every
+        //    connection is checked once more; until each one was.
+        for shard in shards.iter_mut() {
+            shard.take_calls(None);
+        }
+        let began = Instant::now();
+        for shard in shards.iter_mut() {
+            shard.operator.restart().await;
+            shard.pid = shard.operator.pid().expect("the operator's pid");
+            let addr = shard
+                .operator
+                .http_addr()
+                .expect("the operator's HTTP address");
+            shard.metrics_url = format!("http://{addr}/metrics");
+        }
+        let timeout = Duration::from_secs_f64(config.per_shard() as f64 * 2.0 / config.rps) * 5
+            + Duration::from_secs(300);
+        let shards_ref = &shards;
+        wait_until(
+            "every connection to be checked after the restart",
+            timeout,
+            || async move {
+                let checked: HashSet<String> = shards_ref
+                    .iter()
+                    .flat_map(|shard| {
+                        shard
+                            .standin
+                            .requests()
+                            .into_iter()
+                            .skip(shard.mark)
+                            .filter(|r| r.method == "GET" && !r.path.ends_with("/events"))
+                            .filter_map(|r| user_in(&r.path).map(str::to_string))
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|id| id.starts_with(USER_PREFIX))
+                    .collect();
+                if checked.len() >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{} of {n} checked", checked.len()))
+                }
+            },
+        )
+        .await;
+        r.restart_checked = Some(began.elapsed());
+        for shard in shards.iter_mut() {
+            r.restart_calls.add(&shard.take_calls(None));
+        }
+        r.after_restart = shards.iter().map(Shard::stats).collect();
+        eprintln!(
+            "benchmark-alerts: after a restart every connection was checked again within {}; Leaf calls {}",
+            human(began.elapsed()),
+            r.restart_calls.summary()
+        );
+    }
     for shard in shards.iter_mut() {
         shard.operator.stop();
     }
@@ -991,6 +1057,20 @@ fn details(config: &Config, r: &Results) -> String {
             r.drain_calls.summary()
         );
     }
+    if let Some(took) = r.restart_checked {
+        let _ = writeln!(
+            out,
+            "- after a restart of the operator(s), every connection was checked again within {} (including the start); Leaf calls {} = {:.2} per connection; the restarted operator(s): {}",
+            human(took),
+            r.restart_calls.summary(),
+            r.restart_calls.per_user as f64 / n as f64,
+            r.after_restart
+                .iter()
+                .map(|s| format!("RSS {:.1} MiB", s.rss_mib))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (phase, stats) in [
         ("after create", &r.after_create),
         ("before the storm", &r.before_storm),
@@ -1101,6 +1181,13 @@ async fn benchmark_alerts_smoke() {
         "{:?}",
         r.after
     );
+    assert!(r.restart_checked.is_some());
+    assert!(
+        r.restart_calls.kind("GET") >= n,
+        "{}",
+        r.restart_calls.summary()
+    );
+    assert_eq!(r.restart_calls.kind("POST"), 0, "a restart never creates");
 }
 
 /// The real run, configured by BENCH_* variables; run through `scripts/bench-alerts.sh`.
