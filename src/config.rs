@@ -128,6 +128,17 @@ pub struct Config {
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
 
+    /// Label key the leading replica sets to "true" on its own Pod (and removes when it stops
+    /// leading), so that the alerts receiver's Service can select the leader only. Needs POD_NAME
+    /// and POD_NAMESPACE. Empty: off.
+    #[arg(long, env = "LEADER_POD_LABEL", default_value = "")]
+    pub leader_pod_label: String,
+
+    /// UID of this replica's Pod (the downward API's metadata.uid), for the Events about the
+    /// operator's own Pod. Optional: without it they name the Pod by name and namespace.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -239,6 +250,8 @@ impl std::fmt::Debug for Config {
                 &self.leader_election_retry_period,
             )
             .field("pod_name", &self.pod_name)
+            .field("pod_uid", &self.pod_uid)
+            .field("leader_pod_label", &self.leader_pod_label)
             .field("log_format", &self.log_format)
             .field("test_refresh_interval", &self.test_refresh_interval)
             .field("label_selector", &self.label_selector)
@@ -284,6 +297,10 @@ pub enum ConfigError {
     BadNamespace(String),
     #[error("--leader-election needs --leader-election-namespace (POD_NAMESPACE)")]
     LeaderElectionWithoutNamespace,
+    #[error(
+        "--leader-pod-label (LEADER_POD_LABEL) {0:?} needs POD_NAME and POD_NAMESPACE (the Pod to label) and must be a label key (`name` or `prefix/name`)"
+    )]
+    BadLeaderPodLabel(String),
     #[error("--label-selector (LABEL_SELECTOR) {selector:?} is not a label selector: {problem}")]
     BadLabelSelector { selector: String, problem: String },
     #[error(
@@ -375,6 +392,11 @@ impl Config {
                 .is_none_or(str::is_empty)
         {
             return Err(ConfigError::LeaderElectionWithoutNamespace);
+        }
+        if !self.leader_pod_label.is_empty() && self.leader_pod_label().is_none() {
+            return Err(ConfigError::BadLeaderPodLabel(
+                self.leader_pod_label.clone(),
+            ));
         }
         let lease = self.leader_election_lease_duration;
         let renew = self.leader_election_renew_period;
@@ -496,6 +518,43 @@ impl Config {
                 backstop_interval: self.alerts_backstop_interval,
                 quiet_limit: self.alerts_quiet_limit,
             },
+            pod: self.own_pod(),
+        })
+    }
+
+    /// The Pod to label and the label key, when `--leader-pod-label` is set and usable.
+    pub fn leader_pod_label(&self) -> Option<(crate::alerts::polling_switch::OwnPod, String)> {
+        let key = self.leader_pod_label.trim();
+        let (prefix, name) = match key.split_once('/') {
+            Some((prefix, name)) => (Some(prefix), name),
+            None => (None, key),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        let prefix_ok = prefix.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 253
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+        });
+        if !(name_ok && prefix_ok) {
+            return None;
+        }
+        Some((self.own_pod()?, key.to_string()))
+    }
+
+    /// The operator's own Pod, when POD_NAME and POD_NAMESPACE say which (as in the chart).
+    pub fn own_pod(&self) -> Option<crate::alerts::polling_switch::OwnPod> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        Some(crate::alerts::polling_switch::OwnPod {
+            name: non_empty(&self.pod_name)?,
+            namespace: non_empty(&self.leader_election_namespace)?,
+            uid: non_empty(&self.pod_uid),
         })
     }
 
@@ -783,6 +842,64 @@ mod tests {
                 .as_deref(),
             Some("shard=a")
         );
+    }
+
+    #[test]
+    fn the_own_pod_needs_its_name_and_namespace() {
+        let pod = parse(&[
+            "--pod-name",
+            "op-1",
+            "--leader-election-namespace",
+            "ops",
+            "--pod-uid",
+            "u-1",
+        ])
+        .own_pod()
+        .expect("a pod");
+        assert_eq!(
+            (
+                pod.name.as_str(),
+                pod.namespace.as_str(),
+                pod.uid.as_deref()
+            ),
+            ("op-1", "ops", Some("u-1"))
+        );
+        let no_namespace = parse(&["--pod-name", "op-1", "--leader-election-namespace", ""]);
+        assert_eq!(no_namespace.own_pod(), None);
+    }
+
+    #[test]
+    fn the_leader_pod_label_needs_a_pod_and_a_label_key() {
+        let pod = ["--pod-name", "op-1", "--leader-election-namespace", "ops"];
+        let with = |label: &str| {
+            let mut args = pod.to_vec();
+            args.extend(["--leader-pod-label", label]);
+            parse(&args)
+        };
+        assert_eq!(with("withleaf.io/leader").validate(), Ok(()));
+        assert_eq!(
+            with("withleaf.io/leader")
+                .leader_pod_label()
+                .map(|(p, k)| (p.name, k)),
+            Some(("op-1".to_string(), "withleaf.io/leader".to_string()))
+        );
+        assert_eq!(with("").leader_pod_label(), None, "off");
+        for bad in ["a b", "/leader", "Ex.ample/x", "leader-"] {
+            assert!(
+                matches!(with(bad).validate(), Err(ConfigError::BadLeaderPodLabel(_))),
+                "{bad}"
+            );
+        }
+        let no_pod = parse(&[
+            "--leader-pod-label",
+            "leader",
+            "--leader-election-namespace",
+            "",
+        ]);
+        assert!(matches!(
+            no_pod.validate(),
+            Err(ConfigError::BadLeaderPodLabel(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures::FutureExt;
 use leaf_operator::alerts::Alerts;
+use leaf_operator::alerts::routing::LeaderLabel;
 use leaf_operator::config::Config;
 use leaf_operator::controller::backoff::Schedules;
 use leaf_operator::controller::{self, Context, Settings};
@@ -149,6 +150,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         alerts = alerts.is_some(),
         "starting leaf-operator"
     );
+    // The leader labels its own Pod for the alerts Service (cleared at once: a previous
+    // container of this Pod may have died leading).
+    let leader_label = config
+        .leader_pod_label()
+        .map(|(pod, key)| LeaderLabel::start(client.clone(), pod, key));
     let concurrency = config.concurrency;
     let work_health = health.clone();
     let work = move |stop: leader::StopSignal| {
@@ -160,13 +166,22 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let registration = alerts
             .as_ref()
             .map(|alerts| alerts.leader_work(stop.clone()).boxed());
+        // Off again when this term's work ends or is aborted (leadership lost).
+        let term = leader_label.as_ref().map(LeaderLabel::lead);
+        let label_ready = term.as_ref().map(|term| term.ready_handle());
         async move {
+            let _term = term;
             let controller = controller::run(
                 ctx,
                 namespaces,
                 concurrency,
                 stop,
-                move || ready.set_ready(true),
+                move || {
+                    ready.set_ready(true);
+                    if let Some(label_ready) = label_ready {
+                        label_ready();
+                    }
+                },
                 move || alive.mark_alive(),
             );
             match registration {

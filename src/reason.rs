@@ -50,6 +50,12 @@ pub enum Reason {
     DeleteSkipped,
     /// One of Leaf's credential events reported an error status code.
     LeafCredentialEventError,
+    // Event-only reasons about the operator's own Pod.
+    /// Leaf's alerts are healthy: periodic checks run at the long backstop interval.
+    PollingBackstop,
+    /// Leaf's alerts cannot be trusted (silent too long, webhook missing or owned by another
+    /// consumer): periodic checks are back at each resource's refreshInterval.
+    PollingFallback,
     /// Metric-only: a reconcile failed on a Kubernetes API call (retried with backoff).
     KubeApiError,
     /// Metric-only: a reconcile stopped before a Leaf write because this replica could not prove
@@ -97,6 +103,7 @@ impl Reason {
                 | Reason::Conflict
                 | Reason::DeleteSkipped
                 | Reason::LeafCredentialEventError
+                | Reason::PollingFallback
         )
     }
 }

@@ -1,6 +1,7 @@
 //! Leadership: a replica that cannot prove it holds the lease writes nothing more to Leaf. A
 //! lost lease revokes the fence at once and aborts the work in flight (no draining), and the next
-//! term resolves whatever was in doubt without sending anything twice.
+//! term resolves whatever was in doubt without sending anything twice. The leader (only) labels
+//! its own Pod, which the alerts receiver's Service selects.
 
 mod support;
 
@@ -164,5 +165,116 @@ async fn losing_leadership_during_a_rotation_stops_before_the_post_and_the_next_
         calls.iter().filter(|c| c.starts_with("POST")).count(),
         2,
         "{calls:?}"
+    );
+}
+
+/// The label values of one Pod as a watch sees them change (consecutive repeats folded).
+fn watch_label(
+    client: kube::Client,
+    namespace: &str,
+    pod: &str,
+    key: &'static str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = seen.clone();
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={pod}"));
+    tokio::spawn(async move {
+        let mut stream = watcher(pods, config).applied_objects().boxed();
+        while let Some(Ok(pod)) = stream.next().await {
+            let value = pod.metadata.labels.and_then(|l| l.get(key).cloned());
+            let mut seen = shared.lock().unwrap();
+            if seen.last() != Some(&value) {
+                seen.push(value);
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn the_leader_labels_its_own_pod_only_while_it_leads_and_clears_a_stale_label_first() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    const LABEL: &str = "withleaf.io/leader";
+    let control_plane = support::control_plane().await;
+    control_plane.install_crd().await;
+    let namespace = control_plane.create_namespace("lead-label").await;
+    let client = control_plane.client();
+    // The Pod this replica runs as, still labelled by a container of it that died leading; and
+    // the lease held elsewhere for a few more seconds, so the replica starts as a standby.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "replica-a", "labels": {LABEL: "true", "app": "leaf-operator"}},
+        "spec": {"containers": [{"name": "operator", "image": "leaf-operator"}]},
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create the Pod");
+    let now = MicroTime(jiff::Timestamp::now());
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": LEASE},
+        "spec": {"holderIdentity": "replica-elsewhere", "leaseDurationSeconds": 6,
+                 "acquireTime": now, "renewTime": now},
+    }))
+    .expect("a Lease");
+    Api::<Lease>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create the Lease");
+    let seen = watch_label(client, &namespace, "replica-a", LABEL);
+    support::wait_until("the watch to see the Pod", WAIT, || async {
+        if seen.lock().unwrap().is_empty() {
+            Err("nothing yet".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+
+    let f = Fixture::start_in(namespace, Default::default(), |o: OperatorOptions| {
+        o.leader_election("replica-a")
+            .env("LEADER_POD_LABEL", LABEL)
+    })
+    .await;
+    let on = Some("true".to_string());
+    let label_is = |expected: Vec<Option<String>>| {
+        let seen = seen.clone();
+        async move {
+            support::wait_until("the label's history", WAIT, || async {
+                let history = seen.lock().unwrap().clone();
+                if history == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{history:?}"))
+                }
+            })
+            .await
+        }
+    };
+    // Cleared as a standby, set once it leads and its caches synced.
+    label_is(vec![on.clone(), None, on.clone()]).await;
+    assert!(f.operator.log().contains("became leader"));
+
+    // Leadership lost: cleared; back: set again.
+    steal_lease(&f).await;
+    label_is(vec![on.clone(), None, on.clone(), None]).await;
+    give_lease_back(&f).await;
+    label_is(vec![on.clone(), None, on.clone(), None, on.clone()]).await;
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), &f.namespace);
+    let labels = pods
+        .get("replica-a")
+        .await
+        .expect("the Pod")
+        .metadata
+        .labels;
+    assert_eq!(
+        labels.and_then(|l| l.get("app").cloned()).as_deref(),
+        Some("leaf-operator"),
+        "other labels untouched"
     );
 }

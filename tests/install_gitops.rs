@@ -400,6 +400,9 @@ fn expected_kstatus(reason: Reason) -> Option<&'static str> {
         | Reason::Orphaned
         | Reason::DeleteSkipped
         | Reason::LeafCredentialEventError
+        // About the operator's own Pod, never on a TrimbleConnection.
+        | Reason::PollingBackstop
+        | Reason::PollingFallback
         | Reason::KubeApiError
         | Reason::LeadershipLost => None,
     }

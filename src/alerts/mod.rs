@@ -9,8 +9,10 @@
 //! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API, its safe
 //!   replacement, `eventRegisteredTwice` handling, and the replay of failed calls.
 //! - [`signing_secret`]: the signing secret from a Kubernetes Secret, watched.
+//! - [`routing`]: the leader labels its own Pod so that the receiver's Service routes to it.
 //! - whether alerts are healthy enough for polling to become the backstop is
-//!   `controller::polling`: the schedule reads it, this module reports to it.
+//!   `controller::polling`: the schedule reads it, this module reports to it, and
+//!   [`polling_switch`] announces and applies each switch (metric, Event on the Pod, re-pacing).
 //!
 //! Layering: this module sits above `controller` (it uses the index, hints, triggers and the
 //! polling health in the controller's `Context`); `controller` never imports it.
@@ -18,8 +20,10 @@
 pub mod dedupe;
 pub mod handler;
 pub mod payload;
+pub mod polling_switch;
 pub mod receiver;
 pub mod registration;
+pub mod routing;
 pub mod signature;
 pub mod signing_secret;
 
@@ -34,6 +38,7 @@ use crate::http::HttpError;
 
 use crate::controller::polling::{AlertsHealth, HealthConfig, Registration};
 use handler::AlertHandler;
+use polling_switch::{OwnPod, PollingSwitch};
 use registration::{Registrar, RegistrationConfig};
 use signing_secret::{SecretLocation, SigningKeys};
 
@@ -45,6 +50,8 @@ pub struct AlertsConfig {
     /// Set when the operator registers the webhook itself (`--alerts-register`).
     pub registration: Option<RegistrationConfig>,
     pub health: HealthConfig,
+    /// The operator's own Pod, for the Events announcing a polling switch (None: no Events).
+    pub pod: Option<OwnPod>,
 }
 
 /// A running receiver, and the registration loop to run while this replica leads.
@@ -52,6 +59,8 @@ pub struct Alerts {
     pub addr: SocketAddr,
     pub health: Arc<AlertsHealth>,
     registrar: Option<Registrar>,
+    ctx: Arc<Context>,
+    pod: Option<OwnPod>,
 }
 
 impl Alerts {
@@ -100,19 +109,31 @@ impl Alerts {
             addr,
             health,
             registrar,
+            ctx,
+            pod: config.pod,
         })
     }
 
-    /// The work to run while this replica leads: the registration loop (if registering).
+    /// The work to run while this replica leads: the registration loop (if registering) and the
+    /// polling switch.
     pub fn leader_work<S>(&self, stop: S) -> impl Future<Output = ()> + Send + 'static + use<S>
     where
         S: Future<Output = ()> + Send + 'static,
     {
         let registrar = self.registrar.clone();
+        let switch = PollingSwitch {
+            ctx: self.ctx.clone(),
+            health: self.health.clone(),
+            pod: self.pod.clone(),
+        };
         async move {
+            let stop = futures::FutureExt::shared(stop);
+            let switch = switch.run(stop.clone());
             match registrar {
-                Some(registrar) => registrar.run(stop).await,
-                None => stop.await,
+                Some(registrar) => {
+                    futures::join!(registrar.run(stop), switch);
+                }
+                None => switch.await,
             }
         }
     }

@@ -73,6 +73,9 @@ pub struct Schedule {
     /// Identifies the inputs of the Leaf calls (Secret fingerprint and Leaf account) when the
     /// schedule was set: different inputs are worth a Leaf call at once, whatever it says.
     pub inputs: String,
+    /// For a periodic check: when it was scheduled and the jitter attempt it used, so that the
+    /// check can be re-paced when the interval changes (alerts healthy or not).
+    pub periodic: Option<(Instant, u32)>,
 }
 
 /// The schedules of all objects, keyed by the object's uid.
@@ -108,6 +111,47 @@ impl Schedules {
         }
     }
 
+    /// Like [`Schedules::wait`], with a periodic check re-paced to `interval`, the pace that
+    /// applies now: when polling switches between the alerts backstop and the normal interval,
+    /// a check scheduled under the old pace comes when the new pace says, counted from when it
+    /// was scheduled (the same jitter). Failures, holds and other waits are kept as recorded.
+    pub fn wait_at_pace(
+        &self,
+        uid: &str,
+        inputs: &str,
+        interval: Duration,
+        now: Instant,
+    ) -> Duration {
+        match self.get(uid) {
+            Some(schedule) if schedule.inputs == inputs => self
+                .next_at_pace(uid, &schedule, interval)
+                .saturating_duration_since(now),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether the pace `interval` brings `uid`'s periodic check sooner than the pace `than`
+    /// did. The object's pending wake-up (kube-runtime's requeue) was set for the old pace, by
+    /// the check itself or by a reconcile that found it not due yet, so it would come too late:
+    /// the object needs a nudge.
+    pub fn sooner_at_pace(&self, uid: &str, interval: Duration, than: Duration) -> bool {
+        self.get(uid).is_some_and(|schedule| {
+            schedule.periodic.is_some()
+                && self.next_at_pace(uid, &schedule, interval)
+                    < self.next_at_pace(uid, &schedule, than)
+        })
+    }
+
+    fn next_at_pace(&self, uid: &str, schedule: &Schedule, interval: Duration) -> Instant {
+        match schedule.periodic {
+            Some((from, attempt)) => {
+                let interval = self.interval_override.unwrap_or(interval);
+                later(from, jittered_interval(uid, interval, attempt))
+            }
+            None => schedule.next_leaf_call,
+        }
+    }
+
     /// Records what a reconcile decided and returns when to look again (`None`: only a change
     /// of the object or its Secrets brings the next reconcile).
     pub fn record(
@@ -139,6 +183,7 @@ impl Schedules {
             Next::Hold(wait) => ((*wait).min(MAX), failures, checks),
             Next::AwaitChange => return None,
         };
+        let periodic = matches!(next, Next::Check).then(|| (now, checks.wrapping_sub(1)));
         inner.insert(
             uid.to_string(),
             Schedule {
@@ -146,6 +191,7 @@ impl Schedules {
                 failures,
                 checks,
                 inputs: inputs.to_string(),
+                periodic,
             },
         );
         Some(wait)
@@ -224,6 +270,66 @@ mod tests {
         assert!(
             first_again <= Duration::from_millis(1200),
             "{first_again:?}"
+        );
+    }
+
+    #[test]
+    fn a_periodic_check_is_re_paced_from_when_it_was_scheduled() {
+        let schedules = Schedules::default();
+        let t0 = Instant::now();
+        let day = Duration::from_secs(24 * 3600);
+        let ten_minutes = Duration::from_secs(600);
+        let wait = schedules
+            .record("a", "k", &Next::Check, day, t0)
+            .expect("a periodic check");
+        assert_eq!(schedules.wait_at_pace("a", "k", day, t0), wait);
+        // Alerts fell silent: the normal pace applies, counted from t0 with the same jitter.
+        let later_on = t0 + Duration::from_secs(120);
+        let repaced = schedules.wait_at_pace("a", "k", ten_minutes, later_on);
+        assert!(
+            repaced <= ten_minutes - Duration::from_secs(120)
+                && repaced >= ten_minutes.mul_f64(0.9) - Duration::from_secs(120),
+            "{repaced:?}"
+        );
+        assert!(schedules.sooner_at_pace("a", ten_minutes, day));
+        assert!(!schedules.sooner_at_pace("a", day, day));
+        assert!(
+            !schedules.sooner_at_pace("a", 2 * day, day),
+            "later is not sooner"
+        );
+        // Back and forth: recorded under one pace, compared between any two.
+        assert!(schedules.sooner_at_pace("a", ten_minutes, 2 * day));
+        assert!(!schedules.sooner_at_pace("a", day, ten_minutes));
+        // Past the new pace: due now.
+        assert_eq!(
+            schedules.wait_at_pace("a", "k", ten_minutes, t0 + ten_minutes),
+            Duration::ZERO
+        );
+        // A longer pace lengthens it too (alerts became healthy).
+        schedules.record("b", "k", &Next::Check, ten_minutes, t0);
+        assert!(schedules.wait_at_pace("b", "k", day, t0) > ten_minutes);
+        // Other inputs are due at once; failures and holds are not periodic and keep their wait.
+        assert_eq!(
+            schedules.wait_at_pace("a", "other", day, t0),
+            Duration::ZERO
+        );
+        let retry = Next::Backoff { retry_after: None };
+        let backoff = schedules
+            .record("c", "k", &retry, day, t0)
+            .expect("a retry");
+        assert_eq!(schedules.wait_at_pace("c", "k", ten_minutes, t0), backoff);
+        assert!(!schedules.sooner_at_pace("c", Duration::from_millis(1), day));
+        assert!(!schedules.sooner_at_pace("unknown", ten_minutes, day));
+    }
+
+    #[test]
+    fn the_test_override_also_applies_when_re_pacing() {
+        let schedules = Schedules::with_interval_override(Some(Duration::from_secs(2)));
+        let t0 = Instant::now();
+        schedules.record("a", "k", &Next::Check, Duration::from_secs(600), t0);
+        assert!(
+            schedules.wait_at_pace("a", "k", Duration::from_secs(86_400), t0)
+                <= Duration::from_secs(2)
         );
     }
 

@@ -23,12 +23,15 @@ pub struct Indexed {
     pub object: ObjectRef<TrimbleConnection>,
 }
 
+/// Memory: about one entry per managed object (20,000 at the issue-12 target), so each entry is
+/// kept small: the object reference without its `extra` (kube-runtime matches references by kind,
+/// namespace and name only), a one-element list, and no namespace string of its own.
 #[derive(Debug, Default)]
 struct Inner {
     /// credentialId -> the objects whose status names it (normally one).
     by_credential: HashMap<String, Vec<Indexed>>,
-    /// uid -> (namespace, credentialId), to move or drop an object's entry.
-    by_uid: HashMap<String, (String, String)>,
+    /// uid -> credentialId, to move or drop an object's entry.
+    by_uid: HashMap<String, String>,
     /// Per watch scope (namespace, or "" for all) during a relist: the uids seen so far.
     relisting: HashMap<String, HashSet<String>>,
 }
@@ -65,7 +68,9 @@ impl CredentialIndex {
                 let gone: Vec<String> = inner
                     .by_uid
                     .iter()
-                    .filter(|(_, (namespace, _))| scope.is_none_or(|s| s == namespace))
+                    .filter(|(uid, id)| {
+                        scope.is_none_or(|s| inner.namespace_of(uid, id).as_deref() == Some(s))
+                    })
                     .filter(|(uid, _)| !seen.contains(*uid))
                     .map(|(uid, _)| uid.clone())
                     .collect();
@@ -121,28 +126,39 @@ impl Inner {
             .as_ref()
             .and_then(|s| s.credential_id.clone())
             .filter(|id| !id.is_empty());
-        let namespace = tc.namespace().unwrap_or_default();
         match credential {
             None => self.remove(&uid),
             Some(id) => {
-                if self.by_uid.get(&uid).is_some_and(|(_, known)| *known == id) {
+                if self.by_uid.get(&uid).is_some_and(|known| *known == id) {
                     return;
                 }
                 self.remove(&uid);
-                self.by_credential
-                    .entry(id.clone())
-                    .or_default()
-                    .push(Indexed {
-                        uid: uid.clone(),
-                        object: ObjectRef::from_obj(tc),
-                    });
-                self.by_uid.insert(uid, (namespace, id));
+                let mut object = ObjectRef::<TrimbleConnection>::new(&tc.name_any());
+                if let Some(namespace) = tc.namespace() {
+                    object = object.within(&namespace);
+                }
+                let entries = self.by_credential.entry(id.clone()).or_default();
+                entries.reserve_exact(1);
+                entries.push(Indexed {
+                    uid: uid.clone(),
+                    object,
+                });
+                self.by_uid.insert(uid, id);
             }
         }
     }
 
+    /// The namespace of the object `uid`, indexed under credential `id`.
+    fn namespace_of(&self, uid: &str, id: &str) -> Option<String> {
+        self.by_credential
+            .get(id)?
+            .iter()
+            .find(|e| e.uid == uid)
+            .and_then(|e| e.object.namespace.clone())
+    }
+
     fn remove(&mut self, uid: &str) {
-        let Some((_, id)) = self.by_uid.remove(uid) else {
+        let Some(id) = self.by_uid.remove(uid) else {
             return;
         };
         if let Some(entries) = self.by_credential.get_mut(&id) {

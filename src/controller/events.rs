@@ -1,4 +1,5 @@
-//! Kubernetes Events for what `kubectl describe` should show (events.k8s.io/v1).
+//! Kubernetes Events for what `kubectl describe` should show (events.k8s.io/v1): about
+//! TrimbleConnections, and about the operator's own Pod (the polling mode switching).
 //!
 //! Event reasons come from [`Reason`]; Warning or Normal follows `Reason::is_warning`. Notes are
 //! built only from sanitised text (our own messages, Leaf's sanitised summaries), never a value.
@@ -6,10 +7,11 @@
 //! Why not kube-runtime's `Recorder`: to fold repeats into a series it keeps every Event it
 //! published, whole, for six minutes (about 2.6 KiB each). Rotating and then deleting 5,000
 //! connections held 10,000 of them at once, a third of the operator's peak memory (BENCHMARKS.md).
-//! This publisher folds repeats the same way (same object, type, reason and action within six
-//! minutes: the existing Event's series count and time are patched) but remembers only the
-//! Event's name, count and time. It also updates the note of a repeat, which the `Recorder` left
-//! at its first text.
+//! This publisher folds repeats the same way (same object, type, reason, action and note within
+//! six minutes: the existing Event's series count and time are patched) but remembers only the
+//! Event's name, count and time (and a hash of the note). events.k8s.io/v1 makes `note`
+//! immutable (the API server refuses a changed note with 422), so a repeat with another note
+//! starts an Event of its own, as client-go's events recorder does (its series key holds the note).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +20,8 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
 
 use crate::crd::{CredentialEventSummary, FIELD_MANAGER, TrimbleConnection};
 use crate::reason::Reason;
@@ -33,13 +35,33 @@ const MAX_NOTE: usize = 1000;
 /// How long a published Event can still absorb repeats (kube-runtime's and client-go's choice).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
 
-/// What makes two Events "the same" for folding into a series.
+/// What makes two Events "the same" for folding into a series. Remembered as a 64-bit hash
+/// only: one is kept per recent Event (20,000 creates in six minutes keep 20,000), and two keys
+/// colliding would at worst fold one Event into another's count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
     object_uid: String,
     warning: bool,
     reason: Reason,
     action: String,
+    /// A hash of the (truncated) note: only an identical note can be folded.
+    note: u64,
+}
+
+impl SeriesKey {
+    fn hashed(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+fn note_hash(note: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    note.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// All that is remembered of a published Event.
@@ -50,11 +72,12 @@ struct Published {
     last: Timestamp,
 }
 
-/// Publishes Events about TrimbleConnections; failures are logged, never fatal to a reconcile.
+/// Publishes Events about TrimbleConnections (and the operator's own Pod); failures are logged,
+/// never fatal to a reconcile.
 pub struct Events {
     client: kube::Client,
     instance: String,
-    published: Mutex<HashMap<SeriesKey, Published>>,
+    published: Mutex<HashMap<u64, Published>>,
     last_pruned: Mutex<Timestamp>,
 }
 
@@ -70,26 +93,51 @@ impl Events {
 
     /// Emits one Event with `reason`; `action` says what the operator was doing.
     pub async fn publish(&self, tc: &TrimbleConnection, reason: Reason, action: &str, note: &str) {
-        if let Err(error) = self.try_publish(tc, reason, action, note).await {
+        self.publish_about(tc.object_ref(&()), reason, action, note)
+            .await;
+    }
+
+    /// Emits one Event about any object, e.g. the operator's own Pod (`regarding` must carry
+    /// its name and namespace; the Event is written in that namespace).
+    pub async fn publish_about(
+        &self,
+        regarding: ObjectReference,
+        reason: Reason,
+        action: &str,
+        note: &str,
+    ) {
+        if let Err(error) = self.try_publish(regarding, reason, action, note).await {
             tracing::warn!(%error, reason = reason.as_str(), "failed to publish a Kubernetes Event");
         }
     }
 
     async fn try_publish(
         &self,
-        tc: &TrimbleConnection,
+        regarding: ObjectReference,
         reason: Reason,
         action: &str,
         note: &str,
     ) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         self.prune(now);
-        let namespace = tc.namespace().unwrap_or_else(|| "default".to_string());
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let key = SeriesKey {
-            object_uid: tc.uid().unwrap_or_default(),
+            // Without a uid (a Pod that does not know its own), kind and name identify it.
+            object_uid: regarding.uid.clone().unwrap_or_else(|| {
+                format!(
+                    "{}/{}/{}",
+                    regarding.kind.as_deref().unwrap_or(""),
+                    namespace,
+                    regarding.name.as_deref().unwrap_or("")
+                )
+            }),
             warning: reason.is_warning(),
             reason,
             action: action.to_string(),
+            note: note_hash(&truncate(note)),
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let params = PatchParams {
@@ -102,7 +150,6 @@ impl Events {
                 earlier.count += 1;
                 earlier.last = now;
                 let patch = serde_json::json!({
-                    "note": truncate(note),
                     "series": EventSeries { count: earlier.count, last_observed_time: MicroTime(now) },
                 });
                 match api
@@ -112,34 +159,36 @@ impl Events {
                     Ok(_) => earlier,
                     // The Event was removed meanwhile (TTL, a person): start a new one.
                     Err(kube::Error::Api(status)) if status.code == 404 => {
-                        self.create(&api, tc, &key, note, now).await?
+                        self.create(&api, &regarding, &key, note, now).await?
                     }
                     Err(error) => return Err(error),
                 }
             }
-            None => self.create(&api, tc, &key, note, now).await?,
+            None => self.create(&api, &regarding, &key, note, now).await?,
         };
         self.published
             .lock()
             .expect("events cache lock")
-            .insert(key, published);
+            .insert(key.hashed(), published);
         Ok(())
     }
 
     async fn create(
         &self,
         api: &Api<Event>,
-        tc: &TrimbleConnection,
+        regarding: &ObjectReference,
         key: &SeriesKey,
         note: &str,
         now: Timestamp,
     ) -> Result<Published, kube::Error> {
-        let regarding: ObjectReference = tc.object_ref(&());
-        let name = event_name(&tc.name_any(), now.as_nanosecond());
+        let name = event_name(
+            regarding.name.as_deref().unwrap_or("object"),
+            now.as_nanosecond(),
+        );
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                namespace: tc.namespace(),
+                namespace: regarding.namespace.clone(),
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
@@ -147,7 +196,7 @@ impl Events {
             reason: Some(key.reason.as_str().to_string()),
             action: Some(key.action.clone()),
             note: Some(truncate(note)),
-            regarding: Some(regarding),
+            regarding: Some(regarding.clone()),
             reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
@@ -164,7 +213,7 @@ impl Events {
     fn lookup(&self, key: &SeriesKey, now: Timestamp) -> Option<Published> {
         let published = self.published.lock().expect("events cache lock");
         published
-            .get(key)
+            .get(&key.hashed())
             .filter(|earlier| earlier.last + SERIES_WINDOW > now)
             .cloned()
     }

@@ -166,6 +166,42 @@ impl Context {
     }
 }
 
+/// What the controller's store keeps of an object: only what reads the store. Those are the
+/// conflict check (name, namespace, uid, creation time, `spec.leafUserId`), the Secret mapper
+/// (`spec`'s Secret references), the polling switch (uid, `spec.refreshInterval`), the ready and
+/// stalled gauges (each condition's type, status and reason), the credential index
+/// (`status.credentialId`) and kube-runtime with its finalizer helper (name, namespace,
+/// resourceVersion, finalizers, deletionTimestamp). Reconcile reads the object fresh from the API
+/// server, so nothing else is kept.
+///
+/// Why: the store is the operator's largest memory. managedFields alone were 7.8 of 11.5 KiB per
+/// object (BENCHMARKS.md, issue 7); at 20,000 objects the rest still cost 3.2 KiB each, of which
+/// labels (a B-tree node of about 0.5 KiB even for one label), annotations (`kubectl apply`'s
+/// last-applied copy of the whole object) and the status' messages, events and token hashes are
+/// unread here (BENCHMARKS.md, issue 12).
+pub fn slim_for_store(tc: &mut TrimbleConnection) {
+    tc.metadata.managed_fields = None;
+    tc.metadata.annotations = None;
+    tc.metadata.labels = None;
+    if let Some(status) = tc.status.as_mut() {
+        let conditions = std::mem::take(&mut status.conditions)
+            .into_iter()
+            .map(
+                |c| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                    message: String::new(),
+                    ..c
+                },
+            )
+            .collect();
+        *status = crate::crd::TrimbleConnectionStatus {
+            observed_generation: status.observed_generation,
+            conditions,
+            credential_id: status.credential_id.take(),
+            ..crate::crd::TrimbleConnectionStatus::default()
+        };
+    }
+}
+
 /// The TrimbleConnections in `store` that reference the Secret `secret` (as credentials or as
 /// Leaf account).
 fn referencing(
@@ -222,9 +258,8 @@ pub async fn run(
             ),
             None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
         };
-        // managedFields are pruned before objects enter the store: nothing here reads them, and
-        // as parsed JSON they were about 2/3 of the store's memory (7.8 of 11.5 KiB per object;
-        // see BENCHMARKS.md). Reconcile reads the object fresh from the API server anyway.
+        // Objects are slimmed before they enter the store (see `slim_for_store`): reconcile reads
+        // the object fresh from the API server, the store serves only the lookups listed there.
         let (reader, writer) = reflector::store();
         let mut watch_config = watcher::Config::default().any_semantic();
         if let Some(selector) = &ctx.label_selector {
@@ -234,7 +269,7 @@ pub async fn run(
         let index_scope = scope.clone();
         let trimble_connections = watcher(tcs, watch_config)
             .default_backoff()
-            .modify(|tc| tc.managed_fields_mut().clear())
+            .modify(slim_for_store)
             .reflect(writer)
             .inspect(move |event| {
                 if let Ok(event) = event {
@@ -302,4 +337,75 @@ pub async fn run(
     ctx.credentials.clear();
     ctx.triggers.clear();
     tracing::info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_what_its_readers_use_and_nothing_else() {
+        let mut tc: TrimbleConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "withleaf.io/v1alpha1",
+            "kind": "TrimbleConnection",
+            "metadata": {
+                "name": "farm", "namespace": "growers", "uid": "u-1", "resourceVersion": "7",
+                "generation": 2, "creationTimestamp": "2026-01-01T00:00:00Z",
+                "deletionTimestamp": "2026-01-02T00:00:00Z",
+                "finalizers": ["withleaf.io/trimble-credential"],
+                "labels": {"shard": "a"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+            "spec": {"leafUserId": "user-1", "credentialsSecretRef": {"name": "creds"},
+                     "leafAuthSecretRef": {"name": "acct"}, "refreshInterval": "5m"},
+            "status": {
+                "observedGeneration": 2,
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "CredentialInvalid",
+                     "message": "long text", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                    {"type": "Stalled", "status": "True", "reason": "CredentialInvalid",
+                     "message": "more text", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                ],
+                "credentialId": "c-1", "credentialStatus": "UNAUTHENTICATED",
+                "scopes": ["openid"], "secretFingerprint": "f", "sentRefreshTokens": ["h"],
+                "recentEvents": [{"id": "e", "summary": "s"}],
+            },
+        }))
+        .expect("a TrimbleConnection");
+        let spec = tc.spec.clone();
+        slim_for_store(&mut tc);
+        let m = &tc.metadata;
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref(), m.uid.as_deref()),
+            (Some("farm"), Some("growers"), Some("u-1"))
+        );
+        assert_eq!(m.resource_version.as_deref(), Some("7"));
+        assert_eq!(m.generation, Some(2));
+        assert!(m.creation_timestamp.is_some() && m.deletion_timestamp.is_some());
+        assert_eq!(
+            m.finalizers.as_deref(),
+            Some(&["withleaf.io/trimble-credential".to_string()][..])
+        );
+        assert_eq!(
+            (&m.labels, &m.annotations, &m.managed_fields),
+            (&None, &None, &None)
+        );
+        assert_eq!(tc.spec, spec, "the spec is kept whole");
+        let status = tc.status.as_ref().expect("status");
+        assert_eq!(status.credential_id.as_deref(), Some("c-1"));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(crate::metrics::ready_gauge::ready_status(&tc), "False");
+        assert_eq!(
+            crate::metrics::ready_gauge::stalled_reason(&tc),
+            Some("CredentialInvalid")
+        );
+        assert!(status.conditions.iter().all(|c| c.message.is_empty()));
+        assert!(
+            status.scopes.is_empty()
+                && status.sent_refresh_tokens.is_empty()
+                && status.recent_events.is_empty()
+                && status.credential_status.is_none()
+        );
+    }
 }

@@ -95,7 +95,7 @@ struct State {
     last_heard: Option<Instant>,
 }
 
-/// Shared by the receiver, the registration loop and (phase 2) the schedule.
+/// Shared by the receiver, the registration loop, the schedule and the switch announcer.
 #[derive(Debug)]
 pub struct AlertsHealth {
     config: HealthConfig,
@@ -111,6 +111,11 @@ impl AlertsHealth {
                 last_heard: None,
             }),
         }
+    }
+
+    /// The numbers the decision uses.
+    pub fn config(&self) -> HealthConfig {
+        self.config
     }
 
     /// Alerts off: always [`Polling::Normal`].

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,8 +31,32 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabels {
+    mode: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The polling modes, as metric labels.
+pub const POLLING_MODES: [&str; 2] = ["backstop", "normal"];
+
+fn alert_to_status_histogram() -> Histogram {
+    // 10 ms .. about 82 s: an alert normally shows within a second; minutes mean a backlog.
+    Histogram::new(exponential_buckets(0.01, 2.0, 14))
+}
+
 /// The alerts counters and gauges (registered under the `leaf_operator_` prefix).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AlertsMetrics {
     received: Family<SourceLabels, Counter>,
     verified: Counter,
@@ -39,6 +64,25 @@ pub struct AlertsMetrics {
     handled: Family<HandledLabels, Counter>,
     webhook_state: Family<StateLabels, Gauge>,
     event_registered_twice: Counter,
+    polling_mode: Family<ModeLabels, Gauge>,
+    polling_switches: Family<SwitchLabels, Counter>,
+    alert_to_status: Family<ResultLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for AlertsMetrics {
+    fn default() -> Self {
+        Self {
+            received: Family::default(),
+            verified: Counter::default(),
+            rejected: Family::default(),
+            handled: Family::default(),
+            webhook_state: Family::default(),
+            event_registered_twice: Counter::default(),
+            polling_mode: Family::default(),
+            polling_switches: Family::default(),
+            alert_to_status: Family::new_with_constructor(alert_to_status_histogram),
+        }
+    }
 }
 
 impl AlertsMetrics {
@@ -73,6 +117,21 @@ impl AlertsMetrics {
             "Times the credentials events were found owned by a webhook that is not this operator's (Leaf's eventRegisteredTwice)",
             self.event_registered_twice.clone(),
         );
+        registry.register(
+            "alerts_polling_mode",
+            "1 for how periodic checks are paced now: backstop (alerts healthy: the backstop interval) or normal (each resource's refreshInterval)",
+            self.polling_mode.clone(),
+        );
+        registry.register(
+            "alerts_polling_switches",
+            "Switches of the polling mode, by the mode switched to and why (healthy, quiet, not_heard_yet, or the registration state)",
+            self.polling_switches.clone(),
+        );
+        registry.register(
+            "alert_to_status_seconds",
+            "Time from a credentials alert's arrival to the reconcile's answer, by result (written: the status write that followed landed; unchanged: Leaf's answer matched the status; failed: the reconcile was interrupted before it could answer)",
+            self.alert_to_status.clone(),
+        );
     }
 
     pub fn received(&self, source: &'static str) {
@@ -104,5 +163,28 @@ impl AlertsMetrics {
 
     pub fn event_registered_twice(&self) {
         self.event_registered_twice.inc();
+    }
+
+    /// Sets the polling `mode` (one of [`POLLING_MODES`]) to 1 and the other to 0.
+    pub fn set_polling_mode(&self, mode: &'static str) {
+        for other in POLLING_MODES {
+            self.polling_mode
+                .get_or_create(&ModeLabels { mode: other })
+                .set(i64::from(other == mode));
+        }
+    }
+
+    /// Counts a switch to `mode` for `reason`.
+    pub fn polling_switched(&self, mode: &'static str, reason: &'static str) {
+        self.polling_switches
+            .get_or_create(&SwitchLabels { mode, reason })
+            .inc();
+    }
+
+    /// Records how long after its alert a reconcile answered (`written`, `unchanged`, `failed`).
+    pub fn alert_answered(&self, result: &'static str, elapsed: std::time::Duration) {
+        self.alert_to_status
+            .get_or_create(&ResultLabels { result })
+            .observe(elapsed.as_secs_f64());
     }
 }

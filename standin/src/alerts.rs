@@ -618,6 +618,16 @@ impl Handle {
         })
     }
 
+    /// Removes a webhook as someone else would (another consumer, a person in Leaf's API);
+    /// false when there was none with this id.
+    pub fn remove_webhook(&self, id: &str) -> bool {
+        self.alerts(|s| {
+            let before = s.alerts.webhooks.len();
+            s.alerts.webhooks.retain(|w| w.id != id);
+            s.alerts.webhooks.len() != before
+        })
+    }
+
     pub fn failed_calls(&self) -> Vec<FailedCall> {
         self.alerts(|s| s.alerts.failed_calls.clone())
     }

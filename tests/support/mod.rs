@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod alerts;
+pub mod bench;
 pub mod certs;
 pub mod control_plane;
 pub mod go_tools;

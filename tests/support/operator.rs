@@ -207,6 +207,11 @@ impl Operator {
         .await;
     }
 
+    /// The process id of the current start (for reading its memory and CPU in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running (it has not exited, e.g. by a panic).
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -375,6 +380,17 @@ impl Fixture {
         let control_plane = super::control_plane().await;
         control_plane.install_crd().await;
         let namespace = control_plane.create_namespace(prefix).await;
+        Self::start_in(namespace, standin_config, options).await
+    }
+
+    /// Like [`Fixture::start_with`], in a namespace the test created (and prepared) itself.
+    pub async fn start_in(
+        namespace: String,
+        standin_config: StandInConfig,
+        options: impl FnOnce(OperatorOptions) -> OperatorOptions,
+    ) -> Fixture {
+        let control_plane = super::control_plane().await;
+        control_plane.install_crd().await;
         let mut standin_config = standin_config.with_account(LEAF_USERNAME, LEAF_PASSWORD);
         standin_config.auto_create_users = true;
         let standin = StandIn::start(standin_config).await;

@@ -1,7 +1,8 @@
 //! [`Ports`] for production: the Leaf client with this resource's account, the API server, the
 //! Event publisher and the leader lease's fence.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use kube::api::{Api, Patch, PatchParams};
 
@@ -24,6 +25,9 @@ pub(super) struct KubePorts<'a> {
     pub api: Api<TrimbleConnection>,
     /// None when the resource has no usable account (the engine then never calls Leaf).
     pub account: Option<LeafAccount>,
+    /// When the alert this reconcile answers arrived: the first status write that lands after
+    /// it is the alert's answer (the time-from-alert-to-status histogram). Taken once.
+    pub alert_at: Mutex<Option<Instant>>,
 }
 
 impl KubePorts<'_> {
@@ -35,6 +39,15 @@ impl KubePorts<'_> {
 
     fn user(&self) -> &str {
         &self.tc.spec.leaf_user_id
+    }
+
+    /// The alert's answer, once: `result` is `written` (a status write landed), `unchanged` or
+    /// `failed`.
+    pub(super) fn alert_answered(&self, result: &'static str) {
+        let taken = self.alert_at.lock().expect("alert_at lock").take();
+        if let Some(at) = taken {
+            self.ctx.metrics.alerts.alert_answered(result, at.elapsed());
+        }
     }
 }
 
@@ -101,7 +114,10 @@ impl Ports for KubePorts<'_> {
         // Bounded: a hanging API server must not hold a reconcile (and its permit) forever.
         let write = self.api.patch_status(&name, &params, &patch);
         match tokio::time::timeout(super::API_TIMEOUT, write).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                self.alert_answered("written");
+                Ok(())
+            }
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the API server did not answer in time".to_string()),
         }

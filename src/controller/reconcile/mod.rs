@@ -135,10 +135,15 @@ async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, 
     let mut observed = observe(ctx, &tc, Purpose::Apply).await?;
     let secret = observed.secret.take();
     let (ports, input, pace) = bind(ctx, &tc, observed, secret.as_ref());
-    match engine::apply(&ports, input)
-        .await
-        .map_err(Error::Interrupted)?
-    {
+    let applied = engine::apply(&ports, input).await;
+    // An alert whose look found nothing new to write is answered too, and one whose reconcile
+    // was interrupted counts as failed (both no-ops after a status write answered it).
+    ports.alert_answered(if applied.is_ok() {
+        "unchanged"
+    } else {
+        "failed"
+    });
+    match applied.map_err(Error::Interrupted)? {
         Applied::Quiet(requeue) => Ok((
             requeue.map_or_else(Action::await_change, Action::requeue),
             None,
@@ -189,6 +194,7 @@ fn bind<'a, 's>(
         inputs,
         handled_at,
         interval,
+        alert_at,
         ..
     } = observed;
     let ports = KubePorts {
@@ -196,6 +202,7 @@ fn bind<'a, 's>(
         tc: tc.clone(),
         api: Api::namespaced(ctx.client.clone(), &tc.namespace().unwrap_or_default()),
         account,
+        alert_at: std::sync::Mutex::new(alert_at),
     };
     let input = Input {
         facts,

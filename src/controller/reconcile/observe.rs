@@ -30,6 +30,9 @@ pub(super) struct Observed {
     pub handled_at: Option<String>,
     /// The pace of this resource's periodic checks now (its interval, or the alerts backstop).
     pub interval: Duration,
+    /// When the alert this reconcile answers arrived (its hint, taken here), for the
+    /// alert-to-status histogram.
+    pub alert_at: Option<Instant>,
 }
 
 /// Whether the credentials Secret is read: deletion never depends on it.
@@ -88,7 +91,10 @@ pub(super) async fn observe(
         Polling::Backstop(backstop) => Some(backstop),
         Polling::Normal => None,
     };
+    let interval = tc.spec.check_interval(backstop);
     let generation_new = tc.meta().generation != status.observed_generation;
+    // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
+    let alert_at = ctx.hints.take(&uid);
     Ok(Observed {
         facts: Facts {
             spec: tc.spec.clone(),
@@ -97,9 +103,11 @@ pub(super) async fn observe(
             account: account_fact,
             conflict,
             age,
-            not_due_for: ctx.schedules.wait(&uid, &inputs, Instant::now()),
-            // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
-            forced: ctx.hints.take(&uid).is_some() || annotation_new || generation_new,
+            // At the pace that applies now: a check scheduled under the other polling mode moves.
+            not_due_for: ctx
+                .schedules
+                .wait_at_pace(&uid, &inputs, interval, Instant::now()),
+            forced: alert_at.is_some() || annotation_new || generation_new,
             // While alerts are healthy a status change arrives as an alert: the events are read
             // when the status changed or a person asked, not on every backstop check.
             events_every_check: backstop.is_none(),
@@ -110,7 +118,8 @@ pub(super) async fn observe(
         account,
         inputs,
         handled_at: if annotation_new { requested } else { None },
-        interval: tc.spec.check_interval(backstop),
+        interval,
+        alert_at,
     })
 }
 
