@@ -14,7 +14,8 @@
 # BENCH_BURST (20), BENCH_BACKSTOP_SECS (2.5 creation rounds of one shard), BENCH_PACED (N/4, at
 # most 400), BENCH_PACED_RATE (20/s), BENCH_BURST_ALERTS (N/4, at most 200), BENCH_UNMANAGED_ALERTS
 # (N), BENCH_CLIENT_PARALLEL (32), BENCH_DRAIN (1), BENCH_RESTART (1), BENCH_RUST_LOG (info),
-# BENCH_OPERATOR_ENV.
+# BENCH_OPERATOR_ENV; LEAF_OPERATOR_BIN runs another operator binary, e.g. the musl build the image
+# ships (scripts/image.sh prints where it is).
 # Each run starts its own etcd and kube-apiserver.
 set -euo pipefail
 cd "$(dirname "$0")/.."

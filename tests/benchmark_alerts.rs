@@ -998,6 +998,12 @@ fn details(config: &Config, r: &Results) -> String {
     let _ = writeln!(out, "- settings: `{}`", r.config_line);
     let _ = writeln!(
         out,
+        "- operator binary: {}",
+        std::env::var("LEAF_OPERATOR_BIN")
+            .unwrap_or_else(|_| "this build's (cargo test --release, glibc)".to_string())
+    );
+    let _ = writeln!(
+        out,
         "- date {}; load average: {}",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         std::fs::read_to_string("/proc/loadavg")

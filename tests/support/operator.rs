@@ -102,8 +102,11 @@ pub struct Operator {
     starts: u32,
 }
 
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_leaf-operator")
+/// The operator binary: the one Cargo built for these tests, or `LEAF_OPERATOR_BIN` (a benchmark
+/// of another build, e.g. the musl binary the image ships).
+fn binary() -> String {
+    std::env::var("LEAF_OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_leaf-operator").to_string())
 }
 
 impl Operator {
