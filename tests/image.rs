@@ -183,6 +183,7 @@ async fn the_image_runs_as_the_charts_pod_and_reconciles_a_connection_to_ready()
         PodIdentity {
             namespace: &release_ns,
             pod_name: "lo-image-leaf-operator-7d9f8-abcde",
+            pod_uid: "0b7d3c1e-5f1a-4c2e-9d8b-7a6f5e4d3c2b",
         },
     )
     .await;

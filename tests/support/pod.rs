@@ -125,6 +125,7 @@ pub struct PodContainer {
 pub struct PodIdentity<'a> {
     pub namespace: &'a str,
     pub pod_name: &'a str,
+    pub pod_uid: &'a str,
 }
 
 impl PodContainer {
@@ -226,6 +227,7 @@ impl PodContainer {
                 match path {
                     "metadata.name" => identity.pod_name.to_string(),
                     "metadata.namespace" => identity.namespace.to_string(),
+                    "metadata.uid" => identity.pod_uid.to_string(),
                     other => panic!("fieldRef {other} is not supported by this runner"),
                 }
             } else if !variable["valueFrom"]["secretKeyRef"].is_null() {
