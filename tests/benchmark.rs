@@ -32,6 +32,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
+use support::bench::{ProcessStats, env_or, process_stats};
 use support::operator::{LEAF_PASSWORD, LEAF_USERNAME, Operator, OperatorOptions};
 
 /// Leaf calls a create needs at least: GET (is there one already?) and POST. The login is shared
@@ -62,16 +63,6 @@ struct BenchConfig {
     rust_log: String,
     /// Further environment for the operator process (e.g. `MALLOC_ARENA_MAX=2`).
     operator_env: Vec<(String, String)>,
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{key}={value:?} is not a valid value")),
-        _ => default,
-    }
 }
 
 impl BenchConfig {
@@ -239,11 +230,6 @@ fn watch_events(api: Api<KubeEvent>) -> Arc<Mutex<(bool, u64)>> {
 
 // --- the operator process ----------------------------------------------------------------------
 
-unsafe extern "C" {
-    fn sysconf(name: i32) -> i64;
-}
-const SC_CLK_TCK: i32 = 2;
-
 /// The pid of the `leaf-operator` child of this test process.
 fn operator_pid() -> u32 {
     let me = std::process::id();
@@ -267,45 +253,6 @@ fn operator_pid() -> u32 {
         }
     }
     panic!("no leaf-operator child process found");
-}
-
-/// Resident memory now and at its peak, and CPU seconds used, of a process.
-#[derive(Clone, Copy, Debug, Default)]
-struct ProcessStats {
-    rss_mib: f64,
-    peak_rss_mib: f64,
-    cpu_secs: f64,
-}
-
-fn process_stats(pid: u32) -> ProcessStats {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rfind(')')
-        .map(|close| stat[close + 1..].split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15; after the command name they are at index 11 and 12.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { sysconf(SC_CLK_TCK) }.max(1) as f64;
-    ProcessStats {
-        rss_mib: kib("VmRSS:") / 1024.0,
-        peak_rss_mib: kib("VmHWM:") / 1024.0,
-        cpu_secs: (ticks(11) + ticks(12)) / hz,
-    }
 }
 
 // --- Leaf calls ----------------------------------------------------------------------------------
