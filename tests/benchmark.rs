@@ -450,6 +450,28 @@ impl Results {
     }
 }
 
+/// New clientSecret and refreshToken in each of the `n` benchmark Secrets (the rotation phase).
+async fn change_all_secrets(secrets: &Api<Secret>, n: usize) {
+    for_each_parallel(n, |i| {
+        let secrets = secrets.clone();
+        let patch = serde_json::json!({"stringData": {
+            "clientSecret": format!("bench-client-secret-{i}-v2"),
+            "refreshToken": format!("bench-refresh-token-{i}-v2"),
+        }});
+        async move {
+            secrets
+                .patch(
+                    &format!("bench-secret-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
 async fn run(config: &BenchConfig) -> Results {
     let mut results = Results {
         config_line: format!("{config:?}"),
@@ -690,24 +712,7 @@ async fn run(config: &BenchConfig) -> Results {
         .map(|(name, t)| (name.clone(), t.credential_id.clone()))
         .collect();
     let began = Instant::now();
-    for_each_parallel(config.n, |i| {
-        let secrets = secrets.clone();
-        let patch = serde_json::json!({"stringData": {
-            "clientSecret": format!("bench-client-secret-{i}-v2"),
-            "refreshToken": format!("bench-refresh-token-{i}-v2"),
-        }});
-        async move {
-            secrets
-                .patch(
-                    &format!("bench-secret-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
+    change_all_secrets(&secrets, config.n).await;
     results.ideal_rotate = config.ideal(CALLS_PER_ROTATE);
     let timeout = results.ideal_rotate * 10 + Duration::from_secs(120);
     let rotated = wait_state(

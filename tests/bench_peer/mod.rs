@@ -26,7 +26,8 @@ use super::support;
 use super::support::peer::{self, Peer, PeerOptions};
 use super::{
     BenchConfig, CALLS_PER_CREATE, CALLS_PER_DELETE, Calls, ProcessStats, Results, USER_PREFIX,
-    calls_since, credentials_secret, for_each_parallel, process_stats, secs, watch_events,
+    calls_since, change_all_secrets, credentials_secret, for_each_parallel, process_stats, secs,
+    watch_events,
 };
 
 /// How long the stand-in keeps an idle connection of the peer open (see `run_peer`).
@@ -536,24 +537,7 @@ pub async fn run_peer(config: &BenchConfig) -> PeerResults {
     // Secret; wait until it has called Leaf for every user after the change (its next poll).
     let changed_at = standin.requests().len();
     let began = Instant::now();
-    for_each_parallel(n, |i| {
-        let secrets = secrets.clone();
-        let patch = serde_json::json!({"stringData": {
-            "clientSecret": format!("bench-client-secret-{i}-v2"),
-            "refreshToken": format!("bench-refresh-token-{i}-v2"),
-        }});
-        async move {
-            secrets
-                .patch(
-                    &format!("bench-secret-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
+    change_all_secrets(&secrets, n).await;
     let timeout = config.refresh * 3 + Duration::from_secs(120);
     support::wait_until(
         "the peer to call Leaf for every user after the Secret change",

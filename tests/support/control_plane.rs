@@ -52,11 +52,17 @@ pub async fn control_plane() -> &'static ControlPlane {
 }
 
 /// Builds (once, cached) the control-plane binaries and returns their directory.
+pub fn tool_bin_dir() -> Result<PathBuf, String> {
+    cached_build_dir("scripts/test-tools.sh")
+}
+
+/// Runs a build script of the repository that builds once and caches (`scripts/test-tools.sh`,
+/// `scripts/peer-tools.sh`) and returns the directory it prints on its last line of stdout.
 ///
 /// The script's progress goes straight to the terminal (a cold build takes minutes and should
 /// say so); its output is also kept for the failure message.
-pub fn tool_bin_dir() -> Result<PathBuf, String> {
-    let script = repo_root().join("scripts/test-tools.sh");
+pub fn cached_build_dir(script: &str) -> Result<PathBuf, String> {
+    let script = repo_root().join(script);
     let mut child = Command::new(&script)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

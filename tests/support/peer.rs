@@ -23,7 +23,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 
-use super::control_plane::{ControlPlane, repo_root};
+use super::control_plane::{ControlPlane, cached_build_dir, repo_root};
 use super::process;
 use super::wait::wait_until;
 
@@ -40,45 +40,7 @@ pub const VERSION: &str = "v1alpha2";
 /// Builds (once, cached) provider-http and returns the directory holding `bin/provider-http` and
 /// `crds/`. Progress of a first build goes to the terminal; failures carry the script's output.
 pub fn peer_dir() -> Result<PathBuf, String> {
-    let script = repo_root().join("scripts/peer-tools.sh");
-    let mut child = Command::new(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let echo = std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(std::io::stderr(), "{line}");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout is piped")
-        .read_to_string(&mut stdout)
-        .ok();
-    let status = child
-        .wait()
-        .map_err(|e| format!("failed to wait for {}: {e}", script.display()))?;
-    let stderr = echo.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!("{} failed ({status}):\n{stderr}", script.display()));
-    }
-    let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
-    if dir.is_empty() {
-        return Err(format!(
-            "{} printed no directory:\n{stderr}",
-            script.display()
-        ));
-    }
-    Ok(PathBuf::from(dir))
+    cached_build_dir("scripts/peer-tools.sh")
 }
 
 /// The provider-http version the cache directory holds (`VERSION` written by the build script).
