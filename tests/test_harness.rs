@@ -234,3 +234,52 @@ async fn etcd_restart_keeps_the_data() {
         .await
         .expect("writes work again");
 }
+
+/// Parallel tests create run directories while each of them sweeps the stale ones: a directory
+/// whose owner file is being written must never look dead (CI once lost an operator's run
+/// directory, log and all, between its creation and the operator's start).
+#[test]
+fn run_directories_created_in_parallel_are_never_swept_as_stale() {
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                (0..150)
+                    .map(|_| support::process::create_run_dir().expect("create a run directory"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let created: Vec<_> = threads
+        .into_iter()
+        .flat_map(|thread| thread.join().expect("a creating thread panicked"))
+        .collect();
+    let lost: Vec<_> = created
+        .iter()
+        .filter(|dir| !dir.join("owner").is_file())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} run directories were swept while their owner was alive: {:?}",
+        lost.len(),
+        created.len(),
+        lost.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+/// The sweep's rule for a run without a readable owner: young means starting, so it stays.
+#[test]
+fn a_fresh_run_directory_with_an_empty_owner_file_is_not_swept() {
+    let starting = std::env::temp_dir()
+        .join("leaf-operator-tests")
+        .join(format!("run-starting-{}", std::process::id()));
+    std::fs::create_dir_all(&starting).expect("create the starting run's directory");
+    std::fs::write(starting.join("owner"), "").expect("write an empty owner file");
+    // Creating a run directory sweeps the stale ones first.
+    support::process::create_run_dir().expect("create a run directory");
+    let survived = starting.is_dir();
+    let _ = std::fs::remove_dir_all(&starting);
+    assert!(
+        survived,
+        "a run directory whose owner file was still empty was swept as stale"
+    );
+}

@@ -97,22 +97,22 @@ pub fn create_run_dir() -> io::Result<PathBuf> {
     let dir = root.join(format!("run-{pid}-{nanos:09}"));
     fs::create_dir_all(&dir)?;
     let owner = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
-    fs::write(dir.join("owner"), owner)?;
+    // Written aside and renamed: a parallel sweep must never read a half-written owner.
+    fs::write(dir.join("owner.partial"), owner)?;
+    fs::rename(dir.join("owner.partial"), dir.join("owner"))?;
     registry().lock().unwrap().run_dirs.push(dir.clone());
     Ok(dir)
 }
 
 fn owner_alive(run_dir: &Path) -> bool {
-    let Ok(owner) = fs::read_to_string(run_dir.join("owner")) else {
-        // A run that has not written its owner yet is either starting right now or long dead.
+    let owner = fs::read_to_string(run_dir.join("owner")).unwrap_or_default();
+    let mut fields = owner.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
+        // No readable owner (yet): the run is either starting right now or long dead.
         return fs::metadata(run_dir)
             .and_then(|m| m.modified())
             .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60))
             .unwrap_or(false);
-    };
-    let mut fields = owner.split_whitespace().map(|f| f.parse::<u64>().ok());
-    let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
-        return false;
     };
     start_time(pid as u32) == Some(started)
 }
