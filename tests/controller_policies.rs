@@ -456,16 +456,12 @@ async fn two_resources_for_one_leaf_user_created_in_the_same_second_agree_on_the
     f.standin.slow(Some(("GET", Duration::from_millis(700))));
     // The loser right after a second begins, the winner 0.6 s later in the same second: without
     // agreeing on the winner first, the loser would have started its create by then.
-    let at_subsec = |from: i32, to: i32| async move {
-        support::wait_until("a moment in the second", WAIT, || async {
-            let ms = jiff::Timestamp::now().subsec_millisecond();
-            if (from..to).contains(&ms) {
-                Ok(())
-            } else {
-                Err(ms.to_string())
-            }
-        })
-        .await
+    // Placing an action at a moment of the wall clock is a timed wait by nature (there is no
+    // condition to poll: polling at a growing interval can stay in phase with the second).
+    let at_subsec = |target_ms: i64| async move {
+        let ms = i64::from(jiff::Timestamp::now().subsec_millisecond());
+        let wait = (target_ms - ms).rem_euclid(1000);
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     };
     let tc = |namespace: &str| -> kube::Api<leaf_operator::crd::TrimbleConnection> {
         kube::Api::namespaced(f.client.clone(), namespace)
@@ -476,12 +472,12 @@ async fn two_resources_for_one_leaf_user_created_in_the_same_second_agree_on_the
         "spec": {"leafUserId": user, "credentialsSecretRef": {"name": "creds"}}
     }))
     .unwrap();
-    at_subsec(0, 100).await;
+    at_subsec(10).await;
     tc(&loser_ns)
         .create(&Default::default(), &object)
         .await
         .unwrap();
-    at_subsec(600, 800).await;
+    at_subsec(610).await;
     tc(&winner_ns)
         .create(&Default::default(), &object)
         .await

@@ -2,7 +2,8 @@
 //!
 //! One kube-runtime `Controller` per watch scope (all namespaces, or one per listed namespace so
 //! that a namespaced install needs no cluster-wide RBAC). Each also watches Secrets as metadata
-//! only and maps a changed Secret to the TrimbleConnections that reference it through its store.
+//! only and maps a changed Secret to the TrimbleConnections that reference it through its store
+//! ([`secret_triggers`]: one scan per change, one per listing).
 //! What a reconcile does is decided by the pure [`decide`] and carried out by [`engine`] through
 //! its IO ports; [`reconcile`] binds both to kube-runtime; what it writes is computed by the pure
 //! [`status`].
@@ -40,6 +41,7 @@ pub mod events;
 pub mod hints;
 pub mod polling;
 pub mod reconcile;
+pub mod secret_triggers;
 pub mod status;
 pub mod trigger;
 
@@ -50,11 +52,11 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
-use kube::{Client, ResourceExt};
 
 use crate::crd::TrimbleConnection;
 use crate::default_account::DefaultAccount;
@@ -202,30 +204,6 @@ pub fn slim_for_store(tc: &mut TrimbleConnection) {
     }
 }
 
-/// The TrimbleConnections in `store` that reference the Secret `secret` (as credentials or as
-/// Leaf account).
-fn referencing(
-    store: &Store<TrimbleConnection>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<TrimbleConnection>> {
-    let name = secret.name_any();
-    let namespace = secret.namespace();
-    store
-        .state()
-        .into_iter()
-        .filter(|tc| tc.namespace() == namespace)
-        .filter(|tc| {
-            tc.spec.credentials_secret_ref.name == name
-                || tc
-                    .spec
-                    .leaf_auth_secret_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name == name)
-        })
-        .map(|tc| ObjectRef::from_obj(tc.as_ref()))
-        .collect()
-}
-
 /// Runs the controllers until `stop` resolves (graceful: reconciles in flight finish).
 ///
 /// `namespaces` empty means all namespaces. `on_ready` is called once every store has synced,
@@ -281,17 +259,17 @@ pub async fn run(
             .reconcile_on(ctx.triggers.subscribe(scope.clone()));
         let store = controller.store();
         stores.push(store.clone());
-        let mapper_store = store.clone();
         let on_progress = on_progress.clone();
         let scope_name = scope
             .clone()
             .unwrap_or_else(|| "all namespaces".to_string());
+        let secret_events =
+            watcher(secrets, watcher::Config::default().any_semantic()).default_backoff();
         let run = controller
-            .watches(
-                secrets,
-                watcher::Config::default().any_semantic(),
-                move |secret| referencing(&mapper_store, &secret),
-            )
+            .reconcile_on(secret_triggers::secret_triggers(
+                secret_events,
+                store.clone(),
+            ))
             .with_config(controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(stop.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
