@@ -99,7 +99,7 @@ for tool in cargo openssl curl; do
   command -v "$tool" >/dev/null || die "'$tool' is needed; install it first (see README.md)"
 done
 
-say "Control-plane binaries (built from Go modules on first use: 15-25 minutes, then cached)"
+say "Control-plane binaries (built from Go modules on first use: 6-25 minutes, then cached)"
 bin="$(scripts/test-tools.sh | tail -n 1)"
 echo "$bin"
 

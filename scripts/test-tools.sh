@@ -47,7 +47,7 @@ if have_all; then
   exit 0
 fi
 
-echo "building the test control plane (kube-apiserver $K8S_VERSION, kubectl, etcd $ETCD_VERSION, helm $HELM_VERSION) into $BIN_DIR; the first build takes 10-25 minutes" >&2
+echo "building the test control plane (kube-apiserver $K8S_VERSION, kubectl, etcd $ETCD_VERSION, helm $HELM_VERSION) into $BIN_DIR; the first build takes 6-25 minutes" >&2
 
 export CGO_ENABLED=0
 work="$(mktemp -d)"
