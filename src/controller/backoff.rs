@@ -71,11 +71,22 @@ pub struct Schedule {
     /// How many periodic checks were scheduled (varies the interval's jitter).
     pub checks: u32,
     /// Identifies the inputs of the Leaf calls (Secret fingerprint and Leaf account) when the
-    /// schedule was set: different inputs are worth a Leaf call at once, whatever it says.
-    pub inputs: String,
+    /// schedule was set: different inputs are worth a Leaf call at once, whatever it says. A hash
+    /// (see [`inputs_hash`]): one per connection, 20,000 at the issue-12 scale, where the text
+    /// cost about 100 bytes each.
+    pub inputs: u64,
     /// For a periodic check: when it was scheduled and the jitter attempt it used, so that the
     /// check can be re-paced when the interval changes (alerts healthy or not).
     pub periodic: Option<(Instant, u32)>,
+}
+
+/// What [`Schedule::inputs`] keeps of the inputs' text. A collision (odds 2⁻⁶⁴ per change) would
+/// only delay the reaction to changed inputs until the object's next scheduled call.
+fn inputs_hash(inputs: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    inputs.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The schedules of all objects, keyed by the object's uid.
@@ -104,7 +115,7 @@ impl Schedules {
     /// recorded, or when the inputs changed.
     pub fn wait(&self, uid: &str, inputs: &str, now: Instant) -> Duration {
         match self.get(uid) {
-            Some(schedule) if schedule.inputs == inputs => {
+            Some(schedule) if schedule.inputs == inputs_hash(inputs) => {
                 schedule.next_leaf_call.saturating_duration_since(now)
             }
             _ => Duration::ZERO,
@@ -123,7 +134,7 @@ impl Schedules {
         now: Instant,
     ) -> Duration {
         match self.get(uid) {
-            Some(schedule) if schedule.inputs == inputs => self
+            Some(schedule) if schedule.inputs == inputs_hash(inputs) => self
                 .next_at_pace(uid, &schedule, interval)
                 .saturating_duration_since(now),
             _ => Duration::ZERO,
@@ -162,6 +173,17 @@ impl Schedules {
         refresh_interval: Duration,
         now: Instant,
     ) -> Option<Duration> {
+        self.record_hashed(uid, inputs_hash(inputs), next, refresh_interval, now)
+    }
+
+    fn record_hashed(
+        &self,
+        uid: &str,
+        inputs: u64,
+        next: &Next,
+        refresh_interval: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
         let refresh_interval = self.interval_override.unwrap_or(refresh_interval);
         let mut inner = self.inner.lock().expect("schedules lock");
         let previous = inner.get(uid).cloned();
@@ -190,7 +212,7 @@ impl Schedules {
                 next_leaf_call: later(now, wait),
                 failures,
                 checks,
-                inputs: inputs.to_string(),
+                inputs,
                 periodic,
             },
         );
@@ -200,9 +222,9 @@ impl Schedules {
     /// Records a failure outside Leaf (an API error): backoff as for a failed Leaf call, the
     /// recorded inputs kept. Returns the wait.
     pub fn failed(&self, uid: &str, now: Instant) -> Duration {
-        let inputs = self.get(uid).map(|s| s.inputs).unwrap_or_default();
+        let inputs = self.get(uid).map_or_else(|| inputs_hash(""), |s| s.inputs);
         let retry = Next::Backoff { retry_after: None };
-        self.record(uid, &inputs, &retry, MAX, now)
+        self.record_hashed(uid, inputs, &retry, MAX, now)
             .unwrap_or(INITIAL)
     }
 

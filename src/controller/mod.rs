@@ -63,6 +63,7 @@ use crate::default_account::DefaultAccount;
 use crate::leader::Fence;
 use crate::leaf::LeafClient;
 use crate::metrics::Metrics;
+use crate::reason::{CONDITION_READY, CONDITION_STALLED};
 
 pub use reconcile::Error;
 
@@ -171,7 +172,7 @@ impl Context {
 /// What the controller's store keeps of an object: only what reads the store. Those are the
 /// conflict check (name, namespace, uid, creation time, `spec.leafUserId`), the Secret mapper
 /// (`spec`'s Secret references), the polling switch (uid, `spec.refreshInterval`), the ready and
-/// stalled gauges (each condition's type, status and reason), the credential index
+/// stalled gauges (the Ready condition's status, a true Stalled condition's reason), the credential index
 /// (`status.credentialId`) and kube-runtime with its finalizer helper (name, namespace,
 /// resourceVersion, finalizers, deletionTimestamp). Reconcile reads the object fresh from the API
 /// server, so nothing else is kept.
@@ -179,15 +180,20 @@ impl Context {
 /// Why: the store is the operator's largest memory. managedFields alone were 7.8 of 11.5 KiB per
 /// object (BENCHMARKS.md, issue 7); at 20,000 objects the rest still cost 3.2 KiB each, of which
 /// labels (a B-tree node of about 0.5 KiB even for one label), annotations (`kubectl apply`'s
-/// last-applied copy of the whole object) and the status' messages, events and token hashes are
-/// unread here (BENCHMARKS.md, issue 12).
+/// last-applied copy of the whole object), the status' messages, events and token hashes, and the
+/// conditions other than Ready and a true Stalled are unread here (BENCHMARKS.md, issue 12).
 pub fn slim_for_store(tc: &mut TrimbleConnection) {
     tc.metadata.managed_fields = None;
     tc.metadata.annotations = None;
     tc.metadata.labels = None;
     if let Some(status) = tc.status.as_mut() {
-        let conditions = std::mem::take(&mut status.conditions)
+        // Ready (any status) and a true Stalled are all the gauges read; Reconciling and a false
+        // Stalled are two of the three conditions a resource usually has.
+        let mut conditions: Vec<_> = std::mem::take(&mut status.conditions)
             .into_iter()
+            .filter(|c| {
+                c.type_ == CONDITION_READY || (c.type_ == CONDITION_STALLED && c.status == "True")
+            })
             .map(
                 |c| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
                     message: String::new(),
@@ -195,6 +201,8 @@ pub fn slim_for_store(tc: &mut TrimbleConnection) {
                 },
             )
             .collect();
+        // The collect reuses the original allocation; give back what the filter dropped.
+        conditions.shrink_to_fit();
         *status = crate::crd::TrimbleConnectionStatus {
             observed_generation: status.observed_generation,
             conditions,
@@ -342,6 +350,8 @@ mod tests {
                 "conditions": [
                     {"type": "Ready", "status": "False", "reason": "CredentialInvalid",
                      "message": "long text", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                    {"type": "Reconciling", "status": "False", "reason": "CredentialInvalid",
+                     "message": "text", "lastTransitionTime": "2026-01-01T00:00:00Z"},
                     {"type": "Stalled", "status": "True", "reason": "CredentialInvalid",
                      "message": "more text", "lastTransitionTime": "2026-01-01T00:00:00Z"},
                 ],
@@ -379,6 +389,28 @@ mod tests {
             Some("CredentialInvalid")
         );
         assert!(status.conditions.iter().all(|c| c.message.is_empty()));
+        let kept: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(kept, ["Ready", "Stalled"], "Reconciling is not read here");
+        assert_eq!(
+            status.conditions.capacity(),
+            2,
+            "the dropped one's room is given back"
+        );
+        // A false Stalled says nothing the gauges read: only Ready stays.
+        let mut healthy = tc.clone();
+        let stalled = &mut healthy.status.as_mut().expect("status").conditions[1];
+        stalled.status = "False".into();
+        slim_for_store(&mut healthy);
+        let kept: Vec<_> = healthy
+            .status
+            .as_ref()
+            .expect("status")
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(kept, ["Ready"]);
+        assert_eq!(crate::metrics::ready_gauge::stalled_reason(&healthy), None);
         assert!(
             status.scopes.is_empty()
                 && status.sent_refresh_tokens.is_empty()
