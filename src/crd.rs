@@ -199,6 +199,18 @@ pub struct TrimbleConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<PendingCreate>,
 
+    /// Set before the operator asks Leaf to delete a credential and cleared once the outcome is
+    /// known. Leaf's DELETE names the Leaf user, not the credential: one that lands late removes
+    /// whatever the user has then, so nothing else is sent for the user while it may still land.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_delete: Option<PendingDelete>,
+
+    /// The last create of this resource's credential that Leaf confirmed. For a while after it
+    /// (the read-lag allowance) a read of Leaf that shows nothing, or the credential it replaced,
+    /// is not taken as the truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_create: Option<LastCreate>,
+
     /// The last value of the `withleaf.io/reconcile-requested-at` annotation that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
@@ -216,6 +228,11 @@ pub struct PendingCreate {
     pub secret_fingerprint: String,
     /// When the create was started (RFC 3339).
     pub started_at: String,
+    /// The latest moment the POST may leave the operator (RFC 3339): it is never sent later, so
+    /// it cannot land after this plus the request timeout and the in-doubt margin. Absent in
+    /// records of older versions (then `startedAt` plus the send budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_by: Option<String>,
     /// Short hash of the clientId being sent: after a restart, a credential with this clientId is
     /// the one this create made, even if the Secret has changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +240,29 @@ pub struct PendingCreate {
     /// Short hash of the refresh token being sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_fingerprint: Option<String>,
+}
+
+/// A DELETE that was started but whose outcome was not yet recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDelete {
+    /// The credential the DELETE is for: the one a read of Leaf showed right before it.
+    pub credential_id: String,
+    /// When the delete was started (RFC 3339).
+    pub started_at: String,
+    /// The latest moment the DELETE may leave the operator (RFC 3339).
+    pub send_by: String,
+}
+
+/// A create of this resource's credential that Leaf confirmed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCreate {
+    /// When the operator saw it confirmed, by its own clock (RFC 3339).
+    pub confirmed_at: String,
+    /// The credential it replaced (a rotation), which a lagging read may still show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_credential_id: Option<String>,
 }
 
 /// One of Leaf's credential events, reduced to what is safe to show.

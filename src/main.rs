@@ -98,9 +98,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         Settings {
             default_account: default_account.clone(),
             fence: fence.clone(),
-            in_doubt_window: config
-                .leaf_timeout
-                .saturating_add(config.leaf_in_doubt_margin),
+            windows: controller::decide::Windows::new(
+                config.leaf_timeout,
+                config.leaf_in_doubt_margin,
+            ),
             schedules: Schedules::with_interval_override(config.test_refresh_interval),
         },
     );

@@ -1,12 +1,16 @@
-//! Two TrimbleConnections naming the same Leaf user: the older one wins, the newer one waits.
+//! Two TrimbleConnections that must not both act: the older one wins, the newer one waits.
 //!
-//! Leaf keeps one Trimble credential per user, so two resources for one user would delete and
-//! re-create each other's credential forever. The order is (creationTimestamp, namespace, name),
-//! which every replica computes the same way from its store; the loser touches nothing in Leaf.
+//! - The same Leaf user: Leaf keeps one Trimble credential per user, so two resources for one user
+//!   would delete and re-create each other's credential forever.
+//! - The same refresh token (one Secret key) for two Leaf users: a Trimble refresh token works
+//!   once, so the second POST of it would be refused, or worse, spend what the first one needs.
+//!
+//! The order is (creationTimestamp, namespace, name), which every replica computes the same way
+//! from its store; the loser sends nothing to Leaf.
 
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 
+use crate::controller::decide::ConflictFact;
 use crate::crd::TrimbleConnection;
 
 type Key = (Option<jiff::Timestamp>, String, String);
@@ -41,10 +45,51 @@ pub fn winner_over<'a>(
         })
 }
 
-/// Looks for an older resource naming the same Leaf user in any of the controller's stores.
-pub fn find_winner(tc: &TrimbleConnection, stores: &[Store<TrimbleConnection>]) -> Option<String> {
-    let all: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
-    winner_over(tc, all.iter().map(|arc| arc.as_ref()))
+/// The `namespace/name` of an older resource for another Leaf user whose refresh token comes from
+/// the same Secret key as `tc`'s.
+pub fn secret_owner_over<'a>(
+    tc: &TrimbleConnection,
+    others: impl IntoIterator<Item = &'a TrimbleConnection>,
+) -> Option<String> {
+    let mine = key(tc);
+    let source = |other: &TrimbleConnection| {
+        (
+            other.namespace(),
+            other.spec.credentials_secret_ref.name.clone(),
+            other.spec.credentials_secret_ref.refresh_token_key.clone(),
+        )
+    };
+    let my_source = source(tc);
+    others
+        .into_iter()
+        .filter(|other| other.spec.leaf_user_id != tc.spec.leaf_user_id)
+        .filter(|other| other.uid() != tc.uid() || other.uid().is_none())
+        .filter(|other| source(other) == my_source)
+        .map(|other| (key(other), other))
+        .filter(|(other_key, _)| *other_key < mine)
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, other)| {
+            format!(
+                "{}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            )
+        })
+}
+
+/// Both checks over `others` (every object of every store): a lost Leaf user first (it also
+/// decides what deletion may touch), then a shared refresh token.
+pub fn check<'a>(
+    tc: &TrimbleConnection,
+    others: impl IntoIterator<Item = &'a TrimbleConnection> + Clone,
+) -> ConflictFact {
+    if let Some(winner) = winner_over(tc, others.clone()) {
+        return ConflictFact::LosesTo(winner);
+    }
+    match secret_owner_over(tc, others) {
+        Some(older) => ConflictFact::SecretSharedWith(older),
+        None => ConflictFact::Clear,
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +108,45 @@ mod tests {
         tc.metadata.uid = Some(format!("{ns}-{name}"));
         tc.metadata.creation_timestamp = Some(Time(created.parse().expect("time")));
         tc
+    }
+
+    fn with_secret(mut tc: TrimbleConnection, secret: &str, key: &str) -> TrimbleConnection {
+        tc.spec.credentials_secret_ref.name = secret.to_string();
+        tc.spec.credentials_secret_ref.refresh_token_key = key.to_string();
+        tc
+    }
+
+    #[test]
+    fn a_shared_refresh_token_is_refused_to_the_younger_resource_only() {
+        let old = tc("a", "old", "u1", "2026-01-01T00:00:00Z");
+        let young = tc("a", "young", "u2", "2026-01-02T00:00:00Z");
+        let all = [old.clone(), young.clone()];
+        assert_eq!(
+            check(&young, all.iter()),
+            ConflictFact::SecretSharedWith("a/old".to_string())
+        );
+        assert_eq!(check(&old, all.iter()), ConflictFact::Clear);
+        // Another key of the same Secret, another Secret, or another namespace: no conflict.
+        for other in [
+            with_secret(young.clone(), "s", "otherToken"),
+            with_secret(young.clone(), "other-secret", "refreshToken"),
+        ] {
+            assert_eq!(
+                check(&other, [old.clone(), other.clone()].iter()),
+                ConflictFact::Clear
+            );
+        }
+        let elsewhere = tc("b", "young", "u2", "2026-01-02T00:00:00Z");
+        assert_eq!(
+            check(&elsewhere, [old.clone(), elsewhere.clone()].iter()),
+            ConflictFact::Clear
+        );
+        // The same Leaf user is the other conflict, and it comes first.
+        let same_user = tc("a", "twin", "u1", "2026-01-03T00:00:00Z");
+        assert_eq!(
+            check(&same_user, [old, same_user.clone()].iter()),
+            ConflictFact::LosesTo("a/old".to_string())
+        );
     }
 
     #[test]

@@ -74,8 +74,8 @@ pub struct Settings {
     pub default_account: DefaultAccount,
     /// Leadership: whether a Leaf write may be sent now.
     pub fence: Fence,
-    /// How long after its start a POST may still create a credential (request timeout + margin).
-    pub in_doubt_window: Duration,
+    /// The send deadline, the window of a write in doubt and the read-lag allowance.
+    pub windows: decide::Windows,
     /// The per-object schedules (see [`backoff::Schedules::with_interval_override`] for tests).
     pub schedules: backoff::Schedules,
 }
@@ -91,7 +91,8 @@ pub struct Context {
     pub schedules: backoff::Schedules,
     /// Leadership: checked immediately before every Leaf write.
     pub fence: Fence,
-    pub in_doubt_window: Duration,
+    /// The send deadline, the window of a write in doubt and the read-lag allowance.
+    pub windows: decide::Windows,
     /// The stores of the running controllers: the conflict check looks across all of them.
     pub stores: RwLock<Vec<Store<TrimbleConnection>>>,
     /// Every store has synced since the controllers started: until then another resource for the
@@ -129,7 +130,7 @@ impl Context {
             metrics,
             schedules: settings.schedules,
             fence: settings.fence,
-            in_doubt_window: settings.in_doubt_window,
+            windows: settings.windows,
             stores: RwLock::new(Vec::new()),
             synced: AtomicBool::new(false),
             permits: std::sync::OnceLock::new(),

@@ -263,6 +263,8 @@ pub fn leaf_error_reason(error: &LeafError) -> Reason {
             Reason::LeafUnavailable
         }
         LeafError::AuthFailed { .. } | LeafError::Config { .. } => Reason::LeafAuthFailed,
+        LeafError::NotSent(crate::leaf::NotSent::DeadlinePassed) => Reason::LeafUnavailable,
+        LeafError::NotSent(crate::leaf::NotSent::Fenced) => Reason::LeadershipLost,
         LeafError::UserNotFound { .. } => Reason::LeafUserNotFound,
         LeafError::Rejected { .. } | LeafError::AlreadyExists { .. } => Reason::CredentialRejected,
     }
@@ -534,7 +536,7 @@ mod tests {
         let unavailable = LeafError::Unavailable {
             status: Some(503),
             retry_after: None,
-            maybe_applied: true,
+            sent: true,
             detail: "d".to_string(),
         };
         assert_eq!(leaf_error_reason(&unavailable), Reason::LeafUnavailable);

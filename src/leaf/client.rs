@@ -16,7 +16,7 @@ use tracing::debug;
 use super::account::LeafAccount;
 use super::auth::TokenCache;
 use super::config::LeafClientConfig;
-use super::error::{LeafError, body_excerpt};
+use super::error::{LeafError, NotSent, body_excerpt};
 use super::provider::Provider;
 use super::ratelimit::RateLimiter;
 use super::types::{Credential, CredentialEvent, WireCredential, WireEvent, sort_newest_first};
@@ -46,6 +46,40 @@ struct Inner {
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
     tokens: TokenCache,
+}
+
+/// What a write (a POST or DELETE of a credential) must satisfy at the instant it is sent: the
+/// send deadline recorded in its intent, and the leadership fence. Checked immediately before
+/// every send of it, after the rate limiter's wait and a possible login, and again before the
+/// retry after a 401: the window in which a write may land is counted from its deadline, so a
+/// write that leaves later could land after every replica considers it over.
+pub struct SendGuard<'a> {
+    /// The latest instant the request may leave.
+    pub deadline: std::time::Instant,
+    /// The leadership fence: whether this replica may write to Leaf now.
+    pub may_send: &'a (dyn Fn() -> bool + Send + Sync),
+}
+
+impl SendGuard<'_> {
+    /// `Ok` when the write may leave at `now`.
+    pub fn check(&self, now: std::time::Instant) -> Result<(), LeafError> {
+        if now >= self.deadline {
+            return Err(LeafError::NotSent(NotSent::DeadlinePassed));
+        }
+        if !(self.may_send)() {
+            return Err(LeafError::NotSent(NotSent::Fenced));
+        }
+        Ok(())
+    }
+}
+
+/// What a DELETE found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// Leaf removed the credential (2xx).
+    Removed,
+    /// Leaf had none (404): someone removed it before, or a read of Leaf's still lags.
+    NothingThere,
 }
 
 /// What Leaf answered: status, headers and the (bounded) body. Never logged.
@@ -144,6 +178,7 @@ impl LeafClient {
         account: &LeafAccount,
         leaf_user_id: &str,
         request: &P::CreateRequest,
+        guard: &SendGuard<'_>,
     ) -> Result<Credential, LeafError> {
         let url = self.credential_url(leaf_user_id, P::PATH_SEGMENT, false);
         let body = P::create_body(request);
@@ -152,12 +187,13 @@ impl LeafClient {
             .map(|secret| secret.expose_secret())
             .collect();
         let answer = self
-            .authorized(
+            .guarded(
                 Operation::CreateCredential,
                 account,
                 Method::POST,
                 url,
                 Some(&body),
+                Some(guard),
             )
             .await
             .map_err(|error| error.without_values(&secrets))?;
@@ -174,25 +210,29 @@ impl LeafClient {
         parse_credential(&answer.body)
     }
 
-    /// Deletes the provider credential of a Leaf user; one already gone (404) is success.
+    /// Deletes the provider credential of a Leaf user (Leaf's DELETE names the user, not the
+    /// credential: it removes whatever the user has when it lands). 404 is
+    /// [`Deleted::NothingThere`], for the caller to judge (gone, or a read that lags).
     pub async fn delete_credential<P: Provider>(
         &self,
         account: &LeafAccount,
         leaf_user_id: &str,
-    ) -> Result<(), LeafError> {
+        guard: &SendGuard<'_>,
+    ) -> Result<Deleted, LeafError> {
         let url = self.credential_url(leaf_user_id, P::PATH_SEGMENT, false);
         let answer = self
-            .authorized(
+            .guarded(
                 Operation::DeleteCredential,
                 account,
                 Method::DELETE,
                 url,
                 None,
+                Some(guard),
             )
             .await?;
         match answer.status {
-            StatusCode::NOT_FOUND => Ok(()),
-            status if status.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Ok(Deleted::NothingThere),
+            status if status.is_success() => Ok(Deleted::Removed),
             status => Err(LeafError::from_answer(
                 status,
                 &answer.headers,
@@ -260,8 +300,9 @@ impl LeafClient {
     }
 
     /// Sends a call with the account's bearer token. On a 401 a password account logs in again
-    /// once and the call is retried once; a second 401 (or any 401/403 for a static token) is
-    /// [`LeafError::AuthFailed`].
+    /// once and the call is retried once (a 401 comes before Leaf's handler runs, so the first
+    /// send did nothing); a second 401 (or any 401/403 for a static token) is
+    /// [`LeafError::AuthFailed`]. A write's `guard` is checked before each of its sends.
     pub(super) async fn authorized(
         &self,
         operation: Operation,
@@ -270,14 +311,35 @@ impl LeafClient {
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, LeafError> {
+        self.guarded(operation, account, method, url, body, None)
+            .await
+    }
+
+    /// [`LeafClient::authorized`] for a write: `guard` is checked before each of its sends.
+    async fn guarded(
+        &self,
+        operation: Operation,
+        account: &LeafAccount,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        guard: Option<&SendGuard<'_>>,
+    ) -> Result<Answer, LeafError> {
         let token = self.token(account).await?;
         let answer = self
-            .execute(operation, method.clone(), url.clone(), Some(&token), body)
+            .execute(
+                operation,
+                method.clone(),
+                url.clone(),
+                Some(&token),
+                body,
+                guard,
+            )
             .await?;
         let answer = if answer.status == StatusCode::UNAUTHORIZED && account.can_login() {
             self.inner.tokens.invalidate(account, &token).await;
             let token = self.token(account).await?;
-            self.execute(operation, method, url, Some(&token), body)
+            self.execute(operation, method, url, Some(&token), body, guard)
                 .await?
         } else {
             answer
@@ -323,6 +385,7 @@ impl LeafClient {
                 self.authenticate_url(),
                 None,
                 Some(&body),
+                None,
             )
             .await?;
         drop(body);
@@ -352,8 +415,9 @@ impl LeafClient {
             })
     }
 
-    /// One HTTP exchange: waits for the rate limit, sends, reads the bounded body, records the
-    /// metrics. Logs operation, status and latency only: never URLs' query, headers or bodies.
+    /// One HTTP exchange: waits for the rate limit, checks a write's `guard`, sends, reads the
+    /// bounded body, records the metrics. Logs operation, status and latency only: never URLs'
+    /// query, headers or bodies.
     async fn execute(
         &self,
         operation: Operation,
@@ -361,8 +425,21 @@ impl LeafClient {
         url: Url,
         token: Option<&SecretString>,
         body: Option<&serde_json::Value>,
+        guard: Option<&SendGuard<'_>>,
     ) -> Result<Answer, LeafError> {
         self.inner.limiter.acquire().await;
+        // Immediately before the send: the rate limiter's wait (and a login before it) may have
+        // taken the write past its deadline, or this replica past its lease.
+        if let Some(guard) = guard
+            && let Err(refused) = guard.check(std::time::Instant::now())
+        {
+            debug!(
+                operation = operation.as_str(),
+                error = %refused,
+                "Leaf write not sent"
+            );
+            return Err(refused);
+        }
         let started = Instant::now();
         let mut request = self
             .inner

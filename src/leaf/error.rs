@@ -18,16 +18,20 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(360);
 #[derive(Debug, thiserror::Error)]
 pub enum LeafError {
     /// Transient: connect or timeout failure, 5xx, 429, 408, 425, a redirect. Try again later
-    /// (after `retry_after` when Leaf said so). `maybe_applied`: the request may have taken effect
-    /// (no answer came after it was sent, or a 5xx); false when it certainly did not (never
-    /// sent, or an answer that means "not processed": 429, 408, 425, 3xx).
+    /// (after `retry_after` when Leaf said so). `sent`: the request may have reached Leaf; false
+    /// only when no connection could be made. Whether a write took effect is not decided here:
+    /// `controller::decide::answers` reads it from `status` and `sent`, per kind of write.
     #[error("Leaf is unavailable{}: {detail}", status_suffix(*.status))]
     Unavailable {
         status: Option<u16>,
         retry_after: Option<Duration>,
-        maybe_applied: bool,
+        sent: bool,
         detail: String,
     },
+    /// A write was not sent at all: its send deadline had passed (a slow login or rate-limit
+    /// wait), or the leadership fence no longer held. Certainly not applied.
+    #[error("not sent to Leaf: {0}")]
+    NotSent(NotSent),
     /// Leaf refused our own identity: login refused, 401 even after a fresh login, 403.
     /// `retry_after`: a refused login is not tried again for this account before then.
     #[error("Leaf refused the operator's credentials{}: {detail}", status_suffix(*.status))]
@@ -53,6 +57,18 @@ pub enum LeafError {
     Config { detail: String },
 }
 
+/// Why a write was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// The deadline recorded in the write's intent passed before it could leave: sending it now
+    /// could let it land after the moment every replica considers its doubt closed.
+    #[error("its send deadline passed before it could leave (login or rate-limit waits)")]
+    DeadlinePassed,
+    /// This replica can no longer prove that it holds the leader lease.
+    #[error("this replica cannot prove that it still holds the leader lease")]
+    Fenced,
+}
+
 fn status_suffix(status: Option<u16>) -> String {
     status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
 }
@@ -60,7 +76,10 @@ fn status_suffix(status: Option<u16>) -> String {
 impl LeafError {
     /// Worth retrying later without any change on our side.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::NotSent(NotSent::DeadlinePassed)
+        )
     }
 
     /// The delay Leaf asked for with `Retry-After` (or the failed-login backoff), if any;
@@ -81,22 +100,7 @@ impl LeafError {
             Self::Rejected { status, .. } => Some(*status),
             Self::UserNotFound { .. } => Some(404),
             Self::AlreadyExists { .. } => None,
-            Self::InvalidResponse { .. } | Self::Config { .. } => None,
-        }
-    }
-
-    /// Whether the request may have taken effect in Leaf although it failed: what a POST's
-    /// caller must assume until a GET shows otherwise.
-    pub fn may_have_applied(&self) -> bool {
-        match self {
-            Self::Unavailable { maybe_applied, .. } => *maybe_applied,
-            // A success answer we could not read: it was applied.
-            Self::InvalidResponse { .. } => true,
-            Self::AuthFailed { .. }
-            | Self::UserNotFound { .. }
-            | Self::Rejected { .. }
-            | Self::AlreadyExists { .. }
-            | Self::Config { .. } => false,
+            Self::InvalidResponse { .. } | Self::Config { .. } | Self::NotSent(_) => None,
         }
     }
 
@@ -113,12 +117,12 @@ impl LeafError {
             Self::Unavailable {
                 status,
                 retry_after,
-                maybe_applied,
+                sent,
                 detail,
             } => Self::Unavailable {
                 status,
                 retry_after,
-                maybe_applied,
+                sent,
                 detail: clean(detail),
             },
             Self::AuthFailed {
@@ -146,6 +150,7 @@ impl LeafError {
             Self::Config { detail } => Self::Config {
                 detail: clean(detail),
             },
+            Self::NotSent(why) => Self::NotSent(why),
         }
     }
 
@@ -175,7 +180,7 @@ impl LeafError {
             status: None,
             retry_after: None,
             // A connection that was never made carried nothing; anything later may have.
-            maybe_applied: !error.is_connect(),
+            sent: !error.is_connect(),
             detail: sanitize::truncate(&detail, sanitize::MAX_EXCERPT_CHARS),
         }
     }
@@ -197,16 +202,15 @@ impl LeafError {
                 detail.clone()
             }
         };
-        // 408 (request timeout), 425 (too early), 429, 503 (RFC 9110: "unable to handle the
-        // request") and redirects (never followed: they could carry our token elsewhere) say
-        // "not processed, try again": they are not rejections, and nothing happened. Other 5xx
-        // may come after the request took effect (a gateway timing out a slow backend).
-        let not_processed = matches!(code, 408 | 425 | 429 | 503) || status.is_redirection();
-        if not_processed || status.is_server_error() || status.is_informational() {
+        // 408 (request timeout), 425 (too early), 429, 5xx and redirects (never followed: they
+        // could carry our token elsewhere) say "try again later": they are not rejections.
+        // Whether a write took effect is `controller::decide::answers`' call, per status.
+        let try_again = matches!(code, 408 | 425 | 429) || status.is_redirection();
+        if try_again || status.is_server_error() || status.is_informational() {
             return Self::Unavailable {
                 status: Some(code),
                 retry_after: parse_retry_after(headers, jiff::Timestamp::now()),
-                maybe_applied: !not_processed && status.is_server_error(),
+                sent: true,
                 detail: detail_or_reason(),
             };
         }
@@ -420,20 +424,11 @@ mod tests {
             LeafError::from_answer(StatusCode::NOT_FOUND, &none, "", true),
             LeafError::UserNotFound { .. }
         ));
-        for (code, applied) in [
-            (408, false),
-            (425, false),
-            (429, false),
-            (302, false),
-            (500, true),
-            (502, true),
-            (503, false),
-            (504, true),
-        ] {
+        for code in [408, 425, 429, 302, 500, 502, 503, 504] {
             let error =
                 LeafError::from_answer(StatusCode::from_u16(code).unwrap(), &none, "", true);
             assert!(error.is_transient(), "{code} is not a rejection");
-            assert_eq!(error.may_have_applied(), applied, "{code}");
+            assert_eq!(error.status(), Some(code));
         }
     }
 

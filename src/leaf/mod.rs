@@ -16,8 +16,8 @@ pub mod sanitize;
 mod types;
 
 pub use account::{AccountKey, LeafAccount};
-pub use client::LeafClient;
+pub use client::{Deleted, LeafClient, SendGuard};
 pub use config::LeafClientConfig;
-pub use error::{LeafError, MAX_RETRY_AFTER, parse_retry_after, retry_after_value};
+pub use error::{LeafError, MAX_RETRY_AFTER, NotSent, parse_retry_after, retry_after_value};
 pub use provider::{Provider, Trimble, TrimbleCreateRequest};
 pub use types::{Credential, CredentialEvent, CredentialStatus};

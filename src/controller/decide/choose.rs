@@ -1,11 +1,13 @@
 //! The chooser: from what Leaf's GET showed, the single step this reconcile performs.
 //!
-//! Every row of the state table in [`super`] is one arm here or in [`resolve_doubt`]; the
-//! executors in `controller::reconcile::steps` do exactly what the step says and nothing else.
+//! Every row of the state table in [`super`] is one arm here, in [`resolve_doubt`] or in
+//! [`settling`]; the executors in `controller::engine::steps` do exactly what the step says and
+//! nothing else.
 
 use std::time::Duration;
 
 use super::{CLOCK_SKEW, Facts, SecretFact};
+use crate::controller::decide::windows::plus;
 use crate::crd::{AdoptionPolicy, PendingCreate};
 use crate::leaf::{Credential, CredentialStatus};
 use crate::secret::client_id_fingerprint;
@@ -16,10 +18,19 @@ pub enum Step {
     /// POST the Secret's values. `replacing`: the credential our status still names, which is
     /// gone (deleted by a rotation, or vanished).
     Create { replacing: Option<String> },
-    /// The in-doubt POST made `credential`: record it as ours, no POST.
-    Resume { credential: Credential },
+    /// The in-doubt POST recorded in `pending` made `credential`: record it as ours, no POST.
+    Resume {
+        credential: Credential,
+        pending: PendingCreate,
+    },
     /// A POST may still create a credential: nothing is sent for `left`.
     AwaitInDoubt { left: Duration },
+    /// A DELETE of ours may still land: nothing is sent for `left` (the gate normally says so
+    /// before any read).
+    AwaitDelete { left: Duration },
+    /// Leaf's read shows nothing, or the credential our last create replaced, within the
+    /// read-lag allowance after that create: look again after `left`, conclude nothing.
+    AwaitSettle { left: Duration },
     /// Take over a foreign credential whose clientId matches the Secret's (AdoptMatching).
     Adopt { credential: Credential },
     /// DELETE a foreign credential and create ours (adoptionPolicy Replace).
@@ -61,8 +72,8 @@ pub enum ForeignWhy {
 pub enum Doubt {
     /// Nothing is in doubt.
     None,
-    /// The POST made this credential.
-    Landed(Credential),
+    /// The POST recorded in the pending create made this credential.
+    Landed(Credential, PendingCreate),
     /// It may still create one for this long.
     Open(Duration),
     /// The window closed without a credential of it: nothing of that POST exists.
@@ -71,11 +82,24 @@ pub enum Doubt {
 
 /// The step for what Leaf showed (`seen`: the Leaf user's credential, None for 404).
 pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
+    if let Some(pending) = &f.status.pending_delete {
+        let left = f.windows.delete_left(pending, f.now);
+        if !left.is_zero() {
+            return Step::AwaitDelete { left };
+        }
+        // Closed: the DELETE can no longer land. The read just made shows its result, and the
+        // rows below decide from it (the executors clear the record).
+    }
     // A create whose doubt closed without a credential of its own in sight may still have used
     // its refresh token (its credential could have been replaced since): that token is sent
     // again only where Leaf shows nothing at all, never to replace someone else's credential.
     let suspect_token = match resolve_doubt(f, seen) {
-        Doubt::Landed(credential) => return Step::Resume { credential },
+        Doubt::Landed(credential, pending) => {
+            return Step::Resume {
+                credential,
+                pending,
+            };
+        }
         Doubt::Open(left) => return Step::AwaitInDoubt { left },
         Doubt::NothingLanded => f
             .status
@@ -84,6 +108,9 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
             .and_then(|p| p.refresh_token_fingerprint.clone()),
         Doubt::None => None,
     };
+    if let Some(left) = settling(f, seen) {
+        return Step::AwaitSettle { left };
+    }
     let owned = f.status.credential_id.as_deref();
     match (owned, seen) {
         (None, None) => create_or_not(f, None),
@@ -115,9 +142,9 @@ pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
     if let Some(credential) = seen
         && made_by(f, pending, credential)
     {
-        return Doubt::Landed(credential.clone());
+        return Doubt::Landed(credential.clone(), pending.clone());
     }
-    let left = in_doubt_left(pending, f.now, f.in_doubt_window);
+    let left = f.windows.create_left(pending, f.now);
     if left.is_zero() {
         Doubt::NothingLanded
     } else {
@@ -125,23 +152,34 @@ pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
     }
 }
 
-/// How much longer the POST recorded in `pending` may still create a credential. A start time
-/// that cannot be read (an edited status) counts as long past.
-pub fn in_doubt_left(pending: &PendingCreate, now: jiff::Timestamp, window: Duration) -> Duration {
-    let Ok(started) = pending.started_at.parse::<jiff::Timestamp>() else {
-        return Duration::ZERO;
+/// `Some(left)` when what Leaf shows may be a read that lags behind our last confirmed create:
+/// nothing where our credential should be, or the credential that create replaced. Within the
+/// read-lag allowance neither is taken as the truth.
+pub fn settling(f: &Facts, seen: Option<&Credential>) -> Option<Duration> {
+    let last = f.status.last_create.as_ref()?;
+    let left = f.windows.settling_left(Some(last), f.now);
+    if left.is_zero() {
+        return None;
+    }
+    let lagging = match seen {
+        None => f.status.credential_id.is_some(),
+        Some(credential) => {
+            last.replaced_credential_id.as_deref() == Some(credential.id.as_str())
+                && f.status.credential_id.as_deref() != Some(credential.id.as_str())
+        }
     };
-    let elapsed = now.duration_since(started);
-    let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
-    window
-        .checked_sub(elapsed)
-        .and_then(|left| Duration::try_from(left).ok())
-        .unwrap_or(Duration::ZERO)
+    lagging.then_some(left)
 }
 
 /// Whether `credential` is the one the POST in `pending` made: not the one our status already
 /// names (the one being replaced), with the clientId that POST sent (the Secret may have changed
-/// since), and not created before that POST started.
+/// since), and created while that POST could take effect (from its start to the close of its
+/// window, each widened by the clock skew between Leaf and us).
+///
+/// Leaf offers nothing better: its answer to the POST was lost, and the credential's secrets it
+/// echoes are the app's and the live tokens, not what we sent. A same-app credential someone else
+/// made in those seconds is indistinguishable (docs/troubleshooting.md); a 409 answer, in
+/// contrast, proves the POST made nothing and ends the doubt before this rule is asked.
 pub fn made_by(f: &Facts, pending: &PendingCreate, credential: &Credential) -> bool {
     if f.status.credential_id.as_deref() == Some(credential.id.as_str()) {
         return false;
@@ -158,17 +196,22 @@ pub fn made_by(f: &Facts, pending: &PendingCreate, credential: &Credential) -> b
         // Leaf did not say: the creation time has to do.
         (None, _) => true,
     };
-    let not_older = match (
+    let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
+    let in_window = match (
         credential.created_at(),
         pending.started_at.parse::<jiff::Timestamp>(),
     ) {
         (Some(created), Ok(started)) => {
-            let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
-            created >= started - skew
+            let not_older = created >= started - skew;
+            let not_later = f
+                .windows
+                .create_send_by(pending)
+                .is_none_or(|send_by| created <= plus(f.windows.landing_end(send_by), CLOCK_SKEW));
+            not_older && not_later
         }
         _ => true,
     };
-    client_id_matches && not_older
+    client_id_matches && in_window
 }
 
 /// The Secret holds values neither sent to Leaf nor found at adoption: a person changed it.
@@ -651,7 +694,7 @@ mod tests {
                     ..facts()
                 },
                 Some(cred_created("new", CLIENT_A, "OK", 4)),
-                |s| matches!(s, Step::Resume { credential } if credential.id == "new"),
+                |s| matches!(s, Step::Resume { credential, .. } if credential.id == "new"),
             ),
             row(
                 "in doubt, a foreign one appeared (409 case): wait, it is not someone else's yet",
@@ -708,7 +751,7 @@ mod tests {
                     ..facts()
                 },
                 Some(cred_created("new", CLIENT_A, "OK", 2)),
-                |s| matches!(s, Step::Resume { credential } if credential.id == "new"),
+                |s| matches!(s, Step::Resume { credential, .. } if credential.id == "new"),
             ),
             row(
                 "in doubt after the Secret changed: the POST's clientId decides",
@@ -732,22 +775,94 @@ mod tests {
         let mut status = in_doubt(status_owning(None), FP_A, CLIENT_A, 5);
         if let Some(pending) = status.pending_create.as_mut() {
             pending.started_at = "garbage".into();
+            pending.send_by = Some("garbage".into());
         }
         let f = Facts { status, ..facts() };
         assert_eq!(choose(&f, None), Step::Create { replacing: None });
     }
 
     #[test]
-    fn the_window_never_overflows() {
-        let pending = PendingCreate {
-            secret_fingerprint: FP_A.into(),
-            started_at: "2026-01-01T00:00:00Z".into(),
-            client_id_fingerprint: None,
-            refresh_token_fingerprint: None,
+    fn a_same_app_credential_created_after_the_window_is_not_the_pending_posts() {
+        // The window of a create started 400 s ago closed 310 s ago (190 s ago with the clock
+        // skew allowed): a credential created 30 s ago was made by someone else, whatever its
+        // clientId.
+        let mut f = Facts {
+            status: in_doubt(status_owning(None), FP_A, CLIENT_A, 400),
+            ..facts()
         };
-        let now: jiff::Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
-        assert!(in_doubt_left(&pending, now, Duration::MAX) > Duration::from_secs(1));
-        let past: jiff::Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
-        assert!(in_doubt_left(&pending, past, Duration::from_secs(1)) > Duration::ZERO);
+        f.spec.adoption_policy = Never;
+        let pending = f.status.pending_create.clone().expect("pending");
+        let late = cred_created("late", CLIENT_A, "OK", 30);
+        assert!(!made_by(&f, &pending, &late));
+        assert!(matches!(choose(&f, Some(&late)), Step::Foreign { .. }));
+        let in_time = cred_created("ours", CLIENT_A, "OK", 350);
+        assert!(made_by(&f, &pending, &in_time));
+    }
+
+    #[test]
+    fn read_lag_after_our_create_is_not_taken_as_the_truth() {
+        let recent = |seconds| Facts {
+            status: created_ago(sent(status_owning(Some("new")), FP_A), seconds, Some("old")),
+            ..facts()
+        };
+        assert_eq!(
+            choose(&recent(5), None),
+            Step::AwaitSettle {
+                left: READ_LAG - Duration::from_secs(5)
+            },
+            "a 404 right after our create is lag, not 'ours vanished'"
+        );
+        assert!(
+            matches!(
+                choose(&recent(5), Some(&cred("old", CLIENT_A, "OK"))),
+                Step::AwaitSettle { .. }
+            ),
+            "the replaced credential, still shown, is lag, not foreign"
+        );
+        assert!(matches!(
+            choose(&recent(5), Some(&cred("new", CLIENT_A, "OK"))),
+            Step::Check { .. }
+        ));
+        assert!(
+            matches!(
+                choose(&recent(5), Some(&cred("other", CLIENT_OTHER, "OK"))),
+                Step::Foreign { .. }
+            ),
+            "a third credential is no lag"
+        );
+        assert!(
+            matches!(
+                choose(&recent(60), None),
+                Step::NeedNewValues { vanished: Some(_) }
+            ),
+            "after the allowance a 404 is believed"
+        );
+    }
+
+    #[test]
+    fn a_delete_in_doubt_holds_everything_and_is_forgotten_once_its_window_closed() {
+        let rotating = |seconds| Facts {
+            status: deleting(sent(status_owning(Some("old")), FP_A), "old", seconds),
+            secret: present(FP_B, CLIENT_A),
+            ..facts()
+        };
+        assert!(matches!(
+            choose(&rotating(5), None),
+            Step::AwaitDelete { .. }
+        ));
+        assert_eq!(
+            choose(&rotating(200), None),
+            Step::Create {
+                replacing: Some("old".into())
+            },
+            "closed, and Leaf shows nothing: the DELETE landed, the rotation goes on"
+        );
+        assert!(
+            matches!(
+                choose(&rotating(200), Some(&cred("old", CLIENT_A, "OK"))),
+                Step::Rotate { .. }
+            ),
+            "closed, the old one still there: it did not land, rotate again"
+        );
     }
 }

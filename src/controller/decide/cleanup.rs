@@ -2,12 +2,15 @@
 //!
 //! Cleanup never depends on the credentials Secret. It releases the finalizer at once whenever
 //! there is nothing of ours in Leaf (never created, lost a conflict, Orphan, no Leaf account), and
-//! it DELETEs only right after a GET showed the credential we own. A create still in doubt keeps
-//! the finalizer until its window closes, so that a POST landing late is not left behind.
+//! it DELETEs only right after a GET showed the credential we own. A write still in doubt keeps
+//! the finalizer until its window closes: a POST landing late is not left behind, and a DELETE
+//! landing late (it names the Leaf user) cannot remove the credential of a resource created
+//! after this one is gone. A GET that shows nothing within the read-lag allowance after our
+//! last create does not release it either.
 
 use std::time::Duration;
 
-use super::choose::{Doubt, resolve_doubt};
+use super::choose::{Doubt, resolve_doubt, settling};
 use super::{AccountFact, ConflictFact, Facts};
 use crate::controller::status::Outcome;
 use crate::crd::DeletionPolicy;
@@ -20,6 +23,8 @@ pub enum CleanupGate {
     Release(Release),
     /// The schedule says Leaf failed recently: wait this long before trying again.
     Wait(Duration),
+    /// A DELETE of ours may still land: nothing is sent, and the finalizer stays, this long.
+    AwaitDelete(Duration),
     /// GET the credential, then [`choose`].
     AskLeaf,
 }
@@ -49,8 +54,11 @@ pub enum CleanupStep {
     Release(Release),
     /// DELETE: the GET showed our credential.
     Delete(Credential),
-    /// A create may still land: look again after this long.
+    /// A create (or DELETE) may still land: look again after this long.
     AwaitInDoubt(Duration),
+    /// Leaf shows nothing, or what our last create replaced, within the read-lag allowance:
+    /// look again after this long.
+    AwaitSettle(Duration),
 }
 
 /// Whether deleting the resource calls Leaf at all.
@@ -62,6 +70,14 @@ pub fn gate(f: &Facts) -> CleanupGate {
         // A loser may still name the winner's credential in its status (it recorded it before the
         // older resource was in the store): deleting it would pull it from under the winner.
         return CleanupGate::Release(Release::ConflictLoser(winner.clone()));
+    }
+    // Even Orphan and a lost account wait for it: the window is bounded (about two minutes by
+    // default), and a late DELETE removes whatever the Leaf user has when it lands.
+    if let Some(pending) = &f.status.pending_delete {
+        let left = f.windows.delete_left(pending, f.now);
+        if !left.is_zero() {
+            return CleanupGate::AwaitDelete(left);
+        }
     }
     if f.spec.deletion_policy == DeletionPolicy::Orphan {
         return CleanupGate::Release(Release::Orphan);
@@ -77,8 +93,14 @@ pub fn gate(f: &Facts) -> CleanupGate {
 
 /// What to do with what the GET showed.
 pub fn choose(f: &Facts, seen: Option<&Credential>) -> CleanupStep {
+    if let Some(pending) = &f.status.pending_delete {
+        let left = f.windows.delete_left(pending, f.now);
+        if !left.is_zero() {
+            return CleanupStep::AwaitInDoubt(left);
+        }
+    }
     match resolve_doubt(f, seen) {
-        Doubt::Landed(credential) => return CleanupStep::Delete(credential),
+        Doubt::Landed(credential, _) => return CleanupStep::Delete(credential),
         Doubt::Open(left) => return CleanupStep::AwaitInDoubt(left),
         Doubt::NothingLanded if f.status.credential_id.is_none() => {
             return CleanupStep::Release(match seen {
@@ -87,6 +109,9 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> CleanupStep {
             });
         }
         Doubt::None | Doubt::NothingLanded => {}
+    }
+    if let Some(left) = settling(f, seen) {
+        return CleanupStep::AwaitSettle(left);
     }
     match (f.status.credential_id.as_deref(), seen) {
         (Some(ours), Some(credential)) if credential.id == ours => {
@@ -156,6 +181,24 @@ mod tests {
                 CleanupGate::Wait(Duration::from_secs(4)),
             ),
             (
+                "a DELETE in doubt keeps the finalizer, even with Orphan",
+                Facts {
+                    status: deleting(owned(), "ours", 10),
+                    spec: spec_with(|s| s.deletion_policy = DeletionPolicy::Orphan),
+                    ..facts()
+                },
+                CleanupGate::AwaitDelete(WINDOW - Duration::from_secs(10)),
+            ),
+            (
+                "a DELETE whose window closed: orphan as asked",
+                Facts {
+                    status: deleting(owned(), "ours", 300),
+                    spec: spec_with(|s| s.deletion_policy = DeletionPolicy::Orphan),
+                    ..facts()
+                },
+                CleanupGate::Release(Release::Orphan),
+            ),
+            (
                 "owned: ask Leaf",
                 Facts {
                     status: owned(),
@@ -217,6 +260,32 @@ mod tests {
         assert_eq!(
             choose(&doubt(200), Some(&theirs)),
             CleanupStep::Release(Release::NotOurs(theirs.clone()))
+        );
+    }
+
+    #[test]
+    fn a_404_right_after_our_create_keeps_the_finalizer() {
+        let just_created = Facts {
+            status: created_ago(sent(status_owning(Some("ours")), FP_A), 3, Some("old")),
+            ..facts()
+        };
+        assert_eq!(
+            choose(&just_created, None),
+            CleanupStep::AwaitSettle(READ_LAG - Duration::from_secs(3)),
+            "one 404 within the read-lag allowance is no proof"
+        );
+        assert_eq!(
+            choose(&just_created, Some(&cred("old", CLIENT_A, "OK"))),
+            CleanupStep::AwaitSettle(READ_LAG - Duration::from_secs(3)),
+            "the replaced one, still shown, is lag"
+        );
+        let later = Facts {
+            status: created_ago(sent(status_owning(Some("ours")), FP_A), 30, Some("old")),
+            ..facts()
+        };
+        assert_eq!(
+            choose(&later, None),
+            CleanupStep::Release(Release::AlreadyGone)
         );
     }
 }

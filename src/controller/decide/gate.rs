@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{AccountFact, ConflictFact, Facts, Next, SecretFact, TIE_WINDOW};
+use super::{AccountFact, ConflictFact, Facts, Next, SecretFact, TIE_WINDOW, transitions};
 use crate::controller::status::{self, Outcome};
 use crate::reason::Reason;
 
@@ -53,6 +53,16 @@ pub fn gate(f: &Facts) -> Gate {
             );
             return report(Reason::Conflict, message, Next::Hold(CONFLICT_RECHECK));
         }
+        ConflictFact::SecretSharedWith(older) => {
+            let secret = &f.spec.credentials_secret_ref;
+            let message = format!(
+                "Secret {:?} (key {:?}) also holds the refresh token of the older TrimbleConnection {older}, which is \
+                 for another Leaf user; a Trimble refresh token works only once, so this one sends nothing to Leaf \
+                 while that one uses the Secret. Give this TrimbleConnection a Secret of its own",
+                secret.name, secret.refresh_token_key
+            );
+            return report(Reason::Conflict, message, Next::Hold(CONFLICT_RECHECK));
+        }
         ConflictFact::Clear => {}
     }
     if !f.owns_anything()
@@ -62,6 +72,23 @@ pub fn gate(f: &Facts) -> Gate {
         return Gate::Quiet {
             requeue: Some(TIE_WINDOW - age),
         };
+    }
+    // Leaf's DELETE names the user, not the credential: while one of ours may still land, nothing
+    // is sent for the user (not even a read: it could not resolve the doubt before the window
+    // closes). A forced reconcile still gets its answer.
+    if let Some(pending) = &f.status.pending_delete {
+        let left = f.windows.delete_left(pending, f.now);
+        if !left.is_zero() {
+            if f.forced {
+                return Gate::Report {
+                    outcome: transitions::delete::landing_outcome(f, pending),
+                    next: Next::Hold(left),
+                };
+            }
+            return Gate::Quiet {
+                requeue: Some(left),
+            };
+        }
     }
     if let AccountFact::Unusable { outcome, next } = &f.account {
         return Gate::Report {
@@ -175,6 +202,43 @@ mod tests {
                     ..facts()
                 },
                 expect: Expect::Report(Reason::Conflict, Next::Hold(CONFLICT_RECHECK)),
+            },
+            Row {
+                name: "shares its Secret with an older resource: Conflict, no call",
+                facts: Facts {
+                    conflict: ConflictFact::SecretSharedWith("ns/older".into()),
+                    ..facts()
+                },
+                expect: Expect::Report(Reason::Conflict, Next::Hold(CONFLICT_RECHECK)),
+            },
+            Row {
+                name: "a DELETE of ours may still land: no call at all until its window closes",
+                facts: Facts {
+                    status: deleting(sent(status_owning(Some("c1")), FP_A), "c1", 10),
+                    secret: present(FP_B, CLIENT_A),
+                    ..facts()
+                },
+                expect: Expect::Quiet(Some(WINDOW - Duration::from_secs(10))),
+            },
+            Row {
+                name: "a DELETE in doubt, forced: the doubt is reported, still no call",
+                facts: Facts {
+                    status: deleting(sent(status_owning(Some("c1")), FP_A), "c1", 10),
+                    forced: true,
+                    ..facts()
+                },
+                expect: Expect::Report(
+                    Reason::Rotating,
+                    Next::Hold(WINDOW - Duration::from_secs(10)),
+                ),
+            },
+            Row {
+                name: "a DELETE whose window closed: Leaf is read again",
+                facts: Facts {
+                    status: deleting(sent(status_owning(Some("c1")), FP_A), "c1", 300),
+                    ..facts()
+                },
+                expect: Expect::AskLeaf,
             },
             Row {
                 name: "young and owning nothing: wait out the tie window",

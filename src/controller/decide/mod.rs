@@ -1,32 +1,45 @@
 //! The decision core: pure functions that decide what a reconcile does, with no IO at all.
 //!
-//! A reconcile first gathers [`Facts`] (the object, its Secrets, the conflict check, the schedule,
-//! the clock), then:
+//! A reconcile first gathers [`Facts`] (the object, its Secrets, the conflict checks, the
+//! schedule, the clock), then:
 //! 1. [`gate`] decides whether to call Leaf at all;
 //! 2. if so, one GET of the Leaf user's credential, and [`choose`] picks the single [`Step`];
-//! 3. an executor (`controller::reconcile::steps`) performs exactly that step.
+//! 3. an executor (`controller::engine::steps`) performs exactly that step: the fence, at most
+//!    one Leaf write (a rotation: a DELETE, then the create), and after each Leaf call the pure
+//!    [`transitions`] say what the answer means for the status, the reason and the next look.
 //!
-//! Deletion has its own pair, [`cleanup::gate`] and [`cleanup::choose`].
+//! Deletion has its own pair, [`cleanup::gate`] and [`cleanup::choose`]. What each of Leaf's
+//! answers means for a write (applied, not, maybe) is the table in [`answers`]; the time rules
+//! (send deadline, window, read lag) are in [`windows`].
 //!
 //! Ownership rules every row obeys:
 //! - A credential is ours only when its id is `status.credentialId`, or when an in-doubt create
 //!   (`status.pendingCreate`) made it. Any other credential is foreign and goes through
 //!   `adoptionPolicy`; a DELETE is decided only right after a GET showed the id we own (or a
 //!   foreign one that `adoptionPolicy: Replace` allows replacing).
-//! - A POST may still create a credential until `pendingCreate.startedAt` + the in-doubt window
-//!   (request timeout + margin). Until then nothing is POSTed again, whatever Leaf answers.
+//! - Every write is in doubt from its intent until its answer proves its effect, or until its
+//!   window (send deadline + request timeout + margin) closes and a fresh GET shows the result.
+//!   While a create may land nothing is POSTed again; while a DELETE may land (it names the user,
+//!   not the credential) nothing at all is sent for the Leaf user, and the finalizer stays.
 //! - A refresh token that was sent once (`status.sentRefreshTokens`) is never sent again: a
-//!   Trimble refresh token works once, even when the Secret goes back to it. Values found in the Secret when a credential was adopted
-//!   (`status.adoptedSecretFingerprint`) were never sent by us; they are sent only on a change of
-//!   the Secret, or with `adoptionPolicy: Replace` once the adopted credential is dead.
+//!   Trimble refresh token works once, even when the Secret goes back to it. Values found in the
+//!   Secret when a credential was adopted (`status.adoptedSecretFingerprint`) were never sent by
+//!   us; they are sent only on a change of the Secret, or with `adoptionPolicy: Replace` once the
+//!   adopted credential is dead.
+//! - Leaf's reads may lag: within the read-lag allowance after our last confirmed create
+//!   (`status.lastCreate`), a GET that shows nothing, or the credential that create replaced, is
+//!   not taken as the truth (no "ours is gone", no "foreign", no release of the finalizer).
 //!
 //! ## The state table (apply)
 //!
 //! | in doubt? | `credentialId` | Leaf GET shows | Secret | policy | step |
 //! |---|---|---|---|---|---|
-//! | yes, window open | any | nothing, or not made by the pending POST | any | any | `AwaitInDoubt` |
-//! | yes | any | made by the pending POST | any | any | `Resume` |
-//! | yes, window closed | - | - | - | - | as below, with the doubt cleared |
+//! | DELETE, window open | any | (not read) | any | any | wait (gate), nothing sent |
+//! | DELETE, window closed | - | - | - | - | as below, with the DELETE's doubt cleared |
+//! | create, window open | any | nothing, or not made by the pending POST | any | any | `AwaitInDoubt` |
+//! | create | any | made by the pending POST | any | any | `Resume` |
+//! | create, window closed | - | - | - | - | as below, with the doubt cleared |
+//! | no | X, created < read lag ago | nothing, or the one X replaced | any | any | `AwaitSettle` |
 //! | no | none | nothing | new values | any | `Create` |
 //! | no | none | nothing | values or token sent before | any | `NeedNewValues` |
 //! | no | none/X | Y (foreign) | clientId matches | AdoptMatching | `Adopt` |
@@ -44,14 +57,18 @@
 //! ## The gate (before any Leaf call), first match wins
 //!
 //! suspended → Suspended · stores not synced → wait quietly · loses a Leaf-user conflict →
-//! Conflict · younger than the tie window and owns nothing → wait quietly · Leaf account unusable →
-//! its reason · owns nothing and Secret missing/invalid → SecretNotFound/SecretInvalid · values
-//! refused already → nothing (a forced reconcile re-reports) · not due and not forced → wait
-//! quietly · otherwise → ask Leaf.
+//! Conflict · shares its Secret with an older resource for another Leaf user → Conflict ·
+//! younger than the tie window and owns nothing → wait quietly · a DELETE of ours may still land
+//! → wait quietly until its window closes · Leaf account unusable → its reason · owns nothing and
+//! Secret missing/invalid → SecretNotFound/SecretInvalid · values refused already → nothing (a
+//! forced reconcile re-reports) · not due and not forced → wait quietly · otherwise → ask Leaf.
 
+pub mod answers;
 pub mod choose;
 pub mod cleanup;
 pub mod gate;
+pub mod transitions;
+pub mod windows;
 
 use std::time::Duration;
 
@@ -62,6 +79,7 @@ use crate::crd::{TrimbleConnectionSpec, TrimbleConnectionStatus};
 
 pub use choose::{Step, choose};
 pub use gate::{Gate, gate};
+pub use windows::Windows;
 
 /// How long after its creationTimestamp a resource that owns nothing waits before its first Leaf
 /// write. creationTimestamp is cut to the second, so two resources for one Leaf user created in
@@ -119,6 +137,9 @@ pub enum ConflictFact {
     NotSynced,
     /// An older resource (`namespace/name`) owns this Leaf user.
     LosesTo(String),
+    /// An older resource (`namespace/name`) for another Leaf user reads its refresh token from
+    /// the same Secret key: a refresh token works once, so only the older one may send it.
+    SecretSharedWith(String),
 }
 
 /// Everything a decision depends on, gathered before any Leaf call.
@@ -141,15 +162,16 @@ pub struct Facts {
     /// false they are read only when the status changed or a person asked.
     pub events_every_check: bool,
     pub now: Timestamp,
-    /// How long after the start of a POST it may still create a credential in Leaf: the client's
-    /// request timeout plus a margin for Leaf's processing and read lag.
-    pub in_doubt_window: Duration,
+    /// The send deadline, the window of a write in doubt and the read-lag allowance.
+    pub windows: Windows,
 }
 
 impl Facts {
-    /// The resource owns a credential or may be creating one.
+    /// The resource owns a credential, or may be creating or deleting one.
     pub fn owns_anything(&self) -> bool {
-        self.status.credential_id.is_some() || self.status.pending_create.is_some()
+        self.status.credential_id.is_some()
+            || self.status.pending_create.is_some()
+            || self.status.pending_delete.is_some()
     }
 
     /// The Secret's refresh token was sent to Leaf before: it must never be sent again.

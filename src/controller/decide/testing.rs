@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use super::{AccountFact, ConflictFact, Facts, SecretFact};
+use super::{AccountFact, ConflictFact, Facts, SecretFact, Windows};
 use crate::controller::status::{self, Outcome};
-use crate::crd::{PendingCreate, TrimbleConnectionSpec, TrimbleConnectionStatus};
+use crate::crd::{
+    LastCreate, PendingCreate, PendingDelete, TrimbleConnectionSpec, TrimbleConnectionStatus,
+};
 use crate::leaf::{Credential, CredentialStatus};
 use crate::reason::Reason;
 use crate::secret::client_id_fingerprint;
@@ -15,14 +17,19 @@ pub const CLIENT_A: &str = "client-a";
 pub const CLIENT_OTHER: &str = "client-other";
 pub const TOKEN_A: &str = "token-a";
 pub const TOKEN_B: &str = "token-b";
+/// A write may leave until 30 s after its intent and land until 60 s after that: 90 s in all,
+/// counted from the intent.
+pub const SEND_BUDGET: Duration = Duration::from_secs(30);
+pub const AFTER_SEND: Duration = Duration::from_secs(60);
 pub const WINDOW: Duration = Duration::from_secs(90);
+pub const READ_LAG: Duration = Duration::from_secs(20);
 pub const NOW: &str = "2026-06-01T12:00:00Z";
 
 pub fn now() -> jiff::Timestamp {
     NOW.parse().expect("NOW")
 }
 
-fn ago(seconds: i64) -> jiff::Timestamp {
+pub fn ago(seconds: i64) -> jiff::Timestamp {
     now() - jiff::SignedDuration::from_secs(seconds)
 }
 
@@ -71,7 +78,15 @@ pub fn facts() -> Facts {
         forced: false,
         events_every_check: true,
         now: now(),
-        in_doubt_window: WINDOW,
+        windows: windows(),
+    }
+}
+
+pub fn windows() -> Windows {
+    Windows {
+        send_budget: SEND_BUDGET,
+        after_send: AFTER_SEND,
+        read_lag: READ_LAG,
     }
 }
 
@@ -109,8 +124,37 @@ pub fn in_doubt(
     status.pending_create = Some(PendingCreate {
         secret_fingerprint: fingerprint.to_string(),
         started_at: ago(seconds).to_string(),
+        send_by: Some(windows().send_by(ago(seconds)).to_string()),
         client_id_fingerprint: Some(client_id_fingerprint(client_id)),
         refresh_token_fingerprint: None,
+    });
+    status
+}
+
+/// A DELETE meant for `credential_id` started `seconds` ago.
+pub fn deleting(
+    mut status: TrimbleConnectionStatus,
+    credential_id: &str,
+    seconds: i64,
+) -> TrimbleConnectionStatus {
+    status.pending_delete = Some(PendingDelete {
+        credential_id: credential_id.to_string(),
+        started_at: ago(seconds).to_string(),
+        send_by: windows().send_by(ago(seconds)).to_string(),
+    });
+    status
+}
+
+/// Our create of the credential the status names was confirmed `seconds` ago, replacing
+/// `replaced`.
+pub fn created_ago(
+    mut status: TrimbleConnectionStatus,
+    seconds: i64,
+    replaced: Option<&str>,
+) -> TrimbleConnectionStatus {
+    status.last_create = Some(LastCreate {
+        confirmed_at: ago(seconds).to_string(),
+        replaced_credential_id: replaced.map(str::to_string),
     });
     status
 }

@@ -9,11 +9,12 @@ mod ports;
 mod steps;
 mod writer;
 
+use crate::controller::decide::transitions::Transition;
 use crate::controller::decide::{self, Facts, Gate, Next};
 use crate::reason::Reason;
 use crate::secret::TrimbleSecret;
 
-pub use ports::Ports;
+pub use ports::{Ports, StatusWriteError};
 pub use writer::StatusWriter;
 
 /// What a reconcile starts from.
@@ -31,7 +32,7 @@ pub struct Input<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum Interrupted {
     #[error("failed to write the status: {0}")]
-    WriteStatus(String),
+    StatusWrite(#[from] StatusWriteError),
     /// The leadership fence refused a Leaf write: another replica may be leading.
     #[error(
         "not sending {0} to Leaf: this replica cannot prove that it still holds the leader lease"
@@ -42,17 +43,24 @@ pub enum Interrupted {
 impl Interrupted {
     pub fn reason(&self) -> Reason {
         match self {
-            Self::WriteStatus(_) => Reason::KubeApiError,
+            Self::StatusWrite(_) => Reason::KubeApiError,
             Self::Fenced(_) => Reason::LeadershipLost,
         }
     }
 }
 
+/// How a step ended: when to look again, and the `Ready` reason it left on the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub next: Next,
+    pub reason: Reason,
+}
+
 /// How an apply ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// The step ran; `next` says when to look again. `reason` is the `Ready` reason it ended in.
-    Done { next: Next, reason: Option<Reason> },
+    /// The step ran.
+    Done(Finished),
     /// Nothing to do now; reconcile again after this long (None: on a change).
     Quiet(Option<std::time::Duration>),
 }
@@ -73,21 +81,24 @@ pub async fn apply<P: Ports>(ports: &P, input: Input<'_>) -> Result<Applied, Int
         input.generation,
         handled_at,
     );
-    let next = match gate {
+    let finished = match gate {
         Gate::Quiet { requeue } => return Ok(Applied::Quiet(requeue)),
         Gate::Report { outcome, next } => {
-            writer.report(&outcome).await?;
-            next
+            let status = input.facts.status.clone();
+            writer
+                .finish(Transition::new(status, outcome, next))
+                .await?
         }
         Gate::AskLeaf => match ports.get_credential().await {
             Err(error) => {
-                steps::leaf_failed(
-                    &mut writer,
-                    input.facts.status.clone(),
-                    &error,
-                    "reading the Trimble credential from Leaf",
-                )
-                .await?
+                tracing::warn!(%error, "reading the Trimble credential from Leaf failed");
+                writer
+                    .finish(decide::transitions::leaf_failed(
+                        input.facts.status.clone(),
+                        &error,
+                        "reading the Trimble credential from Leaf",
+                    ))
+                    .await?
             }
             Ok(seen) => {
                 let step = decide::choose(&input.facts, seen.as_ref());
@@ -95,10 +106,7 @@ pub async fn apply<P: Ports>(ports: &P, input: Input<'_>) -> Result<Applied, Int
             }
         },
     };
-    Ok(Applied::Done {
-        next,
-        reason: writer.last_reason,
-    })
+    Ok(Applied::Done(finished))
 }
 
 /// How a cleanup ended.

@@ -6,31 +6,49 @@
 
 use std::future::Future;
 
+use crate::controller::decide::transitions::Notice;
 use crate::crd::{CredentialEventSummary, TrimbleConnectionStatus};
-use crate::leaf::{Credential, CredentialEvent, LeafError};
-use crate::reason::Reason;
+use crate::leaf::{Credential, CredentialEvent, Deleted, LeafError};
 use crate::secret::TrimbleSecret;
+
+/// Why a status write did not land (or may not have).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatusWriteError {
+    /// The API server answered with an error (its message: names and codes, never a secret).
+    #[error("the API server refused the status write: {0}")]
+    Refused(String),
+    /// No answer in time; the write may or may not have landed.
+    #[error("the API server did not answer the status write in time")]
+    TimedOut,
+}
 
 /// The IO one reconcile of one TrimbleConnection may perform.
 pub trait Ports: Sync {
     /// Now, by the clock every decision uses.
     fn now(&self) -> jiff::Timestamp;
 
-    /// The leadership fence: whether this replica may write to Leaf right now. Checked
-    /// immediately before every POST and DELETE (and before recording a create's intent).
+    /// The leadership fence: whether this replica may write to Leaf right now. Checked before a
+    /// write's intent is recorded and again right before it is sent (the client checks it once
+    /// more immediately before every send, a retry after a 401 included).
     fn may_write(&self) -> bool;
 
     /// GET the Leaf user's credential (None: Leaf has none).
     fn get_credential(&self) -> impl Future<Output = Result<Option<Credential>, LeafError>> + Send;
 
-    /// POST a credential made of `secret`'s values.
+    /// POST a credential made of `secret`'s values; never sent after `send_by`
+    /// ([`crate::leaf::LeafError::NotSent`] instead) nor past the fence.
     fn create_credential(
         &self,
         secret: &TrimbleSecret,
+        send_by: jiff::Timestamp,
     ) -> impl Future<Output = Result<Credential, LeafError>> + Send;
 
-    /// DELETE the Leaf user's credential (Leaf's DELETE names the user, not the credential).
-    fn delete_credential(&self) -> impl Future<Output = Result<(), LeafError>> + Send;
+    /// DELETE the Leaf user's credential (Leaf's DELETE names the user, not the credential);
+    /// never sent after `send_by` nor past the fence.
+    fn delete_credential(
+        &self,
+        send_by: jiff::Timestamp,
+    ) -> impl Future<Output = Result<Deleted, LeafError>> + Send;
 
     /// The events Leaf logged for the user's credential.
     fn credential_events(
@@ -41,10 +59,10 @@ pub trait Ports: Sync {
     fn write_status(
         &self,
         status: &TrimbleConnectionStatus,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), StatusWriteError>> + Send;
 
     /// A Kubernetes Event about the resource (best effort).
-    fn publish(&self, reason: Reason, action: &str, note: &str) -> impl Future<Output = ()> + Send;
+    fn publish(&self, notice: &Notice) -> impl Future<Output = ()> + Send;
 
     /// A Kubernetes Event for one of Leaf's credential events (best effort).
     fn publish_leaf_event(&self, event: &CredentialEventSummary)

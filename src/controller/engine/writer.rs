@@ -1,10 +1,11 @@
-//! The one place a reconcile's status is written, and the Events that announce a new `Ready`.
+//! The one place a reconcile's status is written, and the Events that go with it.
 //!
 //! Every write is finished by the pure `controller::status::finish` and skipped when the result
 //! equals what the server holds, because GitOps tools refresh on every status write.
 
-use super::Interrupted;
 use super::ports::Ports;
+use super::{Finished, Interrupted};
+use crate::controller::decide::transitions::{Notice, Transition};
 use crate::controller::status::{self, Outcome};
 use crate::crd::TrimbleConnectionStatus;
 use crate::reason::Reason;
@@ -13,12 +14,10 @@ use crate::reason::Reason;
 pub struct StatusWriter<'p, P> {
     pub(super) ports: &'p P,
     /// The status on the server, updated after each of our writes.
-    pub(super) current: TrimbleConnectionStatus,
+    current: TrimbleConnectionStatus,
     generation: Option<i64>,
     /// The annotation value this reconcile answers (echoed into `lastHandledReconcileAt`).
     handled_at: Option<String>,
-    /// The reason of the last outcome written (or found unchanged): what the reconcile ended in.
-    pub(super) last_reason: Option<Reason>,
 }
 
 impl<'p, P: Ports> StatusWriter<'p, P> {
@@ -33,7 +32,6 @@ impl<'p, P: Ports> StatusWriter<'p, P> {
             current,
             generation,
             handled_at,
-            last_reason: None,
         }
     }
 
@@ -49,7 +47,6 @@ impl<'p, P: Ports> StatusWriter<'p, P> {
         mut next: TrimbleConnectionStatus,
         outcome: &Outcome,
     ) -> Result<(), Interrupted> {
-        self.last_reason = Some(outcome.reason);
         if self.handled_at.is_some() {
             next.last_handled_reconcile_at = self.handled_at.clone();
         }
@@ -63,24 +60,42 @@ impl<'p, P: Ports> StatusWriter<'p, P> {
         if finished == self.current {
             return Ok(());
         }
-        self.ports
-            .write_status(&finished)
-            .await
-            .map_err(Interrupted::WriteStatus)?;
+        self.ports.write_status(&finished).await?;
         let previous = status::ready_reason(&self.current);
         self.current = finished;
         if previous != Some(outcome.reason) && announces(previous, outcome.reason) {
             self.ports
-                .publish(outcome.reason, "Reconcile", &outcome.message)
+                .publish(&Notice {
+                    reason: outcome.reason,
+                    action: "Reconcile",
+                    note: outcome.message.clone(),
+                })
                 .await;
         }
         Ok(())
     }
 
-    /// Writes `outcome` on the status as it is.
-    pub async fn report(&mut self, outcome: &Outcome) -> Result<(), Interrupted> {
-        let unchanged = self.current.clone();
-        self.write(unchanged, outcome).await
+    /// Writes a transition's status, then publishes its Events (recorded in the status first, so
+    /// a restart cannot announce a Leaf event twice).
+    pub async fn finish(&mut self, transition: Transition) -> Result<Finished, Interrupted> {
+        let Transition {
+            status,
+            outcome,
+            next,
+            notices,
+            leaf_events,
+        } = transition;
+        self.write(status, &outcome).await?;
+        for notice in &notices {
+            self.ports.publish(notice).await;
+        }
+        for event in &leaf_events {
+            self.ports.publish_leaf_event(event).await;
+        }
+        Ok(Finished {
+            next,
+            reason: outcome.reason,
+        })
     }
 }
 

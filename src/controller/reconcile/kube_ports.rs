@@ -2,21 +2,44 @@
 //! Event publisher and the leader lease's fence.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 
 use super::status_patch::status_patch;
 use crate::controller::Context;
-use crate::controller::engine::Ports;
+use crate::controller::decide::transitions::Notice;
+use crate::controller::engine::{Ports, StatusWriteError};
 use crate::crd::{
     CredentialEventSummary, FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus,
 };
 use crate::leaf::{
-    Credential, CredentialEvent, LeafAccount, LeafError, Trimble, TrimbleCreateRequest,
+    Credential, CredentialEvent, Deleted, LeafAccount, LeafError, SendGuard, Trimble,
+    TrimbleCreateRequest,
 };
 use crate::reason::Reason;
 use crate::secret::TrimbleSecret;
+
+/// How the reconcile an alert asked for answered it (the histogram's `result`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AlertAnswer {
+    /// A status write landed.
+    Written,
+    /// The look found nothing new to write.
+    Unchanged,
+    /// The reconcile was interrupted.
+    Failed,
+}
+
+impl AlertAnswer {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Unchanged => "unchanged",
+            Self::Failed => "failed",
+        }
+    }
+}
 
 /// The IO of one reconcile of `tc`, as `account`.
 pub(super) struct KubePorts<'a> {
@@ -41,13 +64,25 @@ impl KubePorts<'_> {
         &self.tc.spec.leaf_user_id
     }
 
-    /// The alert's answer, once: `result` is `written` (a status write landed), `unchanged` or
-    /// `failed`.
-    pub(super) fn alert_answered(&self, result: &'static str) {
+    /// The alert's answer, once.
+    pub(super) fn alert_answered(&self, answer: AlertAnswer) {
         let taken = self.alert_at.lock().expect("alert_at lock").take();
         if let Some(at) = taken {
-            self.ctx.metrics.alerts.alert_answered(result, at.elapsed());
+            self.ctx
+                .metrics
+                .alerts
+                .alert_answered(answer.as_str(), at.elapsed());
         }
+    }
+
+    /// The client's guard for a write that may leave until `send_by`: that instant on the
+    /// monotonic clock, and the fence, both checked right before every send.
+    fn guard(&self, send_by: jiff::Timestamp) -> (Instant, impl Fn() -> bool + Send + Sync + '_) {
+        let left = Duration::try_from(send_by.duration_since(jiff::Timestamp::now()))
+            .unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        let deadline = now.checked_add(left).unwrap_or(now);
+        (deadline, move || self.may_write())
     }
 }
 
@@ -74,24 +109,38 @@ impl Ports for KubePorts<'_> {
             .await
     }
 
-    async fn create_credential(&self, secret: &TrimbleSecret) -> Result<Credential, LeafError> {
+    async fn create_credential(
+        &self,
+        secret: &TrimbleSecret,
+        send_by: jiff::Timestamp,
+    ) -> Result<Credential, LeafError> {
         let account = self.account()?;
         let request = TrimbleCreateRequest {
             client_id: secret.client_id.clone(),
             client_secret: secret.client_secret.clone(),
             refresh_token: secret.refresh_token.clone(),
         };
+        let (deadline, may_send) = self.guard(send_by);
+        let guard = SendGuard {
+            deadline,
+            may_send: &may_send,
+        };
         self.ctx
             .leaf
-            .create_credential::<Trimble>(account, self.user(), &request)
+            .create_credential::<Trimble>(account, self.user(), &request, &guard)
             .await
     }
 
-    async fn delete_credential(&self) -> Result<(), LeafError> {
+    async fn delete_credential(&self, send_by: jiff::Timestamp) -> Result<Deleted, LeafError> {
         let account = self.account()?;
+        let (deadline, may_send) = self.guard(send_by);
+        let guard = SendGuard {
+            deadline,
+            may_send: &may_send,
+        };
         self.ctx
             .leaf
-            .delete_credential::<Trimble>(account, self.user())
+            .delete_credential::<Trimble>(account, self.user(), &guard)
             .await
     }
 
@@ -103,7 +152,7 @@ impl Ports for KubePorts<'_> {
             .await
     }
 
-    async fn write_status(&self, status: &TrimbleConnectionStatus) -> Result<(), String> {
+    async fn write_status(&self, status: &TrimbleConnectionStatus) -> Result<(), StatusWriteError> {
         let params = PatchParams {
             // Named, so managedFields say who wrote the status (not "unknown").
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -115,21 +164,21 @@ impl Ports for KubePorts<'_> {
         let write = self.api.patch_status(&name, &params, &patch);
         match tokio::time::timeout(super::API_TIMEOUT, write).await {
             Ok(Ok(_)) => {
-                self.alert_answered("written");
+                self.alert_answered(AlertAnswer::Written);
                 Ok(())
             }
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("the API server did not answer in time".to_string()),
+            Ok(Err(error)) => Err(StatusWriteError::Refused(error.to_string())),
+            Err(_) => Err(StatusWriteError::TimedOut),
         }
     }
 
-    async fn publish(&self, reason: Reason, action: &str, note: &str) {
-        if reason == Reason::Rotated {
+    async fn publish(&self, notice: &Notice) {
+        if notice.reason == Reason::Rotated {
             self.ctx.metrics.record_rotation();
         }
         self.ctx
             .events
-            .publish(&self.tc, reason, action, note)
+            .publish(&self.tc, notice.reason, notice.action, &notice.note)
             .await;
     }
 

@@ -1,14 +1,18 @@
-//! One reconcile as kube-runtime runs it: the finalizer dispatches to apply or cleanup, each of
+//! One reconcile as kube-runtime runs it: the finalizer's phase picks apply or cleanup, each of
 //! which observes the world, runs the engine, and turns its answer into the next schedule.
 //!
 //! The decisions are in `controller::decide` (pure) and their execution in `controller::engine`
 //! (generic over its IO); this module is the thin layer that binds them to the API server:
-//! - [`observe`]: the facts a decision needs (the only reads: the two Secrets);
+//! - [`observe`]: the facts a decision needs (the only reads: the two Secrets, the stores);
 //! - [`kube_ports`]: the engine's IO in production;
+//! - [`finalizer`]: our finalizer's phase, added and removed;
+//! - [`requeue`]: how a reconcile's end becomes the next look;
 //! - [`status_patch`]: the JSON merge patch a status write sends.
 
+mod finalizer;
 mod kube_ports;
-mod observe;
+pub mod observe;
+pub mod requeue;
 mod status_patch;
 
 use std::sync::Arc;
@@ -17,14 +21,15 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent};
 use tracing::{Instrument, warn};
 
-use self::kube_ports::KubePorts;
+use self::finalizer::Phase;
+use self::kube_ports::{AlertAnswer, KubePorts};
 use self::observe::{Observed, Purpose, observe};
+use self::requeue::{Ended, requeue};
 use super::Context;
 use crate::controller::engine::{self, Applied, Cleaned, Input, Interrupted};
-use crate::crd::{FINALIZER, TrimbleConnection};
+use crate::crd::TrimbleConnection;
 use crate::reason::Reason;
 use crate::secret::{SecretError, TrimbleSecret};
 
@@ -37,43 +42,30 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Error {
     #[error("failed to read the TrimbleConnection: {0}")]
     Get(#[source] kube::Error),
+    #[error("the API server did not answer a read of the TrimbleConnection in time")]
+    GetTimedOut,
     #[error(transparent)]
     Interrupted(Interrupted),
     #[error(transparent)]
     Secret(SecretError),
-    /// Cleanup cannot finish yet; the finalizer stays and the reason is on the resource.
-    #[error("{reason}: waiting before looking at Leaf again")]
-    Waiting { reason: Reason, retry: Duration },
-    #[error("{0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    #[error("failed to update the finalizer: {0}")]
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
     fn reason(&self) -> Reason {
         match self {
-            Error::Waiting { reason, .. } => *reason,
             Error::Interrupted(interrupted) => interrupted.reason(),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => Reason::KubeApiError,
-            },
             _ => Reason::KubeApiError,
-        }
-    }
-
-    fn retry(&self) -> Option<Duration> {
-        match self {
-            Error::Waiting { retry, .. } => Some(*retry),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.retry(),
-                _ => None,
-            },
-            _ => None,
         }
     }
 }
 
-/// Entry point for kube-runtime: finalizer first, then apply or cleanup, with metrics and a span.
+/// What a reconcile did: kube-runtime's next action, and the `Ready` reason it ended in.
+type Reconciled = (Action, Option<Reason>);
+
+/// Entry point for kube-runtime: the finalizer's phase, then apply or cleanup, with metrics and a
+/// span.
 pub async fn reconcile(tc: Arc<TrimbleConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Held for the whole reconcile; the semaphore is never closed, so acquiring cannot fail.
     let _permit = match ctx.permits.get() {
@@ -86,52 +78,50 @@ pub async fn reconcile(tc: Arc<TrimbleConnection>, ctx: Arc<Context>) -> Result<
     // The field is not called `name`: JSON logs already use `name` for the span's own name, and
     // a duplicate key would hide the object's name from log collectors.
     let span = tracing::info_span!("reconcile", %namespace, trimbleconnection = %name);
-    let api: Api<TrimbleConnection> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The finalizer helper passes only an `Action` through: the reason the step ended in comes
-    // back through this slot, which the one closure below borrows mutably.
-    let mut ended_in: Option<Reason> = None;
-    let slot = &mut ended_in;
-    let result = finalizer::finalizer(&api, FINALIZER, tc, |event| async {
-        let (action, reason) = match event {
-            FinalizerEvent::Apply(tc) => apply(tc, &ctx).await?,
-            FinalizerEvent::Cleanup(tc) => cleanup(tc, &ctx).await?,
-        };
-        *slot = reason;
-        Ok(action)
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = dispatch(tc, &ctx).instrument(span).await;
     let failed = match &result {
-        Ok(_) => ended_in.filter(|r| r.is_warning()),
+        Ok((_, reason)) => reason.filter(|r| r.is_warning()),
         Err(error) => Some(error.reason()),
     };
     ctx.metrics.record_reconcile(started.elapsed(), failed);
-    result
+    result.map(|(action, _)| action)
 }
 
 /// What kube-runtime does after an `Err`: retry with the per-object backoff.
 pub fn error_policy(tc: Arc<TrimbleConnection>, error: &Error, ctx: Arc<Context>) -> Action {
-    if let Some(retry) = error.retry() {
-        return Action::requeue(retry);
-    }
     let uid = tc.uid().unwrap_or_default();
-    let wait = ctx.schedules.failed(&uid, Instant::now());
+    let ended = match error {
+        Error::Interrupted(_) => Ended::Interrupted,
+        _ => Ended::Failed,
+    };
+    let wait = requeue(&ctx.schedules, &uid, None, ended, Instant::now());
     warn!(namespace = %tc.namespace().unwrap_or_default(), name = %tc.name_any(), %error, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
+    action(wait)
 }
 
-/// The object's result for the finalizer helper: the action and the `Ready` reason it ended in.
-type Reconciled = (Action, Option<Reason>);
-
-async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, Error> {
+async fn dispatch(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, Error> {
+    // Decided on the object as the server holds it now: the store can lag behind our own last
+    // status write, and a decision about creating must be made on what the server holds.
     let Some(tc) = fresh(&tc, ctx).await? else {
         return Ok((Action::await_change(), None));
     };
-    if tc.metadata.deletion_timestamp.is_some() {
-        // The watch event for the deletion brings the cleanup.
-        return Ok((Action::await_change(), None));
+    let api: Api<TrimbleConnection> =
+        Api::namespaced(ctx.client.clone(), &tc.namespace().unwrap_or_default());
+    match finalizer::phase(&tc) {
+        Phase::AddFinalizer => {
+            finalizer::patch(&api, &tc, finalizer::add_patch(&tc))
+                .await
+                .map_err(Error::Finalizer)?;
+            // Its watch event brings the first apply.
+            Ok((Action::await_change(), None))
+        }
+        Phase::Gone => Ok((Action::await_change(), None)),
+        Phase::Apply => apply(tc, ctx).await,
+        Phase::Cleanup { index } => cleanup(tc, ctx, &api, index).await,
     }
+}
+
+async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, Error> {
     let mut observed = observe(ctx, &tc, Purpose::Apply).await?;
     let secret = observed.secret.take();
     let (ports, input, pace) = bind(ctx, &tc, observed, secret.as_ref());
@@ -139,46 +129,59 @@ async fn apply(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, 
     // An alert whose look found nothing new to write is answered too, and one whose reconcile
     // was interrupted counts as failed (both no-ops after a status write answered it).
     ports.alert_answered(if applied.is_ok() {
-        "unchanged"
+        AlertAnswer::Unchanged
     } else {
-        "failed"
+        AlertAnswer::Failed
     });
-    match applied.map_err(Error::Interrupted)? {
-        Applied::Quiet(requeue) => Ok((
-            requeue.map_or_else(Action::await_change, Action::requeue),
-            None,
-        )),
-        Applied::Done { next, reason } => {
-            let action = schedule(ctx, &tc, &pace, &next);
-            Ok((action, reason))
-        }
-    }
-}
-
-async fn cleanup(tc: Arc<TrimbleConnection>, ctx: &Context) -> Result<Reconciled, Error> {
-    let Some(tc) = fresh(&tc, ctx).await? else {
-        return Ok((Action::await_change(), None));
+    let applied = applied.map_err(Error::Interrupted)?;
+    let reason = match &applied {
+        Applied::Done(finished) => Some(finished.reason),
+        Applied::Quiet(_) => None,
     };
     let uid = tc.uid().unwrap_or_default();
+    let wait = requeue(
+        &ctx.schedules,
+        &uid,
+        Some(&pace),
+        Ended::Applied(&applied),
+        Instant::now(),
+    );
+    Ok((action(wait), reason))
+}
+
+async fn cleanup(
+    tc: Arc<TrimbleConnection>,
+    ctx: &Context,
+    api: &Api<TrimbleConnection>,
+    index: usize,
+) -> Result<Reconciled, Error> {
     let observed = observe(ctx, &tc, Purpose::Cleanup).await?;
     let (ports, input, pace) = bind(ctx, &tc, observed, None);
-    match engine::cleanup(&ports, input)
+    let cleaned = engine::cleanup(&ports, input)
         .await
-        .map_err(Error::Interrupted)?
-    {
-        Cleaned::Released => {
-            ctx.schedules.forget(&uid);
-            Ok((Action::await_change(), None))
-        }
-        Cleaned::Again { next, reason } => {
-            let retry = ctx
-                .schedules
-                .record(&uid, &pace.inputs, &next, pace.interval, Instant::now())
-                .unwrap_or(crate::controller::backoff::STALLED_RECHECK);
-            // An Err keeps the finalizer (an Ok would release it).
-            Err(Error::Waiting { reason, retry })
-        }
+        .map_err(Error::Interrupted)?;
+    if cleaned == Cleaned::Released {
+        finalizer::patch(api, &tc, finalizer::remove_patch(index))
+            .await
+            .map_err(Error::Finalizer)?;
     }
+    let reason = match &cleaned {
+        Cleaned::Again { reason, .. } => Some(*reason),
+        Cleaned::Released => None,
+    };
+    let uid = tc.uid().unwrap_or_default();
+    let wait = requeue(
+        &ctx.schedules,
+        &uid,
+        Some(&pace),
+        Ended::Cleaned(&cleaned),
+        Instant::now(),
+    );
+    Ok((action(wait), reason))
+}
+
+fn action(wait: Option<Duration>) -> Action {
+    wait.map_or_else(Action::await_change, Action::requeue)
 }
 
 /// The engine's IO and input for `tc`, and the schedule's key.
@@ -187,13 +190,12 @@ fn bind<'a, 's>(
     tc: &Arc<TrimbleConnection>,
     observed: Observed,
     secret: Option<&'s TrimbleSecret>,
-) -> (KubePorts<'a>, Input<'s>, Pace) {
+) -> (KubePorts<'a>, Input<'s>, observe::Pace) {
     let Observed {
         facts,
         account,
-        inputs,
+        pace,
         handled_at,
-        interval,
         alert_at,
         ..
     } = observed;
@@ -210,31 +212,10 @@ fn bind<'a, 's>(
         generation: tc.metadata.generation,
         handled_at,
     };
-    (ports, input, Pace { inputs, interval })
+    (ports, input, pace)
 }
 
-/// What the schedule needs of an observation: the key of the Leaf calls' inputs and the pace of
-/// the periodic checks.
-struct Pace {
-    inputs: String,
-    interval: Duration,
-}
-
-/// Records `next` in the per-object schedule and turns it into kube-runtime's action.
-fn schedule(
-    ctx: &Context,
-    tc: &TrimbleConnection,
-    pace: &Pace,
-    next: &crate::controller::decide::Next,
-) -> Action {
-    let uid = tc.uid().unwrap_or_default();
-    ctx.schedules
-        .record(&uid, &pace.inputs, next, pace.interval, Instant::now())
-        .map_or_else(Action::await_change, Action::requeue)
-}
-
-/// Reads the object again: the store can lag behind our own last status write, and a decision
-/// about creating must be made on what the server holds now.
+/// Reads the object again: the store can lag behind our own last status write.
 async fn fresh(
     tc: &TrimbleConnection,
     ctx: &Context,
@@ -243,8 +224,6 @@ async fn fresh(
         Api::namespaced(ctx.client.clone(), &tc.namespace().unwrap_or_default());
     match tokio::time::timeout(API_TIMEOUT, api.get_opt(&tc.name_any())).await {
         Ok(result) => Ok(result.map_err(Error::Get)?.map(Arc::new)),
-        Err(_) => Err(Error::Interrupted(Interrupted::WriteStatus(
-            "the API server did not answer a read in time".to_string(),
-        ))),
+        Err(_) => Err(Error::GetTimedOut),
     }
 }

@@ -1,5 +1,8 @@
-//! Gathers the [`Facts`] a decision needs: the Secrets, the account, the conflict check, the
-//! schedule and the clock. The only IO is reading the two Secrets.
+//! Gathers the [`Facts`] a decision needs. Two halves: [`read`] does the only IO (the two
+//! Secrets, and the conflict checks over the controller's stores); [`facts`] is pure and builds
+//! everything else from what was read and what the process knows (the schedule, the polling
+//! pace, an alert's hint, the clock). The simulation drives [`facts`] itself, with its own world
+//! in place of the API server.
 
 use std::time::{Duration, Instant};
 
@@ -9,9 +12,10 @@ use kube::{Resource, ResourceExt};
 
 use super::Error;
 use crate::controller::Context;
+use crate::controller::backoff::Schedules;
 use crate::controller::conflict;
 use crate::controller::decide::gate::SECRET_NOT_FOUND_RECHECK;
-use crate::controller::decide::{AccountFact, ConflictFact, Facts, Next, SecretFact};
+use crate::controller::decide::{AccountFact, ConflictFact, Facts, Next, SecretFact, Windows};
 use crate::controller::polling::Polling;
 use crate::controller::status::Outcome;
 use crate::crd::{RECONCILE_REQUESTED_AT_ANNOTATION, TrimbleConnection};
@@ -20,60 +24,130 @@ use crate::reason::Reason;
 use crate::secret::{self, SecretError, TrimbleSecret, client_id_fingerprint};
 
 /// What one reconcile found, with the values the executors need.
-pub(super) struct Observed {
+pub struct Observed {
     pub facts: Facts,
     pub secret: Option<TrimbleSecret>,
     pub account: Option<LeafAccount>,
-    /// The schedule's key: a change of the Secret or the account is worth a Leaf call at once.
-    pub inputs: String,
+    pub pace: Pace,
     /// The annotation value this reconcile answers, if it is new.
     pub handled_at: Option<String>,
-    /// The pace of this resource's periodic checks now (its interval, or the alerts backstop).
-    pub interval: Duration,
-    /// When the alert this reconcile answers arrived (its hint, taken here), for the
-    /// alert-to-status histogram.
+    /// When the alert this reconcile answers arrived (its hint, taken), for the alert-to-status
+    /// histogram.
     pub alert_at: Option<Instant>,
 }
 
+/// What the schedule needs of an observation: the key of the Leaf calls' inputs and the pace of
+/// the periodic checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pace {
+    /// A change of the Secret or the account is worth a Leaf call at once.
+    pub inputs: String,
+    /// The pace of this resource's periodic checks now (its interval, or the alerts backstop).
+    pub interval: Duration,
+}
+
 /// Whether the credentials Secret is read: deletion never depends on it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
     Apply,
     Cleanup,
 }
 
+/// The Leaf account a resource uses, as read.
+pub enum AccountRead {
+    /// No `leafAuthSecretRef`: the operator's default account, if it has one.
+    Default(Option<LeafAccount>),
+    /// The Secret `leafAuthSecretRef` names (read errors of the API itself excluded).
+    Secret(Result<LeafAccount, SecretError>),
+}
+
+/// What was read from the API server for one reconcile.
+pub struct Reads {
+    /// The credentials Secret (None: not read, as during deletion). API errors are excluded: they
+    /// end the reconcile before anything is decided.
+    pub credentials: Option<Result<TrimbleSecret, SecretError>>,
+    pub account: AccountRead,
+    /// The conflict checks over every store.
+    pub conflict: ConflictFact,
+}
+
+/// What the process knows besides the object.
+pub struct Surroundings<'a> {
+    pub polling: Polling,
+    pub schedules: &'a Schedules,
+    /// An alert asked for a look at this object (its hint, taken by the caller).
+    pub alert_at: Option<Instant>,
+    pub windows: Windows,
+    pub now: jiff::Timestamp,
+    pub instant: Instant,
+}
+
+/// Reads the Secrets and checks the stores for `tc`, then builds its facts.
 pub(super) async fn observe(
     ctx: &Context,
     tc: &TrimbleConnection,
     purpose: Purpose,
 ) -> Result<Observed, Error> {
+    let reads = read(ctx, tc, purpose).await?;
+    let uid = tc.uid().unwrap_or_default();
+    // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
+    let alert_at = ctx.hints.take(&uid);
+    Ok(facts(
+        tc,
+        reads,
+        &Surroundings {
+            polling: ctx.polling(),
+            schedules: &ctx.schedules,
+            alert_at,
+            windows: ctx.windows,
+            now: jiff::Timestamp::now(),
+            instant: Instant::now(),
+        },
+    ))
+}
+
+/// The only IO of an observation.
+async fn read(ctx: &Context, tc: &TrimbleConnection, purpose: Purpose) -> Result<Reads, Error> {
     let namespace = tc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let status = tc.status.clone().unwrap_or_default();
-    let (secret_fact, secret) = match purpose {
-        Purpose::Apply => read_credentials(&secrets, tc).await?,
-        Purpose::Cleanup => (
-            SecretFact::Missing {
-                message: "the credentials Secret is not read during deletion".to_string(),
-            },
-            None,
-        ),
-    };
-    let (account_fact, account) = read_account(ctx, &secrets, tc).await?;
-    let conflict = if !ctx.is_synced() {
-        ConflictFact::NotSynced
-    } else {
-        match conflict::find_winner(tc, &ctx.stores()) {
-            Some(winner) => ConflictFact::LosesTo(winner),
-            None => ConflictFact::Clear,
+    let credentials = match purpose {
+        Purpose::Apply => {
+            match secret::read_trimble_secret(&secrets, &tc.spec.credentials_secret_ref).await {
+                Err(error @ SecretError::Api { .. }) => return Err(Error::Secret(error)),
+                other => Some(other),
+            }
         }
+        Purpose::Cleanup => None,
     };
-    let now = jiff::Timestamp::now();
+    let account = match &tc.spec.leaf_auth_secret_ref {
+        None => AccountRead::Default(ctx.default_account.current()),
+        Some(reference) => match secret::read_leaf_account(&secrets, reference).await {
+            Err(error @ SecretError::Api { .. }) => return Err(Error::Secret(error)),
+            other => AccountRead::Secret(other),
+        },
+    };
+    let conflict = if ctx.is_synced() {
+        conflict::check(tc, ctx.all_objects().iter().map(|arc| arc.as_ref()))
+    } else {
+        ConflictFact::NotSynced
+    };
+    Ok(Reads {
+        credentials,
+        account,
+        conflict,
+    })
+}
+
+/// The facts of `tc` from what was read and what the process knows. Pure.
+pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) -> Observed {
+    let status = tc.status.clone().unwrap_or_default();
+    let (secret_fact, secret) = credentials_fact(reads.credentials);
+    let (account_fact, account) = account_fact(reads.account);
     let age = tc
         .meta()
         .creation_timestamp
         .as_ref()
-        .and_then(|created| Duration::try_from(now.duration_since(created.0)).ok());
+        .and_then(|created| Duration::try_from(around.now.duration_since(created.0)).ok());
     let inputs = format!(
         "{}/{}",
         secret_fact.fingerprint().unwrap_or("-"),
@@ -87,98 +161,91 @@ pub(super) async fn observe(
         .get(RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
     let annotation_new = requested.is_some() && requested != status.last_handled_reconcile_at;
-    let backstop = match ctx.polling() {
+    let backstop = match around.polling {
         Polling::Backstop(backstop) => Some(backstop),
         Polling::Normal => None,
     };
     let interval = tc.spec.check_interval(backstop);
     let generation_new = tc.meta().generation != status.observed_generation;
-    // An alert's hint bypasses the schedule once (taken first, so it is always consumed).
-    let alert_at = ctx.hints.take(&uid);
-    Ok(Observed {
+    Observed {
         facts: Facts {
             spec: tc.spec.clone(),
             status,
             secret: secret_fact,
             account: account_fact,
-            conflict,
+            conflict: reads.conflict,
             age,
             // At the pace that applies now: a check scheduled under the other polling mode moves.
-            not_due_for: ctx
+            not_due_for: around
                 .schedules
-                .wait_at_pace(&uid, &inputs, interval, Instant::now()),
-            forced: alert_at.is_some() || annotation_new || generation_new,
+                .wait_at_pace(&uid, &inputs, interval, around.instant),
+            forced: around.alert_at.is_some() || annotation_new || generation_new,
             // While alerts are healthy a status change arrives as an alert: the events are read
             // when the status changed or a person asked, not on every backstop check.
             events_every_check: backstop.is_none(),
-            now,
-            in_doubt_window: ctx.in_doubt_window,
+            now: around.now,
+            windows: around.windows,
         },
         secret,
         account,
-        inputs,
+        pace: Pace { inputs, interval },
         handled_at: if annotation_new { requested } else { None },
-        interval,
-        alert_at,
-    })
+        alert_at: around.alert_at,
+    }
 }
 
 /// The credentials Secret: its fact, and its values when complete.
-async fn read_credentials(
-    secrets: &Api<Secret>,
-    tc: &TrimbleConnection,
-) -> Result<(SecretFact, Option<TrimbleSecret>), Error> {
-    match secret::read_trimble_secret(secrets, &tc.spec.credentials_secret_ref).await {
-        Ok(secret) => Ok((
+fn credentials_fact(
+    read: Option<Result<TrimbleSecret, SecretError>>,
+) -> (SecretFact, Option<TrimbleSecret>) {
+    match read {
+        None => (
+            SecretFact::Missing {
+                message: "the credentials Secret is not read during deletion".to_string(),
+            },
+            None,
+        ),
+        Some(Ok(secret)) => (
             SecretFact::Present {
                 fingerprint: secret.fingerprint.clone(),
                 client_id_hash: client_id_fingerprint(&secret.client_id),
                 refresh_token_hash: secret.refresh_token_fingerprint.clone(),
             },
             Some(secret),
-        )),
-        Err(error @ SecretError::Api { .. }) => Err(Error::Secret(error)),
-        Err(error) if error.is_not_found() => Ok((
+        ),
+        Some(Err(error)) if error.is_not_found() => (
             SecretFact::Missing {
                 message: error.to_string(),
             },
             None,
-        )),
-        Err(error) => Ok((
+        ),
+        Some(Err(error)) => (
             SecretFact::Invalid {
                 message: error.to_string(),
             },
             None,
-        )),
+        ),
     }
 }
 
 /// The Leaf account for this resource, or the outcome that explains why there is none.
-async fn read_account(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    tc: &TrimbleConnection,
-) -> Result<(AccountFact, Option<LeafAccount>), Error> {
-    let Some(reference) = &tc.spec.leaf_auth_secret_ref else {
-        return Ok(match ctx.default_account.current() {
-            Some(account) => (AccountFact::Ready, Some(account)),
-            None => (
-                AccountFact::Unusable {
-                    outcome: Outcome::new(
-                        Reason::LeafAuthFailed,
-                        "No Leaf API account: set spec.leafAuthSecretRef, or configure the operator's default \
-                         account (LEAF_USERNAME and LEAF_PASSWORD, or LEAF_TOKEN)",
-                    ),
-                    next: Next::Person,
-                },
-                None,
-            ),
-        });
-    };
-    match secret::read_leaf_account(secrets, reference).await {
-        Ok(account) => Ok((AccountFact::Ready, Some(account))),
-        Err(error @ SecretError::Api { .. }) => Err(Error::Secret(error)),
-        Err(error) if error.is_not_found() => Ok((
+fn account_fact(read: AccountRead) -> (AccountFact, Option<LeafAccount>) {
+    match read {
+        AccountRead::Default(Some(account)) | AccountRead::Secret(Ok(account)) => {
+            (AccountFact::Ready, Some(account))
+        }
+        AccountRead::Default(None) => (
+            AccountFact::Unusable {
+                outcome: Outcome::new(
+                    Reason::LeafAuthFailed,
+                    "No Leaf API account: set spec.leafAuthSecretRef, or configure the operator's default \
+                     account (LEAF_USERNAME and LEAF_PASSWORD, or LEAF_TOKEN)",
+                ),
+                next: Next::Person,
+            },
+            None,
+        ),
+        AccountRead::Secret(Err(error)) if error.is_not_found() => (
             AccountFact::Unusable {
                 outcome: Outcome::new(
                     Reason::SecretNotFound,
@@ -187,8 +254,8 @@ async fn read_account(
                 next: Next::Hold(SECRET_NOT_FOUND_RECHECK),
             },
             None,
-        )),
-        Err(error) => Ok((
+        ),
+        AccountRead::Secret(Err(error)) => (
             AccountFact::Unusable {
                 outcome: Outcome::new(
                     Reason::SecretInvalid,
@@ -197,6 +264,6 @@ async fn read_account(
                 next: Next::Person,
             },
             None,
-        )),
+        ),
     }
 }

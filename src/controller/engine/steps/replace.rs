@@ -1,63 +1,56 @@
-//! Replace and rotate: DELETE the credential a GET just showed, then create from the Secret.
+//! Rotate and replace, one executor: DELETE the credential a GET just showed (ours for a
+//! rotation, a foreign one under `adoptionPolicy: Replace`), then create from the Secret.
 //!
 //! Leaf's DELETE names the user, not the credential: it is sent only right after the chooser saw
-//! the id it may delete (ours for a rotation, a foreign one under `adoptionPolicy: Replace`),
-//! and only while the leadership fence holds. No intent is recorded before it: until the POST
-//! starts, a restart simply finds our credential gone (or still there) and decides again.
+//! the id it may delete, only while the leadership fence holds, and only with its intent on the
+//! server. A DELETE in doubt stops here: nothing else is sent for the user until its window
+//! closes.
 
-use tracing::info;
+use tracing::{info, warn};
 
-use super::create::create;
-use super::{Input, Interrupted, Ports, StatusWriter, leaf_failed};
-use crate::controller::decide::Next;
-use crate::leaf::Credential;
+use super::super::writer::StatusWriter;
+use super::super::{Finished, Input, Interrupted, Ports};
+use super::create::{create, send_by};
+use crate::controller::decide::transitions::delete::{self, AfterDelete, Purpose};
+use crate::controller::decide::transitions::hold;
+use crate::leaf::{Credential, LeafError, NotSent};
 
-/// Our credential, and the Secret changed: DELETE, then POST the new values.
-pub(super) async fn rotate<P: Ports>(
-    w: &mut StatusWriter<'_, P>,
-    input: &Input<'_>,
-    credential: Credential,
-) -> Result<Next, Interrupted> {
-    if !w.ports.may_write() {
-        return Err(Interrupted::Fenced("the DELETE"));
-    }
-    // No status write before the DELETE (the create writes `Rotating` with its intent): one
-    // write fewer per rotation, and nothing a restart would need.
-    if let Err(error) = w.ports.delete_credential().await {
-        let base = w.current().clone();
-        return leaf_failed(
-            w,
-            base,
-            &error,
-            "deleting the old Trimble credential for rotation",
-        )
-        .await;
-    }
-    info!(credential = %credential.id, "deleted the old Trimble credential for rotation");
-    // The old id stays in the status until the POST's outcome is known, so that every later
-    // reconcile knows it is finishing a rotation (and a GET still showing it is not "new").
-    create(w, input, true).await
-}
-
-/// A foreign credential, adoptionPolicy Replace: DELETE it, then POST ours.
 pub(super) async fn replace<P: Ports>(
     w: &mut StatusWriter<'_, P>,
     input: &Input<'_>,
-    credential: Credential,
-) -> Result<Next, Interrupted> {
+    credential: &Credential,
+    purpose: Purpose,
+) -> Result<Finished, Interrupted> {
+    let f = &input.facts;
+    if input.secret.is_none() {
+        // Never delete what could not be replaced at once.
+        let waiting = hold::need_secret(f, w.current(), Some(credential));
+        return w.finish(waiting).await;
+    }
     if !w.ports.may_write() {
         return Err(Interrupted::Fenced("the DELETE"));
     }
-    if let Err(error) = w.ports.delete_credential().await {
-        let base = w.current().clone();
-        return leaf_failed(
-            w,
-            base,
-            &error,
-            "deleting the existing Trimble credential (adoptionPolicy Replace)",
-        )
-        .await;
+    let (intent, pending) = delete::intent(f, w.current(), &credential.id, purpose);
+    w.write(intent.status, &intent.outcome).await?;
+    if !w.ports.may_write() {
+        return Err(Interrupted::Fenced("the DELETE"));
     }
-    info!(credential = %credential.id, "deleted the existing Trimble credential to replace it");
-    create(w, input, false).await
+    let answer = w
+        .ports
+        .delete_credential(send_by(f, Some(&pending.send_by)))
+        .await;
+    if let Err(LeafError::NotSent(NotSent::Fenced)) = &answer {
+        return Err(Interrupted::Fenced("the DELETE"));
+    }
+    if let Err(error) = &answer {
+        warn!(%error, credential = %credential.id, "deleting the Trimble credential in Leaf failed");
+    }
+    match delete::after(f, w.current().clone(), &pending, answer, purpose) {
+        AfterDelete::Gone { .. } => {
+            info!(credential = %credential.id, ?purpose, "deleted the Trimble credential; creating ours");
+            // The create's intent clears the DELETE's record in the same write: its answer came.
+            create(w, input, purpose == Purpose::Rotate).await
+        }
+        AfterDelete::Stop(transition) => w.finish(transition).await,
+    }
 }
