@@ -7,9 +7,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leaf_operator::controller::decide::answers::{Effect, Write, effect};
 use leaf_operator::leaf::{
-    Credential, CredentialEvent, CredentialStatus, LeafAccount, LeafClient, LeafClientConfig,
-    LeafError, Trimble, TrimbleCreateRequest,
+    Credential, CredentialEvent, CredentialStatus, Deleted, LeafAccount, LeafClient,
+    LeafClientConfig, LeafError, NotSent, SendGuard, Trimble, TrimbleCreateRequest,
 };
 use leaf_operator::metrics::Metrics;
 use leaf_standin::{
@@ -17,7 +18,7 @@ use leaf_standin::{
 };
 use support::leaf::{
     CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, USER, account, assert_no_secrets,
-    create_user_credential, delete_user_credential, get_user_credential, request,
+    create_user_credential, delete_user_credential, get_user_credential, open_guard, request,
     user_credential_events,
 };
 
@@ -170,11 +171,104 @@ async fn create_get_delete_round_trip_keeps_no_secret() {
     assert_no_secrets(&renderings(&created), &secrets);
     assert_no_secrets(&renderings(&fetched), &secrets);
 
-    delete_user_credential(&client).await.unwrap();
+    assert_eq!(
+        delete_user_credential(&client).await.unwrap(),
+        Deleted::Removed
+    );
     assert_eq!(get_user_credential(&client).await.unwrap(), None);
-    delete_user_credential(&client)
+    assert_eq!(
+        delete_user_credential(&client).await.unwrap(),
+        Deleted::NothingThere,
+        "a 404 is told apart, for the caller's read-lag rule"
+    );
+}
+
+#[tokio::test]
+async fn a_write_past_its_send_deadline_is_never_sent() {
+    let standin = standin().await;
+    let client = logged_in_client(&standin).await;
+    standin.clear_requests();
+    let passed = SendGuard {
+        deadline: Instant::now(),
+        may_send: &|| true,
+    };
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &request(), &passed)
         .await
-        .expect("deleting a credential already gone (404) is success");
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::NotSent(NotSent::DeadlinePassed)),
+        "{error:?}"
+    );
+    assert_eq!(effect(Write::Create, &error), Effect::NotApplied);
+    let error = client
+        .delete_credential::<Trimble>(&account(), USER, &passed)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LeafError::NotSent(NotSent::DeadlinePassed)));
+    assert_eq!(standin.requests().len(), 0, "{:?}", standin.requests());
+}
+
+#[tokio::test]
+async fn a_rate_limit_wait_that_outlasts_the_deadline_sends_nothing() {
+    let standin = standin().await;
+    // One request per second, no burst beyond one: the login takes the only token, so the POST
+    // would have to wait about a second for its slot, past its 200 ms deadline.
+    let client = LeafClient::new(
+        LeafClientConfig {
+            requests_per_second: 1.0,
+            burst: 1,
+            ..config(&standin)
+        },
+        Arc::new(Metrics::new()),
+    )
+    .expect("client");
+    let guard = SendGuard {
+        deadline: Instant::now() + Duration::from_millis(200),
+        may_send: &|| true,
+    };
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &request(), &guard)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::NotSent(NotSent::DeadlinePassed)),
+        "{error:?}"
+    );
+    assert_eq!(standin.count("POST", "/trimble-credentials"), 0);
+    assert!(standin.credential(USER).is_none());
+}
+
+#[tokio::test]
+async fn the_fence_is_checked_again_before_the_retry_after_a_401() {
+    let standin = standin().await;
+    let client = logged_in_client(&standin).await;
+    standin.clear_requests();
+    // The first send is refused with 401 (before Leaf's handler); the fence holds for it and is
+    // gone when the client, logged in again, is about to retry.
+    standin.unauthorized_next(1);
+    let checks = std::sync::atomic::AtomicU32::new(0);
+    let fence = || checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+    let guard = SendGuard {
+        deadline: Instant::now() + Duration::from_secs(60),
+        may_send: &fence,
+    };
+    let error = client
+        .create_credential::<Trimble>(&account(), USER, &request(), &guard)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LeafError::NotSent(NotSent::Fenced)),
+        "{error:?}"
+    );
+    assert_eq!(
+        standin.count("POST", "/trimble-credentials"),
+        1,
+        "only the first send went out: {:?}",
+        standin.requests()
+    );
+    assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(standin.credential(USER).is_none());
 }
 
 #[tokio::test]
@@ -462,7 +556,7 @@ async fn invalid_create_requests_are_rejected_with_a_sanitised_detail() {
     let mut empty_secret = request();
     empty_secret.client_secret = "".into();
     let error = client
-        .create_credential::<Trimble>(&account(), USER, &empty_secret)
+        .create_credential::<Trimble>(&account(), USER, &empty_secret, &open_guard())
         .await
         .unwrap_err();
     match &error {
@@ -480,7 +574,7 @@ async fn invalid_create_requests_are_rejected_with_a_sanitised_detail() {
     let mut bad = request();
     bad.refresh_token = "bad-refresh-token-77".into();
     let error = client
-        .create_credential::<Trimble>(&account(), USER, &bad)
+        .create_credential::<Trimble>(&account(), USER, &bad, &open_guard())
         .await
         .unwrap_err();
     assert!(
@@ -503,12 +597,12 @@ async fn create_for_an_unknown_leaf_user_is_user_not_found_not_a_rejection() {
     let standin = standin().await;
     let client = client(&standin);
     let error = client
-        .create_credential::<Trimble>(&account(), "no-such-user", &request())
+        .create_credential::<Trimble>(&account(), "no-such-user", &request(), &open_guard())
         .await
         .unwrap_err();
     assert!(matches!(error, LeafError::UserNotFound { .. }), "{error:?}");
     assert_eq!(error.status(), Some(404));
-    assert!(!error.may_have_applied());
+    assert_eq!(effect(Write::Create, &error), Effect::NotApplied);
 }
 
 #[tokio::test]
@@ -554,7 +648,7 @@ async fn bad_refresh_token_accepted_then_flipped_to_unauthenticated() {
     let mut bad = request();
     bad.refresh_token = "expired-refresh-token-1".into();
     let created = client
-        .create_credential::<Trimble>(&account(), USER, &bad)
+        .create_credential::<Trimble>(&account(), USER, &bad, &open_guard())
         .await
         .unwrap();
     assert_eq!(created.status, CredentialStatus::Ok);
@@ -775,14 +869,14 @@ async fn no_secret_appears_in_any_debug_or_display_output() {
     bad.refresh_token = "bad-and-secret-refresh-99".into();
     errors.push(
         client
-            .create_credential::<Trimble>(&password, USER, &bad)
+            .create_credential::<Trimble>(&password, USER, &bad, &open_guard())
             .await
             .unwrap_err(),
     );
     standin.seed_credential(USER, "cid");
     errors.push(
         client
-            .create_credential::<Trimble>(&password, USER, &create)
+            .create_credential::<Trimble>(&password, USER, &create, &open_guard())
             .await
             .unwrap_err(),
     );
@@ -901,7 +995,7 @@ async fn short_secrets_quoted_back_by_leaf_are_removed_from_errors() {
         r#"{"detail":"refresh rt-short (client cid, secret cs-short) was refused"}"#,
     );
     let error = client
-        .create_credential::<Trimble>(&account(), USER, &short)
+        .create_credential::<Trimble>(&account(), USER, &short, &open_guard())
         .await
         .unwrap_err();
     let text = error_renderings(&error);
@@ -934,8 +1028,9 @@ async fn create_with_an_empty_answer_is_an_unreadable_answer_that_counts_as_appl
         matches!(error, LeafError::InvalidResponse { .. }),
         "{error:?}"
     );
-    assert!(
-        error.may_have_applied(),
+    assert_eq!(
+        effect(Write::Create, &error),
+        Effect::Applied,
         "the caller must keep the create in doubt"
     );
     assert!(standin.credential(USER).is_some());

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::controller::decide::Next;
+use crate::controller::decide::mutation::{self, Mutation};
 
 /// First retry delay.
 pub const INITIAL: Duration = Duration::from_secs(1);
@@ -196,6 +197,7 @@ impl Schedules {
                 checks.wrapping_add(1),
             ),
             Next::Soon => (SOON, failures, checks),
+            Next::Backoff { .. } if mutation::on(Mutation::NoBackoff) => (SOON, failures, checks),
             Next::Backoff { retry_after } => (
                 delay(uid, failures, *retry_after),
                 failures.saturating_add(1),

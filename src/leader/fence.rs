@@ -40,9 +40,14 @@ impl Fence {
 
     /// Whether a Leaf write may be sent now.
     pub fn holds(&self) -> bool {
+        self.holds_at(Instant::now())
+    }
+
+    /// Whether a Leaf write may be sent at `now` (the simulation runs its own clock).
+    pub fn holds_at(&self, now: Instant) -> bool {
         match &*self.inner.lock().expect("fence lock") {
             State::Unelected => true,
-            State::Elected { until } => until.is_some_and(|until| Instant::now() < until),
+            State::Elected { until } => until.is_some_and(|until| now < until),
         }
     }
 

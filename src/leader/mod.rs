@@ -295,9 +295,11 @@ fn fence_deadline(until: SystemTime) -> std::time::Instant {
 }
 
 /// How often the leader reads its lease to confirm it still holds it.
-const LEASE_CHECK_EVERY: Duration = Duration::from_secs(2);
-/// The leader stops working this long before its lease would expire unconfirmed.
-const EXPIRY_SAFETY_MARGIN: Duration = Duration::from_secs(3);
+pub const LEASE_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The leader stops working this long before its lease would expire unconfirmed: the clocks of
+/// two replicas may differ by up to this much before a standby takes a lease the leader still
+/// thinks is its own (the simulation runs replicas whose clocks differ by up to 2 s).
+pub const EXPIRY_SAFETY_MARGIN: Duration = Duration::from_secs(3);
 
 enum Confirmation {
     /// The lease is ours and valid until then (its renewTime plus its duration).

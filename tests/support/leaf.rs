@@ -2,7 +2,8 @@
 //! the default account and credential values, and one-line calls for that user and account.
 
 use leaf_operator::leaf::{
-    Credential, CredentialEvent, LeafAccount, LeafClient, LeafError, Trimble, TrimbleCreateRequest,
+    Credential, CredentialEvent, Deleted, LeafAccount, LeafClient, LeafError, SendGuard, Trimble,
+    TrimbleCreateRequest,
 };
 
 /// The Leaf user every test works on (registered in the stand-in).
@@ -26,6 +27,18 @@ pub fn request() -> TrimbleCreateRequest {
     }
 }
 
+fn always() -> bool {
+    true
+}
+
+/// A write's guard that never refuses: a deadline an hour away and a fence that always holds.
+pub fn open_guard() -> SendGuard<'static> {
+    SendGuard {
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(3600),
+        may_send: &always,
+    }
+}
+
 /// GET of [`USER`]'s Trimble credential with the default account.
 pub async fn get_user_credential(client: &LeafClient) -> Result<Option<Credential>, LeafError> {
     client.get_credential::<Trimble>(&account(), USER).await
@@ -34,7 +47,7 @@ pub async fn get_user_credential(client: &LeafClient) -> Result<Option<Credentia
 /// POST of [`request`] for [`USER`] with the default account.
 pub async fn create_user_credential(client: &LeafClient) -> Result<Credential, LeafError> {
     client
-        .create_credential::<Trimble>(&account(), USER, &request())
+        .create_credential::<Trimble>(&account(), USER, &request(), &open_guard())
         .await
 }
 
@@ -46,8 +59,10 @@ pub async fn user_credential_events(
 }
 
 /// DELETE of [`USER`]'s Trimble credential with the default account.
-pub async fn delete_user_credential(client: &LeafClient) -> Result<(), LeafError> {
-    client.delete_credential::<Trimble>(&account(), USER).await
+pub async fn delete_user_credential(client: &LeafClient) -> Result<Deleted, LeafError> {
+    client
+        .delete_credential::<Trimble>(&account(), USER, &open_guard())
+        .await
 }
 
 /// Fails naming the secret when any of them appears in `text` (or when one is empty, which would

@@ -56,6 +56,17 @@ pub enum Effect {
 
 /// The effect of a write that failed with `error` (the table in the module doc).
 pub fn effect(write: Write, error: &LeafError) -> Effect {
+    let effect = effect_as_written(write, error);
+    if write == Write::Delete
+        && effect == Effect::Maybe
+        && super::mutation::on(super::mutation::Mutation::DeleteNeverInDoubt)
+    {
+        return Effect::NotApplied;
+    }
+    effect
+}
+
+fn effect_as_written(write: Write, error: &LeafError) -> Effect {
     match error {
         LeafError::NotSent(_) | LeafError::Config { .. } | LeafError::AuthFailed { .. } => {
             Effect::NotApplied

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::mutation::{self, Mutation};
 use super::{CLOCK_SKEW, Facts, SecretFact};
 use crate::controller::decide::windows::plus;
 use crate::crd::{AdoptionPolicy, PendingCreate};
@@ -43,8 +44,13 @@ pub enum Step {
         fetch_events: bool,
     },
     /// Nothing can be created from the Secret: its values were sent already (a refresh token works
-    /// once) or it is missing. `vanished`: our credential that is gone from Leaf.
-    NeedNewValues { vanished: Option<String> },
+    /// once) or it is missing. `vanished`: our credential that is gone from Leaf. `unresolved`:
+    /// the Secret's token went out in a create whose answer never came and whose credential no
+    /// read showed: Leaf may have used it, so it is never sent again.
+    NeedNewValues {
+        vanished: Option<String>,
+        unresolved: bool,
+    },
     /// A credential that is not ours and that adoptionPolicy leaves alone: Conflict.
     Foreign {
         credential: Credential,
@@ -91,9 +97,9 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
         // rows below decide from it (the executors clear the record).
     }
     // A create whose doubt closed without a credential of its own in sight may still have used
-    // its refresh token (its credential could have been replaced since): that token is sent
-    // again only where Leaf shows nothing at all, never to replace someone else's credential.
-    let suspect_token = match resolve_doubt(f, seen) {
+    // its refresh token: its credential could have been made and removed (or replaced) before
+    // any read saw it. Leaf offers no proof that it did not, so that token is never sent again.
+    let suspect = match resolve_doubt(f, seen) {
         Doubt::Landed(credential, pending) => {
             return Step::Resume {
                 credential,
@@ -101,23 +107,27 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
             };
         }
         Doubt::Open(left) => return Step::AwaitInDoubt { left },
-        Doubt::NothingLanded => f
-            .status
-            .pending_create
-            .as_ref()
-            .and_then(|p| p.refresh_token_fingerprint.clone()),
-        Doubt::None => None,
+        Doubt::NothingLanded => {
+            !mutation::on(Mutation::ResendUnresolved)
+                && f.status
+                    .pending_create
+                    .as_ref()
+                    .is_some_and(|pending| sent_in(f, pending))
+        }
+        Doubt::None => false,
     };
+    let sendable = !f.token_sent_before() && !suspect;
     if let Some(left) = settling(f, seen) {
         return Step::AwaitSettle { left };
     }
     let owned = f.status.credential_id.as_deref();
     match (owned, seen) {
-        (None, None) => create_or_not(f, None),
-        (Some(ours), None) => create_or_not(f, Some(ours.to_string())),
-        (Some(ours), Some(credential)) if credential.id == ours => {
-            if (secret_changed(f) || replace_dead_adopted(f, credential)) && !f.token_sent_before()
-            {
+        (None, None) => create_or_not(f, None, sendable, suspect),
+        (Some(ours), None) => create_or_not(f, Some(ours.to_string()), sendable, suspect),
+        (Some(ours), Some(credential))
+            if credential.id == ours || mutation::on(Mutation::AnyCredentialIsOurs) =>
+        {
+            if (secret_changed(f) || replace_dead_adopted(f, credential)) && sendable {
                 Step::Rotate {
                     credential: credential.clone(),
                 }
@@ -130,7 +140,22 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
                 }
             }
         }
-        (_, Some(credential)) => foreign(f, credential, suspect_token.as_deref()),
+        (_, Some(credential)) => foreign(f, credential, sendable),
+    }
+}
+
+/// Whether the Secret's refresh token is the one `pending` sent (a record of an older version
+/// has no token hash: then its values as a whole).
+fn sent_in(f: &Facts, pending: &PendingCreate) -> bool {
+    match (&f.secret, &pending.refresh_token_fingerprint) {
+        (
+            SecretFact::Present {
+                refresh_token_hash, ..
+            },
+            Some(sent),
+        ) => refresh_token_hash == sent,
+        (SecretFact::Present { fingerprint, .. }, None) => *fingerprint == pending.secret_fingerprint,
+        _ => false,
     }
 }
 
@@ -156,6 +181,9 @@ pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
 /// nothing where our credential should be, or the credential that create replaced. Within the
 /// read-lag allowance neither is taken as the truth.
 pub fn settling(f: &Facts, seen: Option<&Credential>) -> Option<Duration> {
+    if mutation::on(Mutation::NoReadLag) {
+        return None;
+    }
     let last = f.status.last_create.as_ref()?;
     let left = f.windows.settling_left(Some(last), f.now);
     if left.is_zero() {
@@ -207,7 +235,7 @@ pub fn made_by(f: &Facts, pending: &PendingCreate, credential: &Credential) -> b
                 .windows
                 .create_send_by(pending)
                 .is_none_or(|send_by| created <= plus(f.windows.landing_end(send_by), CLOCK_SKEW));
-            not_older && not_later
+            (not_older && not_later) || mutation::on(Mutation::MadeByIgnoresTime)
         }
         _ => true,
     };
@@ -243,9 +271,10 @@ fn replace_dead_adopted(f: &Facts, credential: &Credential) -> bool {
         )
 }
 
-/// Nothing of ours in Leaf: create from the Secret if its values may be sent.
-fn create_or_not(f: &Facts, replacing: Option<String>) -> Step {
-    let may_send = !f.token_sent_before()
+/// Nothing of ours in Leaf: create from the Secret if its values may be sent. `sendable`: its
+/// refresh token was never sent (nor went out in a create that stayed unresolved: `unresolved`).
+fn create_or_not(f: &Facts, replacing: Option<String>, sendable: bool, unresolved: bool) -> Step {
+    let may_send = sendable
         && (secret_changed(f)
             || (holds_adopted_values(f) && f.spec.adoption_policy == AdoptionPolicy::Replace));
     if may_send {
@@ -256,13 +285,16 @@ fn create_or_not(f: &Facts, replacing: Option<String>) -> Step {
         (SecretFact::Missing { .. } | SecretFact::Invalid { .. }, None) => {
             Step::NeedSecret { credential: None }
         }
-        (_, vanished) => Step::NeedNewValues { vanished },
+        (_, vanished) => Step::NeedNewValues {
+            vanished,
+            unresolved,
+        },
     }
 }
 
-/// A credential that is not ours: adoptionPolicy decides. `suspect_token`: the refresh token of
-/// a create whose outcome stayed unknown.
-fn foreign(f: &Facts, credential: &Credential, suspect_token: Option<&str>) -> Step {
+/// A credential that is not ours: adoptionPolicy decides. `sendable`: the Secret's refresh token
+/// may be sent (never sent before, nor in a create whose outcome stayed unknown).
+fn foreign(f: &Facts, credential: &Credential, sendable: bool) -> Step {
     let credential = credential.clone();
     match (f.spec.adoption_policy, &f.secret) {
         (AdoptionPolicy::Never, _) => Step::Foreign {
@@ -283,17 +315,9 @@ fn foreign(f: &Facts, credential: &Credential, suspect_token: Option<&str>) -> S
                 }
             }
         }
-        (
-            AdoptionPolicy::Replace,
-            SecretFact::Present {
-                fingerprint,
-                refresh_token_hash,
-                ..
-            },
-        ) => {
-            let sendable = !f.token_sent_before()
-                && f.status.secret_fingerprint.as_deref() != Some(fingerprint.as_str())
-                && suspect_token != Some(refresh_token_hash.as_str());
+        (AdoptionPolicy::Replace, SecretFact::Present { fingerprint, .. }) => {
+            let sendable =
+                sendable && f.status.secret_fingerprint.as_deref() != Some(fingerprint.as_str());
             if sendable {
                 Step::Replace { credential }
             } else {
@@ -366,7 +390,7 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: None }),
+                |s| matches!(s, Step::NeedNewValues { vanished: None, unresolved: false }),
             ),
             // --- item 1: a credential that is not ours is foreign
             row(
@@ -470,14 +494,40 @@ mod tests {
                 },
             ),
             row(
-                "doubt closed, Leaf shows nothing: the same values may go again",
+                "doubt closed, Leaf shows nothing: the token may have been used, never sent again",
                 Facts {
-                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
+                    status: TrimbleConnectionStatus {
+                        pending_create: in_doubt(status_owning(None), FP_A, CLIENT_A, 200)
+                            .pending_create
+                            .map(|p| PendingCreate {
+                                refresh_token_fingerprint: Some(refresh_hash(TOKEN_A)),
+                                ..p
+                            }),
+                        ..status_owning(None)
+                    },
                     secret: present_with_token(FP_A, CLIENT_A, TOKEN_A),
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::Create { .. }),
+                |s| matches!(s, Step::NeedNewValues { vanished: None, unresolved: true }),
+            ),
+            row(
+                "doubt closed, Leaf shows nothing, the Secret has a new token since: create",
+                Facts {
+                    status: TrimbleConnectionStatus {
+                        pending_create: in_doubt(status_owning(None), FP_A, CLIENT_A, 200)
+                            .pending_create
+                            .map(|p| PendingCreate {
+                                refresh_token_fingerprint: Some(refresh_hash(TOKEN_A)),
+                                ..p
+                            }),
+                        ..status_owning(None)
+                    },
+                    secret: present_with_token(FP_B, CLIENT_A, TOKEN_B),
+                    ..facts()
+                },
+                None,
+                |s| matches!(s, Step::Create { replacing: None }),
             ),
             row(
                 "foreign, Replace, Secret invalid: nothing deleted",
@@ -592,7 +642,7 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: Some(_) }),
+                |s| matches!(s, Step::NeedNewValues { vanished: Some(_), .. }),
             ),
             row(
                 "ours, Secret changed: rotate",
@@ -622,7 +672,7 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: Some(id) } if id == "ours"),
+                |s| matches!(s, Step::NeedNewValues { vanished: Some(id), .. } if id == "ours"),
             ),
             row(
                 "ours vanished, Secret has new values: create",
@@ -679,13 +729,13 @@ mod tests {
                 |s| matches!(s, Step::AwaitInDoubt { left } if *left == WINDOW - Duration::from_secs(5)),
             ),
             row(
-                "in doubt, GET 404, window closed: create again after this fresh GET",
+                "in doubt (a record without token hash), GET 404, window closed: never sent again",
                 Facts {
                     status: in_doubt(status_owning(None), FP_A, CLIENT_A, 200),
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::Create { replacing: None }),
+                |s| matches!(s, Step::NeedNewValues { unresolved: true, .. }),
             ),
             row(
                 "in doubt, the POST's credential appeared: resume, no POST",
@@ -734,14 +784,14 @@ mod tests {
                 |s| matches!(s, Step::AwaitInDoubt { .. }),
             ),
             row(
-                "rotation in doubt, window closed, the old one still there: rotate it",
+                "rotation's create unresolved, the old one still shown: its token is not sent again",
                 Facts {
                     status: in_doubt(sent(status_owning(Some("old")), FP_A), FP_B, CLIENT_A, 200),
                     secret: present(FP_B, CLIENT_A),
                     ..facts()
                 },
                 Some(cred("old", CLIENT_A, "OK")),
-                |s| matches!(s, Step::Rotate { credential } if credential.id == "old"),
+                |s| matches!(s, Step::Check { credential, .. } if credential.id == "old"),
             ),
             row(
                 "rotation in doubt, the new one appeared: resume",
@@ -778,7 +828,10 @@ mod tests {
             pending.send_by = Some("garbage".into());
         }
         let f = Facts { status, ..facts() };
-        assert_eq!(choose(&f, None), Step::Create { replacing: None });
+        assert!(
+            matches!(choose(&f, None), Step::NeedNewValues { unresolved: true, .. }),
+            "closed at once, and its values are never sent again"
+        );
     }
 
     #[test]
@@ -833,7 +886,7 @@ mod tests {
         assert!(
             matches!(
                 choose(&recent(60), None),
-                Step::NeedNewValues { vanished: Some(_) }
+                Step::NeedNewValues { vanished: Some(_), .. }
             ),
             "after the allowance a 404 is believed"
         );

@@ -67,6 +67,7 @@ pub mod answers;
 pub mod choose;
 pub mod cleanup;
 pub mod gate;
+pub mod mutation;
 pub mod transitions;
 pub mod windows;
 
@@ -176,6 +177,9 @@ impl Facts {
 
     /// The Secret's refresh token was sent to Leaf before: it must never be sent again.
     pub fn token_sent_before(&self) -> bool {
+        if mutation::on(mutation::Mutation::ForgetSentTokens) {
+            return false;
+        }
         match &self.secret {
             SecretFact::Present {
                 refresh_token_hash, ..

@@ -47,6 +47,9 @@ impl Windows {
 
     /// How much longer a write that may leave until `send_by` may still take effect, at `now`.
     pub fn landing_left(&self, send_by: Timestamp, now: Timestamp) -> Duration {
+        if super::mutation::on(super::mutation::Mutation::NoInDoubtWait) {
+            return Duration::ZERO;
+        }
         left_until(plus(send_by, self.after_send), now)
     }
 

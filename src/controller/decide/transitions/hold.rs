@@ -50,6 +50,7 @@ pub fn need_new_values(
     f: &Facts,
     current: &TrimbleConnectionStatus,
     vanished: Option<String>,
+    unresolved: bool,
 ) -> Transition {
     let mut next = super::base(f, current);
     close_doubt(&mut next);
@@ -61,6 +62,19 @@ pub fn need_new_values(
         ),
         None => String::new(),
     };
+    let unresolved_note = current
+        .pending_create
+        .as_ref()
+        .filter(|_| unresolved)
+        .map(|pending| {
+            format!(
+                "The create sent to Leaf at {} got no answer, and no read of Leaf showed its credential before its \
+                 window closed: Leaf may have used its refresh token (its credential may have been removed since), \
+                 so that token is never sent again. ",
+                pending.started_at
+            )
+        })
+        .unwrap_or_default();
     let fix = match &f.secret {
         SecretFact::Missing { .. } => format!(
             "Put a new refresh token from the grower into Secret {secret:?} (it does not exist now) to create the \
@@ -71,6 +85,9 @@ pub fn need_new_values(
                 "{message}: put complete values with a new refresh token from the grower into it"
             )
         }
+        SecretFact::Present { .. } if unresolved => format!(
+            "Put a new refresh token from the grower into Secret {secret:?} to create the credential"
+        ),
         SecretFact::Present { .. } if f.token_sent_before() => format!(
             "The refresh token in Secret {secret:?} was sent to Leaf before and a Trimble refresh token works only \
              once: put a new one from the grower into the Secret to create the credential again"
@@ -82,7 +99,10 @@ pub fn need_new_values(
     };
     Transition::new(
         next,
-        Outcome::new(Reason::CredentialInvalid, format!("{gone}{fix}")),
+        Outcome::new(
+            Reason::CredentialInvalid,
+            format!("{gone}{unresolved_note}{fix}"),
+        ),
         Next::Person,
     )
 }

@@ -36,14 +36,17 @@ pub fn check(
     transition
 }
 
-/// The periodic check of our credential.
+/// The periodic check of our credential. A create whose window closed without a credential of
+/// its own in sight ends here too: its token counts as sent.
 pub fn check_ours(
     f: &Facts,
     current: &TrimbleConnectionStatus,
     credential: &Credential,
     events: Option<Result<Vec<CredentialEvent>, LeafError>>,
 ) -> Transition {
-    check(f, super::base(f, current), credential, events)
+    let mut base = super::base(f, current);
+    close_doubt(&mut base);
+    check(f, base, credential, events)
 }
 
 /// Takes over `credential`, whose clientId matches the Secret's. The Secret's values were not

@@ -67,7 +67,10 @@ pub(super) async fn execute<P: Ports>(
             };
             look::check_ours(f, w.current(), &credential, events)
         }
-        Step::NeedNewValues { vanished } => hold::need_new_values(f, w.current(), vanished),
+        Step::NeedNewValues {
+            vanished,
+            unresolved,
+        } => hold::need_new_values(f, w.current(), vanished, unresolved),
         Step::Foreign { credential, why } => hold::foreign(f, w.current(), &credential, why),
         Step::NeedSecret { credential } => hold::need_secret(f, w.current(), credential.as_ref()),
     };
