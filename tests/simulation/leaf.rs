@@ -1,31 +1,37 @@
-//! An in-memory Leaf as awkward as the real one may be: read lag after writes, POSTs that land
-//! after the client gave up, 409/400/silent replace over an existing credential, single-use
-//! refresh tokens, an unknown user. It also keeps the books the invariants are checked against:
-//! which credentials our POSTs made and which refresh tokens already made a credential.
+//! An in-memory Leaf as awkward as the real one may be: writes that land after the client gave up
+//! (or after it was answered 503), reads that lag behind writes, 409/400/silent replace over an
+//! existing credential, single-use refresh tokens, an unknown user, and a clock of its own.
+//!
+//! It keeps the ground truth the invariants judge from: which request made each credential (and
+//! for which incarnation of the resource), which tokens Leaf has used, and when each write took
+//! effect. Nothing here asks the operator's code what it thinks.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use leaf_operator::leaf::{Credential, CredentialStatus};
 
 /// Who made a credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// A POST of the resource under test.
-    Ours,
+    /// A POST of the resource: its incarnation and the request id.
+    Ours { incarnation: u32, request: u64 },
     /// Someone else (the grower reconnecting through another tool).
     Foreign,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cred {
     pub id: String,
     pub client_id: String,
     /// The refresh token it was made from.
     pub token: String,
     pub status: String,
+    /// By Leaf's clock.
     pub created: Timestamp,
+    /// By the world's clock.
+    pub created_world: Timestamp,
     pub origin: Origin,
 }
 
@@ -41,6 +47,10 @@ impl Cred {
             client_id: Some(self.client_id.clone()),
         }
     }
+
+    pub fn is_ours(&self, incarnation: u32) -> bool {
+        matches!(self.origin, Origin::Ours { incarnation: i, .. } if i == incarnation)
+    }
 }
 
 /// What a POST over an existing credential answers (Leaf does not document it).
@@ -51,12 +61,29 @@ pub enum OnExisting {
     SilentReplace,
 }
 
-/// A POST that outlived its client's timeout: it lands at `lands_at`.
+/// A write as Leaf receives it.
+#[derive(Clone, Debug)]
+pub enum Write {
+    Post { client_id: String, token: String },
+    Delete,
+}
+
+/// A write on its way: sent by a replica for an incarnation; it takes effect at `lands_at`.
 #[derive(Clone, Debug)]
 pub struct InFlight {
-    pub token: String,
-    pub client_id: String,
+    pub id: u64,
+    pub write: Write,
+    pub replica: usize,
+    pub incarnation: u32,
+    pub sent_at: Timestamp,
     pub lands_at: Timestamp,
+    /// The credential the operator's last read showed when it decided, and when it read.
+    pub decided_on: Option<String>,
+    pub decided_at: Option<Timestamp>,
+    /// The adoption policy when it left.
+    pub policy: leaf_operator::crd::AdoptionPolicy,
+    /// GETs show the state before it for this long after it lands.
+    pub lag: Duration,
 }
 
 /// Leaf's answer to a POST that arrived.
@@ -68,30 +95,40 @@ pub enum PostAnswer {
     UserNotFound,
 }
 
+/// Leaf's answer to a DELETE that arrived.
+#[derive(Clone, Debug)]
+pub enum DeleteAnswer {
+    Removed(Cred),
+    NothingThere,
+}
+
 pub struct LeafModel {
     pub credential: Option<Cred>,
-    /// After one of our writes, GET may still show what was there before until this time.
+    /// After a write, GET may still show what was there before until this time.
     stale: Option<(Option<Cred>, Timestamp)>,
     pub in_flight: Vec<InFlight>,
     pub on_existing: OnExisting,
+    /// Whether a POST refused with 409/400 had already exchanged its token at Trimble.
+    pub spends_on_conflict: bool,
     pub user_exists: bool,
-    /// Refresh tokens that made a credential: Trimble's are single-use.
-    pub spent_tokens: HashSet<String>,
-    /// Ids our POSTs made.
-    pub ours: HashSet<String>,
+    /// Leaf's clock is the world's plus this.
+    pub skew: SignedDuration,
+    /// Refresh tokens Leaf has used: Trimble's are single-use.
+    pub spent: HashSet<String>,
     next_id: u64,
 }
 
 impl LeafModel {
-    pub fn new() -> Self {
+    pub fn new(skew: SignedDuration) -> Self {
         Self {
             credential: None,
             stale: None,
             in_flight: Vec::new(),
             on_existing: OnExisting::Conflict409,
+            spends_on_conflict: false,
             user_exists: true,
-            spent_tokens: HashSet::new(),
-            ours: HashSet::new(),
+            skew,
+            spent: HashSet::new(),
             next_id: 1,
         }
     }
@@ -104,16 +141,24 @@ impl LeafModel {
         }
     }
 
-    /// Replaces the credential; GET keeps showing the old one for `lag`.
-    pub fn set(&mut self, credential: Option<Cred>, now: Timestamp, lag: Duration) {
-        self.stale = if lag.is_zero() {
-            None
-        } else {
-            Some((
-                self.visible(now),
-                now + jiff::SignedDuration::try_from(lag).unwrap_or_default(),
-            ))
-        };
+    /// Whether a GET at `now` may show something other than the truth.
+    pub fn lagging(&self, now: Timestamp) -> bool {
+        self.stale.as_ref().is_some_and(|(_, until)| now < *until)
+    }
+
+    /// Replaces the credential; GET keeps showing what it showed before for `lag`.
+    fn set(&mut self, credential: Option<Cred>, now: Timestamp, lag: Duration) {
+        let shown = self.visible(now);
+        self.stale = (!lag.is_zero()).then(|| {
+            let until = now + SignedDuration::try_from(lag).unwrap_or_default();
+            // A second write within a lag keeps the first's "before" (the oldest state shown).
+            match &self.stale {
+                Some((before, old_until)) if now < *old_until => {
+                    (before.clone(), until.max(*old_until))
+                }
+                _ => (shown, until),
+            }
+        });
         self.credential = credential;
     }
 
@@ -137,7 +182,8 @@ impl LeafModel {
             client_id: client_id.to_string(),
             token: token.to_string(),
             status: "OK".to_string(),
-            created: now,
+            created: now + self.skew,
+            created_world: now,
             origin,
         }
     }
@@ -147,40 +193,56 @@ impl LeafModel {
         &mut self,
         client_id: &str,
         token: &str,
+        origin: Origin,
         now: Timestamp,
         lag: Duration,
     ) -> PostAnswer {
         if !self.user_exists {
             return PostAnswer::UserNotFound;
         }
-        if token.starts_with("bad-") || self.spent_tokens.contains(token) {
+        if token.starts_with("bad-") || self.spent.contains(token) {
             return PostAnswer::RefreshTokenRefused;
         }
         if self.credential.is_some() {
-            match self.on_existing {
-                OnExisting::Conflict409 => return PostAnswer::Exists { status: 409 },
-                OnExisting::BadRequest400 => return PostAnswer::Exists { status: 400 },
-                OnExisting::SilentReplace => {}
+            let status = match self.on_existing {
+                OnExisting::Conflict409 => Some(409),
+                OnExisting::BadRequest400 => Some(400),
+                OnExisting::SilentReplace => None,
+            };
+            if let Some(status) = status {
+                if self.spends_on_conflict {
+                    self.spent.insert(token.to_string());
+                }
+                return PostAnswer::Exists { status };
             }
         }
-        let cred = self.new_cred(client_id, token, Origin::Ours, now);
-        self.spent_tokens.insert(token.to_string());
-        self.ours.insert(cred.id.clone());
+        let cred = self.new_cred(client_id, token, origin, now);
+        self.spent.insert(token.to_string());
         self.set(Some(cred.clone()), now, lag);
         PostAnswer::Created(cred)
     }
 
-    /// The POSTs whose time has come, in order of landing.
+    /// A DELETE arriving at `now`: it removes whatever the user has.
+    pub fn delete(&mut self, now: Timestamp, lag: Duration) -> DeleteAnswer {
+        match self.credential.clone() {
+            Some(removed) => {
+                self.set(None, now, lag);
+                DeleteAnswer::Removed(removed)
+            }
+            None => DeleteAnswer::NothingThere,
+        }
+    }
+
+    /// The writes whose time has come, in order of landing.
     pub fn take_landed(&mut self, now: Timestamp) -> Vec<InFlight> {
-        let (landed, waiting): (Vec<_>, Vec<_>) =
+        let (mut landed, waiting): (Vec<_>, Vec<_>) =
             self.in_flight.drain(..).partition(|f| f.lands_at <= now);
         self.in_flight = waiting;
-        let mut landed = landed;
-        landed.sort_by_key(|f| f.lands_at);
+        landed.sort_by_key(|f| (f.lands_at, f.id));
         landed
     }
 
-    /// When the next in-flight POST lands, if any.
+    /// When the next write in flight lands, if any.
     pub fn next_landing(&self) -> Option<Timestamp> {
         self.in_flight.iter().map(|f| f.lands_at).min()
     }

@@ -1,57 +1,62 @@
-//! Deterministic simulation of the operator's decision core and executors: `cargo test simulation`.
+//! Deterministic simulation of the operator against a Leaf and a Kubernetes that fail in every
+//! documented and undocumented way: `cargo test --test simulation`.
 //!
-//! The real `decide` and `engine` code runs against an in-memory Leaf and Kubernetes ([`world`],
-//! [`leaf`]) on a simulated clock, while proptest generates schedules of what happens around it:
-//! time passing, Secret changes (new, bad, reverted, deleted, incomplete), foreign credentials
-//! appearing, credentials vanishing or turning invalid, policy changes, suspend, deletion, and
-//! faults injected into the next IO calls (a crash at that await, a timeout whose POST lands up
-//! to 55 s later, 5xx with and without effect, a Leaf outage of any length, 429 with any
-//! `Retry-After`, read lag, lost
-//! leadership, a lease that runs out unnoticed so that only the fence stands in the way). After every step the invariants are checked:
-//! 1. never a POST of a refresh token that the operator knows made a credential (it saw the 201,
-//!    recognised the credential, or Leaf still holds it), nor one while an earlier POST of it may
-//!    still land. The one re-send Leaf's API cannot rule out (a POST whose answer was lost, whose
-//!    credential someone else removed before any GET could see it, then a GET showing nothing
-//!    after the in-doubt window) is counted and reported, and must never follow a DELETE;
-//! 2. never a DELETE of a credential this resource neither created nor was entitled to take over
-//!    (adoption by policy, `adoptionPolicy: Replace`, or the in-doubt rule: the clientId of its own
-//!    create in doubt, created after that create started, which Leaf gives no way to tell apart
-//!    from a same-app credential made in those seconds), and never a status naming one;
-//! 3. never a credential our POST made that is not tracked (named by the status, or covered by
-//!    the create in doubt);
-//! 4. at most 30 Leaf calls per minute for the resource (no hot loop, whatever Leaf answers);
-//! 5. never a Leaf write while not leading.
+//! The operator's real code runs: the facts builder (`reconcile::observe::facts`), the decision
+//! core, the engine with its executors and transitions, the requeue mapping into the real
+//! `Schedules` (alerts pacing included), the real `Fence` and `SendGuard`. Around it, [`world`]
+//! keeps an in-memory Kubernetes object (deleted and re-created as one incarnation after
+//! another), two replicas with their Lease ([`lease`]), and an in-memory Leaf ([`leaf`]) on a
+//! simulated clock; proptest generates schedules of what happens around the operator: time
+//! passing, Secret changes (new, bad, reverted, deleted, incomplete), foreign credentials
+//! appearing, credentials vanishing or turning invalid, policy changes, suspend, deletion and
+//! re-creation, alerts, replica crashes and replicas cut off from the API server, and faults
+//! injected into the next IO calls ([`ports`]): a crash at that await, a timeout whose write lands
+//! up to 85 s later, 5xx (503 included) with and without effect, a Leaf outage of any length, 429
+//! with any `Retry-After`, reads that lag behind a write up to 50 s, a slow call during which the
+//! world moves on (the Lease changes hands, a late write lands, the Secret or Leaf changes between
+//! the operator's read and its write), a slow send that may take a write past its deadline.
+//! Each replica's clock and Leaf's differ from the world's.
 //!
-//! At the end (teardown) every schedule must converge: faults stop, leadership returns, a person
-//! puts fresh values into the Secret and clears foreign credentials, and within two simulated hours
-//! the resource is Ready with its own credential and stays quiet (or, when deleted, is gone with
-//! nothing of it left in Leaf under `deletionPolicy: Delete`).
+//! After every step the invariants of [`judge`] are checked, from ground truth only (which request
+//! made each credential, which tokens Leaf used, when each write left and landed, who held the
+//! Lease). At the end (teardown) every schedule must converge: faults stop, replicas heal, a
+//! person puts fresh values into the Secret and clears foreign credentials, and within two
+//! simulated hours the resource is Ready with its own credential and stays quiet (or, when
+//! deleted, is gone with nothing of it left in Leaf under `deletionPolicy: Delete`).
 //!
 //! Why proptest-state-machine rather than turmoil or madsim: the engine's IO already goes through
 //! one trait, so the world can answer every call at once or never; no network or runtime has to
 //! be simulated, a schedule is plain data that proptest generates, shrinks to a minimal failing
-//! sequence and replays from its seed, and each case runs in microseconds, so 10,000 schedules fit
-//! in CI. `SIM_CASES` (default 10,000) and `SIM_SEED` (default fixed; `random` for a fresh one)
-//! choose the run; a failure prints the seed, and the same seed replays it.
+//! sequence and replays from its seed, and each case runs in well under a millisecond.
+//! `SIM_CASES` (default 10,000) and `SIM_SEED` (default fixed; `random` for a fresh one) choose
+//! the run; a failure prints the seed, and the same seed replays it.
+//!
+//! Mutations: each invariant has a deliberately wrong rule it must catch. Those in the operator's
+//! code are behind the test-only feature `mutations` (`cargo test --features mutations --test
+//! simulation`); those of the lease loop and the client are the simulation's own and run always.
 
+mod judge;
+mod lease;
 mod leaf;
+mod ports;
 mod world;
 
 use std::sync::Mutex;
-
-use jiff::SignedDuration;
-use leaf_operator::crd::{AdoptionPolicy, DeletionPolicy};
-use leaf_operator::reason::Reason;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use jiff::SignedDuration;
+use leaf_operator::controller::polling::Polling;
+use leaf_operator::crd::{AdoptionPolicy, DeletionPolicy};
+use leaf_operator::reason::Reason;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 
-use leaf::{OnExisting, Origin};
-use world::{Fault, SecretState, Tally, World, reconcile};
+use judge::Tally;
+use leaf::OnExisting;
+use world::{Change, Fault, SecretState, Shape, SimMutations, World, reconcile};
 
-const DEFAULT_SEED: u64 = 20_261_202;
+const DEFAULT_SEED: u64 = 20_261_206;
 const DEFAULT_CASES: u32 = 10_000;
 
 /// What happens around the operator between two looks at it.
@@ -59,11 +64,11 @@ const DEFAULT_CASES: u32 = 10_000;
 enum Transition {
     /// Time passes; whatever comes due runs.
     Wait(u16),
-    /// A watch event (a status write elsewhere, a resync): one reconcile now.
+    /// A watch event (a status write elsewhere, a resync): the leader reconciles now.
     Kick,
-    /// The next IO calls fail this way.
+    /// The next IO calls fail, slow down or see the world change this way.
     Faults(Vec<Fault>),
-    NewToken,
+    Change(Change),
     NewClientAndToken,
     /// A token Leaf refuses.
     BadToken,
@@ -71,21 +76,26 @@ enum Transition {
     OldToken,
     DeleteSecret,
     BreakSecret,
-    /// The grower reconnects through another tool: a foreign credential replaces whatever Leaf has.
-    ForeignAppears {
-        same_client: bool,
-    },
-    CredentialVanishes,
     LeafStatus(&'static str),
     Policy(AdoptionPolicy),
     OnExisting(OnExisting),
+    /// Whether Leaf uses a token before it refuses a POST with 409/400.
+    SpendsOnConflict(bool),
     UserExists(bool),
     Suspend(bool),
     Annotate,
+    /// An alert asks for a look.
+    Alert,
+    /// Alerts become healthy (periodic checks at the daily backstop) or not.
+    AlertsHealthy(bool),
     Delete(DeletionPolicy),
-    Regain,
+    /// The deleted resource is applied again (a new incarnation).
+    Recreate,
     /// Leaf goes down (every call 503) or comes back.
     Outage(bool),
+    Crash(usize),
+    /// A replica is cut off from the API server for this many seconds.
+    CutOff(usize, u8),
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -106,44 +116,69 @@ fn fault() -> impl Strategy<Value = Fault> {
         3 => Just(Fault::CrashBefore),
         3 => Just(Fault::CrashAfter),
         2 => Just(Fault::TimeoutLost),
-        3 => (0u8..60).prop_map(Fault::TimeoutLate),
+        4 => (0u8..90).prop_map(Fault::TimeoutLate),
         2 => Just(Fault::ServerError),
-        2 => Just(Fault::ServerErrorApplied),
+        3 => prop_oneof![Just(500u16), Just(503u16)]
+            .prop_map(|status| Fault::ServerErrorApplied { status }),
         2 => retry_after.prop_map(Fault::RateLimited),
-        3 => (1u8..8).prop_map(Fault::Lag),
-        2 => Just(Fault::LoseLeadership),
-        2 => Just(Fault::LeaseRunsOut),
+        3 => (1u8..50).prop_map(Fault::Lag),
+        2 => (1u8..40).prop_map(Fault::Slow),
+        2 => (1u8..45).prop_map(Fault::SlowSend),
+        1 => (1u8..60).prop_map(Fault::CutOff),
+        2 => change().prop_map(Fault::Change),
+    ]
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        Just(Change::NewToken),
+        any::<bool>().prop_map(|same_client| Change::ForeignAppears { same_client }),
+        Just(Change::CredentialVanishes),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    let skew = (-1400i64..=1400).prop_map(SignedDuration::from_millis);
+    let phase = (0i64..5000).prop_map(SignedDuration::from_millis);
+    let leaf_skew = (-60i64..=60).prop_map(SignedDuration::from_secs);
+    (skew.clone(), skew, phase.clone(), phase, leaf_skew).prop_map(|(a, b, p, q, leaf_skew)| {
+        Shape {
+            skews: [a, b],
+            phases: [p, q],
+            leaf_skew,
+        }
+    })
+}
+
+fn policy() -> impl Strategy<Value = AdoptionPolicy> {
+    prop_oneof![
+        Just(AdoptionPolicy::AdoptMatching),
+        Just(AdoptionPolicy::Replace),
+        Just(AdoptionPolicy::Never),
     ]
 }
 
 struct Reference;
 
 impl ReferenceStateMachine for Reference {
-    type State = AdoptionPolicy;
+    type State = (AdoptionPolicy, Shape);
     type Transition = Transition;
 
     fn init_state() -> BoxedStrategy<Self::State> {
-        prop_oneof![
-            Just(AdoptionPolicy::AdoptMatching),
-            Just(AdoptionPolicy::Replace),
-            Just(AdoptionPolicy::Never),
-        ]
-        .boxed()
+        (policy(), shape()).boxed()
     }
 
     fn transitions(_state: &Self::State) -> BoxedStrategy<Self::Transition> {
         prop_oneof![
             8 => (1u16..600).prop_map(Transition::Wait),
             3 => Just(Transition::Kick),
-            8 => proptest::collection::vec(fault(), 1..6).prop_map(Transition::Faults),
-            2 => Just(Transition::NewToken),
+            9 => proptest::collection::vec(fault(), 1..6).prop_map(Transition::Faults),
+            3 => change().prop_map(Transition::Change),
             1 => Just(Transition::NewClientAndToken),
             1 => Just(Transition::BadToken),
             1 => Just(Transition::OldToken),
             1 => Just(Transition::DeleteSecret),
             1 => Just(Transition::BreakSecret),
-            1 => any::<bool>().prop_map(|same_client| Transition::ForeignAppears { same_client }),
-            1 => Just(Transition::CredentialVanishes),
             1 => prop_oneof![
                 Just("UNAUTHENTICATED"),
                 Just("invalid"),
@@ -152,25 +187,25 @@ impl ReferenceStateMachine for Reference {
                 Just("PAUSED_BY_LEAF"),
             ]
             .prop_map(Transition::LeafStatus),
-            1 => prop_oneof![
-                Just(AdoptionPolicy::AdoptMatching),
-                Just(AdoptionPolicy::Replace),
-                Just(AdoptionPolicy::Never),
-            ]
-            .prop_map(Transition::Policy),
+            1 => policy().prop_map(Transition::Policy),
             1 => prop_oneof![
                 Just(OnExisting::Conflict409),
                 Just(OnExisting::BadRequest400),
                 Just(OnExisting::SilentReplace),
             ]
             .prop_map(Transition::OnExisting),
+            1 => any::<bool>().prop_map(Transition::SpendsOnConflict),
             1 => any::<bool>().prop_map(Transition::UserExists),
             1 => any::<bool>().prop_map(Transition::Suspend),
             1 => Just(Transition::Annotate),
+            1 => Just(Transition::Alert),
+            1 => any::<bool>().prop_map(Transition::AlertsHealthy),
             1 => prop_oneof![Just(DeletionPolicy::Delete), Just(DeletionPolicy::Orphan)]
                 .prop_map(Transition::Delete),
-            2 => Just(Transition::Regain),
+            1 => Just(Transition::Recreate),
             1 => any::<bool>().prop_map(Transition::Outage),
+            1 => (0usize..2).prop_map(Transition::Crash),
+            2 => ((0usize..2), (1u8..60)).prop_map(|(r, secs)| Transition::CutOff(r, secs)),
         ]
         .boxed()
     }
@@ -183,10 +218,11 @@ impl ReferenceStateMachine for Reference {
 /// Runs what is due now; more than a few dozen reconciles in one instant is a hot loop.
 fn run_due(cell: &Mutex<World>) {
     for _ in 0..40 {
-        if !cell.lock().expect("world").wants_reconcile() {
+        let due = cell.lock().expect("world").wants_reconcile();
+        let Some(replica) = due else {
             return;
-        }
-        reconcile(cell);
+        };
+        reconcile(cell, replica);
     }
     cell.lock()
         .expect("world")
@@ -202,7 +238,7 @@ fn wait(cell: &Mutex<World>, seconds: u64) {
     loop {
         run_due(cell);
         let mut w = cell.lock().expect("world");
-        if !w.violations.is_empty() {
+        if !w.books.violations.is_empty() {
             // Stop here: the invariant check after this transition reports it (and shrinking
             // stays quick even when a broken rule makes every instant a hot loop).
             return;
@@ -232,179 +268,194 @@ fn apply_transition(cell: &Mutex<World>, transition: Transition) {
                 wait(cell, u64::from(seconds));
                 return;
             }
-            Transition::Kick => w.triggered = true,
+            Transition::Kick => w.poke(),
             Transition::Faults(faults) => w.faults.extend(faults),
-            Transition::NewToken | Transition::NewClientAndToken => {
+            Transition::Change(change) => w.change(&change),
+            Transition::NewClientAndToken => {
                 let token = w.fresh_token();
-                let client_id = match (&transition, &w.secret) {
-                    (Transition::NewToken, SecretState::Complete { client_id, .. }) => {
-                        client_id.clone()
-                    }
-                    (Transition::NewToken, _) => "client-a".to_string(),
-                    _ => format!("client-{}", w.tokens_issued),
-                };
+                let client_id = format!("client-{}", w.tokens_issued);
                 w.secret = SecretState::Complete {
                     client_id,
                     client_secret: "app-secret".into(),
                     refresh_token: token,
                 };
-                w.triggered = true;
+                w.poke();
             }
             Transition::BadToken => {
                 let n = w.fresh_token();
                 if let SecretState::Complete { refresh_token, .. } = &mut w.secret {
                     *refresh_token = format!("bad-{n}");
                 }
-                w.triggered = true;
+                w.poke();
             }
             Transition::OldToken => {
                 if let SecretState::Complete { refresh_token, .. } = &mut w.secret {
                     *refresh_token = "rt-0".into();
                 }
-                w.triggered = true;
+                w.poke();
             }
             Transition::DeleteSecret => {
                 w.secret = SecretState::Missing;
-                w.triggered = true;
+                w.poke();
             }
             Transition::BreakSecret => {
                 w.secret = SecretState::Incomplete;
-                w.triggered = true;
+                w.poke();
             }
-            Transition::ForeignAppears { same_client } => {
-                let client = if same_client {
-                    "client-a"
-                } else {
-                    "client-elsewhere"
-                };
-                let token = format!("foreign-{}", w.fresh_token());
-                let cred = w.leaf.new_cred(client, &token, Origin::Foreign, now);
-                w.leaf.set_settled(Some(cred));
-            }
-            Transition::CredentialVanishes => w.leaf.set_settled(None),
             Transition::LeafStatus(status) => {
                 if let Some(cred) = w.leaf.credential.as_mut() {
                     cred.status = status.to_string();
                 }
             }
             Transition::Policy(policy) => {
-                if !w.gone && w.spec.adoption_policy != policy {
-                    w.spec.adoption_policy = policy;
-                    w.generation += 1;
-                    w.triggered = true;
+                if !w.object.gone && w.object.spec.adoption_policy != policy {
+                    w.object.spec.adoption_policy = policy;
+                    w.object.generation += 1;
+                    w.poke();
                 }
             }
             Transition::OnExisting(mode) => w.leaf.on_existing = mode,
+            Transition::SpendsOnConflict(spends) => w.leaf.spends_on_conflict = spends,
             Transition::UserExists(exists) => w.leaf.user_exists = exists,
             Transition::Suspend(suspend) => {
-                if !w.gone && w.spec.suspend != suspend {
-                    w.spec.suspend = suspend;
-                    w.generation += 1;
-                    w.triggered = true;
+                if !w.object.gone && w.object.spec.suspend != suspend {
+                    w.object.spec.suspend = suspend;
+                    w.object.generation += 1;
+                    w.poke();
                 }
             }
             Transition::Annotate => {
-                let value = format!("poke-{}", now.as_second());
-                w.annotation = Some(value);
-                w.triggered = true;
+                w.object.annotation = Some(format!("poke-{}", now.as_second()));
+                w.poke();
+            }
+            Transition::Alert => {
+                let at = w.instant();
+                w.hint = Some(at);
+                w.poke();
+            }
+            Transition::AlertsHealthy(healthy) => {
+                w.polling = if healthy {
+                    Polling::Backstop(std::time::Duration::from_secs(24 * 3600))
+                } else {
+                    Polling::Normal
+                };
             }
             Transition::Delete(policy) => {
-                if !w.gone {
-                    w.deleting = true;
-                    // deletionPolicy may be changed on a terminating resource (that is the way out).
-                    w.spec.deletion_policy = policy;
-                    w.triggered = true;
+                if !w.object.gone {
+                    w.object.deleting = true;
+                    // deletionPolicy may be changed on a terminating resource (the way out).
+                    w.object.spec.deletion_policy = policy;
+                    w.poke();
                 }
             }
-            Transition::Regain => w.regain_leadership(),
+            Transition::Recreate => {
+                if w.object.gone {
+                    w.recreate();
+                }
+            }
             Transition::Outage(down) => w.outage = down,
+            Transition::Crash(replica) => {
+                if w.replicas[replica].up(now) {
+                    w.crash(replica);
+                }
+            }
+            Transition::CutOff(replica, secs) => w.cut_off(replica, u64::from(secs)),
         }
     }
     run_due(cell);
 }
 
-/// Faults stop, leadership returns, and a person fixes what needs a person: the resource must
-/// then converge, and stay quiet.
+/// Faults stop, replicas heal, and a person fixes what needs a person: the resource must then
+/// converge, and stay quiet.
 fn converge(cell: &Mutex<World>) {
     {
         let mut w = cell.lock().expect("world");
         w.faults.clear();
         w.outage = false;
-        w.regain_leadership();
+        w.heal();
     }
-    // Let every POST in flight land and every doubt resolve.
+    // Let every write in flight land, every doubt resolve, a leader take over.
     wait(cell, 300);
     {
         let mut w = cell.lock().expect("world");
-        if !w.gone && !w.deleting {
+        if !w.object.gone && !w.object.deleting {
             let token = w.fresh_token();
             w.secret = SecretState::Complete {
                 client_id: "client-a".into(),
                 client_secret: "app-secret".into(),
                 refresh_token: token,
             };
+            // Someone else's, one a deleted predecessor left in Leaf (deletionPolicy Orphan), or
+            // one the resource reports as not its own (a Conflict): the person removes it.
+            let incarnation = w.object.incarnation;
+            let named = w.object.status.credential_id.clone();
             if w.leaf
                 .credential
                 .as_ref()
-                .is_some_and(|c| c.origin == Origin::Foreign)
+                .is_some_and(|c| !c.is_ours(incarnation) || named.as_deref() != Some(c.id.as_str()))
             {
                 w.leaf.set_settled(None);
             }
             w.leaf.user_exists = true;
-            if w.spec.suspend || w.spec.adoption_policy != AdoptionPolicy::AdoptMatching {
-                w.spec.suspend = false;
-                w.spec.adoption_policy = AdoptionPolicy::AdoptMatching;
-                w.generation += 1;
+            let spec = &mut w.object.spec;
+            if spec.suspend || spec.adoption_policy != AdoptionPolicy::AdoptMatching {
+                spec.suspend = false;
+                spec.adoption_policy = AdoptionPolicy::AdoptMatching;
+                w.object.generation += 1;
             }
-            w.triggered = true;
+            w.poke();
         }
     }
     wait(cell, 2 * 3600);
     let w = cell.lock().expect("world");
-    if w.deleting {
+    assert!(
+        w.books.violations.is_empty(),
+        "while converging: {:#?}",
+        w.books.violations
+    );
+    if w.object.deleting {
         assert!(
-            w.gone,
+            w.object.gone,
             "the deleted resource was never released: {:?}",
-            w.status
+            w.object.status
         );
-        if w.deletion_policy() == DeletionPolicy::Delete {
-            let left = w
-                .leaf
-                .credential
-                .clone()
-                .filter(|c| c.origin == Origin::Ours);
-            assert!(
-                left.is_none(),
-                "deletionPolicy Delete left our credential {left:?} in Leaf"
-            );
-        }
         return;
     }
-    let ready = leaf_operator::controller::status::ready_reason(&w.status);
+    let ready = leaf_operator::controller::status::ready_reason(&w.object.status);
     let in_leaf = w.leaf.credential.clone();
     assert_eq!(
         ready,
         Some(Reason::CredentialValid),
         "not Ready after a person fixed everything: status {:#?}, Leaf holds {in_leaf:?}",
-        w.status
+        w.object.status
     );
     assert_eq!(
-        w.status.credential_id.as_deref(),
+        w.object.status.credential_id.as_deref(),
         in_leaf.as_ref().map(|c| c.id.as_str()),
         "the status does not name the credential Leaf holds"
     );
-    assert!(w.status.pending_create.is_none());
+    assert!(w.object.status.pending_create.is_none());
+    assert!(w.object.status.pending_delete.is_none());
     // Quiet from here: periodic checks only, no writes to Leaf.
-    let (posts, deletes) = (w.tally.posts, w.tally.deletes);
+    let (posts, deletes) = (w.books.tally.posts, w.books.tally.deletes);
     drop(w);
     wait(cell, 3600);
     let w = cell.lock().expect("world");
     assert_eq!(
-        (w.tally.posts, w.tally.deletes),
+        (w.books.tally.posts, w.books.tally.deletes),
         (posts, deletes),
         "Leaf writes after converging"
     );
-    assert!(w.violations.is_empty(), "{:#?}", w.violations);
+    assert!(w.books.violations.is_empty(), "{:#?}", w.books.violations);
+}
+
+/// The simulation-side mutations of this thread's runs (see [`world::SimMutations`]).
+thread_local! {
+    static SIM_MUTATIONS: std::cell::Cell<SimMutations> = const { std::cell::Cell::new(SimMutations {
+        fence_margin_zero: false,
+        no_fence: false,
+        no_send_deadline: false,
+    }) };
 }
 
 struct Simulation;
@@ -413,36 +464,53 @@ impl StateMachineTest for Simulation {
     type SystemUnderTest = Mutex<World>;
     type Reference = Reference;
 
-    fn init_test(policy: &AdoptionPolicy) -> Self::SystemUnderTest {
-        Mutex::new(World::new(*policy))
+    fn init_test(state: &(AdoptionPolicy, Shape)) -> Self::SystemUnderTest {
+        let mut world = World::new(state.0, state.1);
+        world.mutations = SIM_MUTATIONS.with(std::cell::Cell::get);
+        Mutex::new(world)
     }
 
     fn apply(
         cell: Self::SystemUnderTest,
-        _ref_state: &AdoptionPolicy,
+        _state: &(AdoptionPolicy, Shape),
         transition: Transition,
     ) -> Self::SystemUnderTest {
         apply_transition(&cell, transition);
         cell
     }
 
-    fn check_invariants(cell: &Self::SystemUnderTest, _ref_state: &AdoptionPolicy) {
+    fn check_invariants(cell: &Self::SystemUnderTest, _state: &(AdoptionPolicy, Shape)) {
         let w = cell.lock().expect("world");
         assert!(
-            w.violations.is_empty(),
+            w.books.violations.is_empty(),
             "invariant violated: {:#?}",
-            w.violations
+            w.books.violations
         );
     }
 
-    fn teardown(cell: Self::SystemUnderTest, _ref_state: AdoptionPolicy) {
+    fn teardown(cell: Self::SystemUnderTest, _state: (AdoptionPolicy, Shape)) {
         converge(&cell);
-        add_totals(&cell.lock().expect("world").tally);
+        add_totals(&cell.lock().expect("world").books.tally);
     }
 }
 
 /// Totals over every schedule of a run, for the report printed at its end.
-static TOTALS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static TOTALS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
+const TOTAL_NAMES: [&str; 13] = [
+    "schedules",
+    "reconciles",
+    "crashes",
+    "POSTs",
+    "DELETEs",
+    "late landings",
+    "leader changes",
+    "lagged reads",
+    "re-creations",
+    "fenced writes",
+    "races",
+    "ambiguous claims",
+    "predecessor tokens",
+];
 
 fn add_totals(tally: &Tally) {
     for (slot, value) in TOTALS.iter().zip([
@@ -451,7 +519,14 @@ fn add_totals(tally: &Tally) {
         tally.crashes,
         tally.posts,
         tally.deletes,
-        tally.blind_resends,
+        tally.late_landings,
+        tally.leader_changes,
+        tally.lagged_reads,
+        tally.recreations,
+        tally.fenced,
+        tally.races,
+        tally.ambiguous_claims,
+        tally.predecessor_tokens,
     ]) {
         slot.fetch_add(value, Ordering::Relaxed);
     }
@@ -476,63 +551,195 @@ fn seed_and_cases() -> (u64, u32) {
     (seed, cases)
 }
 
+/// Runs `cases` generated schedules from `seed`; the failure, if any.
+fn run(seed: u64, cases: u32, shrink: bool) -> Result<(), String> {
+    let config = Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        // At least one: proptest-state-machine reports a failure only after one shrink step.
+        max_shrink_iters: if shrink { 4096 } else { 1 },
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config.clone());
+    runner
+        .run(
+            &Reference::sequential_strategy(1..40),
+            |(initial, transitions, seen)| {
+                Simulation::test_sequential(config.clone(), initial, transitions, seen);
+                Ok(())
+            },
+        )
+        .map_err(|failure| failure.to_string())
+}
+
 #[test]
 fn simulation_of_schedules_with_faults_at_every_await() {
     let (seed, cases) = seed_and_cases();
     eprintln!("simulation: SIM_SEED={seed} SIM_CASES={cases} (the same seed replays a failure)");
     let started = std::time::Instant::now();
-    let config = Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 4096,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config.clone());
-    let result = runner.run(
-        &Reference::sequential_strategy(1..40),
-        |(initial, transitions, seen)| {
-            Simulation::test_sequential(config.clone(), initial, transitions, seen);
-            Ok(())
-        },
-    );
-    if let Err(failure) = result {
+    if let Err(failure) = run(seed, cases, true) {
         panic!("simulation failed with SIM_SEED={seed} SIM_CASES={cases}: {failure}");
     }
-    let [schedules, reconciles, crashes, posts, deletes, blind] =
-        TOTALS.each_ref().map(|slot| slot.load(Ordering::Relaxed));
+    let totals = TOTALS.each_ref().map(|slot| slot.load(Ordering::Relaxed));
+    let report: Vec<String> = TOTAL_NAMES
+        .iter()
+        .zip(totals)
+        .map(|(name, value)| format!("{value} {name}"))
+        .collect();
     eprintln!(
-        "simulation: {schedules} schedules (with shrinking) in {:.1} s: {reconciles} reconciles, {crashes} crashes, \
-         {posts} POSTs, {deletes} DELETEs, {blind} blind re-sends; every invariant held",
-        started.elapsed().as_secs_f64()
+        "simulation: {:.1} s: {}; every invariant held",
+        started.elapsed().as_secs_f64(),
+        report.join(", ")
     );
     assert!(
-        schedules >= u64::from(cases),
-        "{schedules} of {cases} schedules ran"
+        totals[0] >= u64::from(cases),
+        "{} of {cases} schedules ran",
+        totals[0]
     );
+}
+
+/// Whether a run of generated schedules with a mutation active fails (the mutation is caught).
+/// The failing schedule's panic is printed: it shows what caught it.
+fn caught(cases: u32) -> bool {
+    let (seed, _) = seed_and_cases();
+    run(seed, cases, false).is_err()
+}
+
+/// Cases a mutation run tries before it counts as not caught (`SIM_MUTATION_CASES`).
+fn mutation_cases() -> u32 {
+    std::env::var("SIM_MUTATION_CASES")
+        .ok()
+        .map(|v| v.parse().expect("SIM_MUTATION_CASES must be a number"))
+        .unwrap_or(3000)
+}
+
+/// Fails unless the simulation catches the lease loop or client made wrong by `mutation`.
+fn assert_sim_mutation_caught(mutation: SimMutations) {
+    SIM_MUTATIONS.with(|m| m.set(mutation));
+    let caught = caught(mutation_cases());
+    SIM_MUTATIONS.with(|m| m.set(SimMutations::default()));
+    assert!(caught, "{mutation:?} was not caught");
+}
+
+#[test]
+fn mutation_caught_a_fence_without_safety_margin() {
+    assert_sim_mutation_caught(SimMutations {
+        fence_margin_zero: true,
+        ..SimMutations::default()
+    });
+}
+
+#[test]
+fn mutation_caught_a_client_that_ignores_the_fence() {
+    assert_sim_mutation_caught(SimMutations {
+        no_fence: true,
+        ..SimMutations::default()
+    });
+}
+
+#[test]
+fn mutation_caught_a_client_that_ignores_the_send_deadline() {
+    assert_sim_mutation_caught(SimMutations {
+        no_send_deadline: true,
+        ..SimMutations::default()
+    });
+}
+
+/// Fails unless the simulation catches the decision core made wrong by `wrong`.
+#[cfg(feature = "mutations")]
+fn assert_core_mutation_caught(wrong: leaf_operator::controller::decide::mutation::Mutation) {
+    use leaf_operator::controller::decide::mutation;
+    mutation::set(Some(wrong));
+    let caught = caught(mutation_cases());
+    mutation::set(None);
+    assert!(caught, "{wrong:?} was not caught");
+}
+
+#[cfg(feature = "mutations")]
+mod core_mutations {
+    use leaf_operator::controller::decide::mutation::Mutation;
+
+    macro_rules! caught {
+        ($($name:ident: $mutation:ident,)*) => {
+            $(
+                #[test]
+                fn $name() {
+                    super::assert_core_mutation_caught(Mutation::$mutation);
+                }
+            )*
+            #[test]
+            fn every_mutation_has_its_test() {
+                let tested = [$(Mutation::$mutation),*];
+                for mutation in Mutation::ALL {
+                    assert!(tested.contains(&mutation), "{mutation:?} has no test");
+                }
+            }
+        };
+    }
+
+    caught! {
+        mutation_caught_resend_after_an_unresolved_create: ResendUnresolved,
+        mutation_caught_forgotten_sent_tokens: ForgetSentTokens,
+        mutation_caught_any_credential_taken_as_ours: AnyCredentialIsOurs,
+        mutation_caught_made_by_ignoring_time: MadeByIgnoresTime,
+        mutation_caught_no_read_lag_allowance: NoReadLag,
+        mutation_caught_no_wait_for_a_write_in_doubt: NoInDoubtWait,
+        mutation_caught_a_delete_never_in_doubt: DeleteNeverInDoubt,
+        mutation_caught_no_backoff: NoBackoff,
+    }
 }
 
 /// A schedule spelled out, run like a generated one (teardown included).
 fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
-    let cell = Simulation::init_test(&policy);
-    let mut cell = cell;
+    let state = (policy, Shape::default());
+    let mut cell = Simulation::init_test(&state);
     for transition in transitions {
-        cell = Simulation::apply(cell, &policy, transition);
-        Simulation::check_invariants(&cell, &policy);
+        cell = Simulation::apply(cell, &state, transition);
+        Simulation::check_invariants(&cell, &state);
     }
-    let tally = cell.lock().expect("world").tally.clone();
-    Simulation::teardown(cell, policy);
+    let tally = cell.lock().expect("world").books.tally.clone();
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let w = cell.lock().expect("world");
+        eprintln!("tally {tally:?}\nstatus {:#?}\nleaf {:?}", w.object.status, w.leaf.credential);
+    }
+    Simulation::teardown(cell, state);
     tally
 }
 
 #[test]
+fn simulation_scenario_debug() {
+    let state = (AdoptionPolicy::AdoptMatching, Shape {
+        skews: [SignedDuration::from_millis(-240), SignedDuration::from_millis(714)],
+        phases: [SignedDuration::ZERO, SignedDuration::from_millis(2046)],
+        leaf_skew: SignedDuration::ZERO,
+    });
+    let mut cell = Simulation::init_test(&state);
+    for transition in vec![
+        Transition::Wait(1),
+        Transition::Faults(vec![Fault::CrashBefore, Fault::TimeoutLost]),
+        Transition::Change(Change::NewToken),
+        Transition::Faults(vec![Fault::Change(Change::CredentialVanishes), Fault::CrashBefore, Fault::CutOff(17), Fault::SlowSend(34)]),
+        Transition::Wait(1),
+        Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(1)]),
+        Transition::Wait(25),
+        Transition::Delete(DeletionPolicy::Orphan),
+        Transition::Wait(1),
+    ] {
+        eprintln!("--- {transition:?}");
+        cell = Simulation::apply(cell, &state, transition);
+        let w = cell.lock().unwrap();
+        eprintln!("now {} leader {:?} lease {:?} frozen {} status pending {:?} violations {:?}", w.now, w.leader(), w.lease, w.lease_frozen, w.object.status.pending_create, w.books.violations);
+    }
+}
+
+#[test]
 fn simulation_scenario_a_reverted_secret_never_resends_a_spent_token() {
-    // Found by the simulation: a GitOps revert put back a refresh token that was sent already.
     let tally = scenario(
         AdoptionPolicy::AdoptMatching,
         vec![
             Transition::Wait(3),
-            Transition::NewToken,
+            Transition::Change(Change::NewToken),
             Transition::OldToken,
             Transition::Wait(600),
         ],
@@ -544,61 +751,67 @@ fn simulation_scenario_a_reverted_secret_never_resends_a_spent_token() {
 }
 
 #[test]
-fn simulation_scenario_replace_never_deletes_for_a_token_it_cannot_send() {
-    // Found by the simulation: Replace deleted a foreign credential, then POSTed a spent token.
-    scenario(
-        AdoptionPolicy::Replace,
-        vec![
-            Transition::Wait(3),
-            Transition::OldToken,
-            Transition::ForeignAppears { same_client: false },
-            Transition::Wait(600),
-        ],
-    );
-}
-
-#[test]
-fn simulation_scenario_a_landed_create_replaced_by_someone_else_is_not_replaced_back() {
-    // Found by the simulation: our POST landed unseen (crash after it), a foreign credential
-    // replaced it within the in-doubt window; Replace must not spend the doubtful token on it.
-    scenario(
-        AdoptionPolicy::Replace,
-        vec![
-            Transition::BadToken,
-            Transition::Wait(3),
-            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::CrashAfter]),
-            Transition::OldToken,
-            Transition::ForeignAppears { same_client: false },
-            Transition::Wait(600),
-        ],
-    );
-}
-
-#[test]
-fn simulation_scenario_a_lease_that_runs_out_before_the_post_stops_it_at_the_fence() {
+fn simulation_scenario_a_late_rotation_delete_never_removes_the_replacement() {
+    // Issue 16, item 1: the rotation's DELETE times out and lands 25 s later. Nothing is sent
+    // for the user until its window closes; then a fresh read decides.
     let tally = scenario(
         AdoptionPolicy::AdoptMatching,
         vec![
-            // GET, then the lease runs out during the intent's write: the fence holds the POST.
-            Transition::Faults(vec![Fault::Lag(1), Fault::LeaseRunsOut]),
             Transition::Wait(3),
+            // The rotation's read, its intent's write, then its DELETE.
+            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(25)]),
+            Transition::Change(Change::NewToken),
+            Transition::Wait(200),
         ],
     );
-    assert_eq!(tally.posts, 0, "no POST was sent while not leading");
+    assert_eq!(tally.late_landings, 1);
+    assert_eq!(tally.posts, 2, "the create and the rotation's one POST");
 }
 
 #[test]
-fn simulation_scenario_a_post_that_lands_after_its_timeout_is_resumed_not_resent() {
+fn simulation_scenario_a_post_answered_503_after_it_was_applied_is_resumed() {
     let tally = scenario(
         AdoptionPolicy::Never,
         vec![
-            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(40)]),
-            Transition::Wait(30),
-            Transition::Wait(600),
+            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::ServerErrorApplied {
+                status: 503,
+            }]),
+            Transition::Wait(200),
         ],
     );
-    assert_eq!(
-        tally.posts, 1,
-        "the late POST is recognised, never sent again"
+    assert_eq!(tally.posts, 1, "found by the next read, never sent again");
+}
+
+#[test]
+fn simulation_scenario_a_write_slowed_past_its_deadline_is_not_sent() {
+    let tally = scenario(
+        AdoptionPolicy::AdoptMatching,
+        vec![
+            // GET, the intent's write, then the POST's login and rate limiter take 40 s: past
+            // the 30 s send budget, it never leaves.
+            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::SlowSend(40)]),
+            Transition::Wait(60),
+        ],
     );
+    assert_eq!(tally.posts, 1, "only the retry, after the refused send");
+}
+
+#[test]
+fn simulation_scenario_a_leader_cut_off_mid_create_hands_over_without_a_second_post() {
+    let tally = scenario(
+        AdoptionPolicy::Never,
+        vec![
+            // The leader is cut off from the API server right after its POST left (which lands
+            // 40 s later): the standby takes over, finds the intent, and waits for the landing.
+            Transition::Faults(vec![
+                Fault::Lag(1),
+                Fault::Lag(1),
+                Fault::CutOff(50),
+                Fault::TimeoutLate(40),
+            ]),
+            Transition::Wait(300),
+        ],
+    );
+    assert!(tally.leader_changes >= 1, "{tally:?}");
+    assert_eq!(tally.posts, 1, "{tally:?}");
 }

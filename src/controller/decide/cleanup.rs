@@ -23,8 +23,8 @@ pub enum CleanupGate {
     Release(Release),
     /// The schedule says Leaf failed recently: wait this long before trying again.
     Wait(Duration),
-    /// A DELETE of ours may still land: nothing is sent, and the finalizer stays, this long.
-    AwaitDelete(Duration),
+    /// A write of ours may still land: nothing is sent, and the finalizer stays, this long.
+    AwaitWrite(Duration),
     /// GET the credential, then [`choose`].
     AskLeaf,
 }
@@ -71,12 +71,20 @@ pub fn gate(f: &Facts) -> CleanupGate {
         // older resource was in the store): deleting it would pull it from under the winner.
         return CleanupGate::Release(Release::ConflictLoser(winner.clone()));
     }
-    // Even Orphan and a lost account wait for it: the window is bounded (about two minutes by
-    // default), and a late DELETE removes whatever the Leaf user has when it lands.
+    // Even Orphan and a lost account wait for a write in doubt: its window is bounded (about two
+    // minutes by default), and once the resource is gone nothing would stop it from landing on
+    // a resource created after it (a late DELETE removes whatever the Leaf user has; a late POST
+    // may silently replace the newer credential).
     if let Some(pending) = &f.status.pending_delete {
         let left = f.windows.delete_left(pending, f.now);
         if !left.is_zero() {
-            return CleanupGate::AwaitDelete(left);
+            return CleanupGate::AwaitWrite(left);
+        }
+    }
+    if let Some(pending) = &f.status.pending_create {
+        let left = f.windows.create_left(pending, f.now);
+        if !left.is_zero() {
+            return CleanupGate::AwaitWrite(left);
         }
     }
     if f.spec.deletion_policy == DeletionPolicy::Orphan {
@@ -187,7 +195,16 @@ mod tests {
                     spec: spec_with(|s| s.deletion_policy = DeletionPolicy::Orphan),
                     ..facts()
                 },
-                CleanupGate::AwaitDelete(WINDOW - Duration::from_secs(10)),
+                CleanupGate::AwaitWrite(WINDOW - Duration::from_secs(10)),
+            ),
+            (
+                "a create in doubt keeps the finalizer, even with Orphan",
+                Facts {
+                    status: in_doubt(status_owning(None), FP_A, CLIENT_A, 10),
+                    spec: spec_with(|s| s.deletion_policy = DeletionPolicy::Orphan),
+                    ..facts()
+                },
+                CleanupGate::AwaitWrite(WINDOW - Duration::from_secs(10)),
             ),
             (
                 "a DELETE whose window closed: orphan as asked",

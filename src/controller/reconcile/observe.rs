@@ -143,11 +143,11 @@ pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) ->
     let status = tc.status.clone().unwrap_or_default();
     let (secret_fact, secret) = credentials_fact(reads.credentials);
     let (account_fact, account) = account_fact(reads.account);
-    let age = tc
-        .meta()
-        .creation_timestamp
-        .as_ref()
-        .and_then(|created| Duration::try_from(around.now.duration_since(created.0)).ok());
+    // A clock behind the API server's makes a fresh object look created in the future: that is
+    // age zero (the tie window applies in full), never "unknown".
+    let age = tc.meta().creation_timestamp.as_ref().map(|created| {
+        Duration::try_from(around.now.duration_since(created.0)).unwrap_or(Duration::ZERO)
+    });
     let inputs = format!(
         "{}/{}",
         secret_fact.fingerprint().unwrap_or("-"),

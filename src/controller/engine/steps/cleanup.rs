@@ -25,7 +25,7 @@ pub(in crate::controller::engine) async fn run<P: Ports>(
     let mut w = StatusWriter::new(ports, f.status.clone(), input.generation, None);
     match cleanup::gate(f) {
         CleanupGate::Release(why) => return released(&w, f, &why).await,
-        CleanupGate::Wait(wait) | CleanupGate::AwaitDelete(wait) => {
+        CleanupGate::Wait(wait) | CleanupGate::AwaitWrite(wait) => {
             return Ok(Cleaned::Again {
                 next: Next::Hold(wait),
                 reason: Reason::Deleting,
