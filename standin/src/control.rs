@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::handle::Handle;
-use crate::state::{BadRefresh, Faults, OnExisting, RetryAfter};
+use crate::state::{
+    self, BadRefresh, FailAfterApplyNext, Faults, LateNext, OnExisting, RetryAfter,
+};
 
 pub(crate) fn router(handle: Handle) -> Router {
     Router::new()
@@ -33,6 +35,7 @@ pub(crate) fn router(handle: Handle) -> Router {
             get(faults).post(update_faults).delete(clear_faults),
         )
         .route("/_standin/behaviour", post(behaviour))
+        .route("/_standin/pending", get(pending))
         .merge(crate::alerts::control_routes())
         .with_state(handle)
 }
@@ -160,7 +163,10 @@ async fn faults(State(h): State<Handle>) -> Json<Value> {
 
 /// Partial update: only the fields present change. `latencyMs`, `outage`, `dropNext`,
 /// `rateLimitNext`, `retryAfterSecs`, `retryAfterDateInSecs`, `unauthorizedNext`, `failEveryNth`,
-/// `failShare`, `seed`, `failStatus`, `failBody`, `pathFilter`.
+/// `failShare`, `seed`, `failStatus`, `failBody`, `pathFilter`, `methodFilter`, and
+/// `lateNext` `{method, count, delayMs}` / `failAfterApplyNext` `{method, count, status?}` (one
+/// object or an array; each sets the entry of its method, `count` 0 removes it, other methods
+/// keep theirs).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FaultsPatch {
@@ -178,6 +184,25 @@ struct FaultsPatch {
     fail_body: Option<String>,
     path_filter: Option<String>,
     method_filter: Option<String>,
+    late_next: Option<OneOrMany<LateNext>>,
+    fail_after_apply_next: Option<OneOrMany<FailAfterApplyNext>>,
+}
+
+/// A field that takes one object or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 async fn update_faults(State(h): State<Handle>, Json(p): Json<FaultsPatch>) -> Json<Value> {
@@ -208,6 +233,18 @@ async fn update_faults(State(h): State<Handle>, Json(p): Json<FaultsPatch>) -> J
     if let Some(filter) = p.method_filter {
         f.method_filter = (!filter.is_empty()).then_some(filter);
     }
+    for mut late in p.late_next.map(OneOrMany::into_vec).unwrap_or_default() {
+        late.method = late.method.trim().to_ascii_uppercase();
+        state::set_next(&mut f.late_next, late);
+    }
+    for mut fail in p
+        .fail_after_apply_next
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+    {
+        fail.method = fail.method.trim().to_ascii_uppercase();
+        state::set_next(&mut f.fail_after_apply_next, fail);
+    }
     h.set_faults(f);
     Json(json!(h.faults()))
 }
@@ -218,7 +255,7 @@ async fn clear_faults(State(h): State<Handle>) -> StatusCode {
 }
 
 /// `onExisting` ("conflict"/"409", "badrequest"/"400", "replace"), `badRefresh` (object),
-/// `tokenLifetimeSecs`, `expClaim`, `autoCreateUsers`, `emptyCreateAnswer`.
+/// `tokenLifetimeSecs`, `expClaim`, `autoCreateUsers`, `emptyCreateAnswer`, `readLagMs`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Behaviour {
@@ -228,6 +265,7 @@ struct Behaviour {
     exp_claim: Option<bool>,
     auto_create_users: Option<bool>,
     empty_create_answer: Option<bool>,
+    read_lag_ms: Option<u64>,
 }
 
 async fn behaviour(State(h): State<Handle>, Json(b): Json<Behaviour>) -> StatusCode {
@@ -249,5 +287,14 @@ async fn behaviour(State(h): State<Handle>, Json(b): Json<Behaviour>) -> StatusC
     if let Some(e) = b.empty_create_answer {
         h.set_empty_create_answer(e);
     }
+    if let Some(ms) = b.read_lag_ms {
+        h.set_read_lag(Duration::from_millis(ms));
+    }
     StatusCode::NO_CONTENT
+}
+
+/// `{late, held}`: credential requests waiting out a delay (`lateNext` or slow) and waiting in a
+/// hold, so a test can wait for them to land instead of sleeping.
+async fn pending(State(h): State<Handle>) -> Json<Value> {
+    Json(json!({ "late": h.late_pending(), "held": h.held() }))
 }

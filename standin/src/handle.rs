@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::leaf_api::Shared;
 use crate::state::{
-    BadRefresh, Counters, Faults, OnExisting, RecordedRequest, RetryAfter, State, StoredCredential,
-    StoredEvent,
+    self, BadRefresh, Counters, FailAfterApplyNext, Faults, LateNext, OnExisting, RecordedRequest,
+    RetryAfter, State, StoredCredential, StoredEvent,
 };
 
 /// A cheap, cloneable handle on a running stand-in's state.
@@ -191,7 +191,8 @@ impl Handle {
         self.with(|s| s.faults.clone())
     }
 
-    /// Replaces all fault settings (use `Faults::default()` to clear them).
+    /// Replaces all fault settings, the pending `late_next` and `fail_after_apply_next` included
+    /// (use `Faults::default()` to clear them). Requests already waiting out a delay still land.
     pub fn set_faults(&self, faults: Faults) {
         self.with(|s| {
             s.rng = faults.seed;
@@ -272,6 +273,69 @@ impl Handle {
         self.with(|s| s.hide_credentials = on);
     }
 
+    /// Leaf's read lag: GETs of a credential and of its events show the user's state as of `lag`
+    /// ago. After a client POST (stores a credential) or DELETE (removes it), GET keeps showing
+    /// the state from before that write until `lag` has passed since it; after several writes in
+    /// a row, the state before each shows until `lag` after that write. Writes themselves see
+    /// the current state (a POST can still meet the credential GET does not show yet), and so do
+    /// the controls ([`Handle::credential`], [`Handle::events`]). Zero (the default) turns it
+    /// off and forgets the kept states; a new lag applies to writes made from then on.
+    /// [`Handle::hide_credentials`] takes precedence.
+    pub fn set_read_lag(&self, lag: Duration) {
+        self.with(|s| {
+            s.read_lag = lag;
+            if lag.is_zero() {
+                for user in s.users.values_mut() {
+                    user.history.clear();
+                }
+            }
+        });
+    }
+
+    pub fn read_lag(&self) -> Duration {
+        self.with(|s| s.read_lag)
+    }
+
+    /// The next `n` credential requests with `method` (e.g. "DELETE", "POST"; logins never) are
+    /// processed, and answered, only `delay` after they arrived, and processed even if their
+    /// client gave up meanwhile: a write that lands after the client's timeout. Requests after
+    /// those `n` are served at once. A request is counted when it arrives, unless a counted
+    /// fault (drop, 429, 401, 5xx, outage) answers it instead. Replaces what was set for
+    /// `method` (other methods keep theirs); `n` = 0 cancels it. Requests already waiting are not
+    /// affected. [`Handle::late_pending`] tells when they have landed.
+    pub fn late_next(&self, method: &str, n: u32, delay: Duration) {
+        let entry = LateNext {
+            method: method.trim().to_ascii_uppercase(),
+            count: n,
+            delay,
+        };
+        self.with(|s| state::set_next(&mut s.faults.late_next, entry));
+    }
+
+    /// How many credential requests arrived and still wait out a delay (from
+    /// [`Handle::late_next`] or [`Handle::slow`]) before they are processed. Once it is back to
+    /// 0, their effects, log entries and counters are all visible.
+    pub fn late_pending(&self) -> u32 {
+        self.with(|s| s.late_pending)
+    }
+
+    /// The next `n` credential requests with `method` are processed normally (a POST stores the
+    /// credential, a DELETE removes it), then answered with `status` instead (503 is the usual),
+    /// as a gateway does when it times out a backend that finished the work. The body is the
+    /// `fail_body` of [`Faults`] (JSON as problem+json), else a plain-text line. Counted in
+    /// `injected_failures` and `failed_after_apply`. Whatever the processing answered (404 for a
+    /// DELETE without a credential, 409...) is replaced, as the gateway does not know it. With
+    /// [`Handle::late_next`] on the same request: processed late, then answered the error.
+    /// Replaces what was set for `method`; `n` = 0 cancels it.
+    pub fn fail_after_apply_next(&self, method: &str, n: u32, status: u16) {
+        let entry = FailAfterApplyNext {
+            method: method.trim().to_ascii_uppercase(),
+            count: n,
+            status,
+        };
+        self.with(|s| state::set_next(&mut s.faults.fail_after_apply_next, entry));
+    }
+
     /// Holds every credential request with `method` (e.g. "POST"; logins are never held)
     /// unanswered until [`Handle::release_held`]; a held request is processed even if its client
     /// gave up meanwhile.
@@ -293,9 +357,10 @@ impl Handle {
         release.notify_waiters();
     }
 
-    /// Answers credential requests with `method` (never logins) only after `by`, processing them
-    /// even if their client gave up meanwhile (a POST that lands after the client's timeout).
-    /// `None` stops it.
+    /// Answers every credential request with `method` (never logins) only `by` after it arrived,
+    /// processing it even if its client gave up meanwhile (a POST that lands after the client's
+    /// timeout); they count in [`Handle::late_pending`]. [`Handle::late_next`] wins over it for
+    /// the requests it covers. `None` stops it.
     pub fn slow(&self, method: Option<(&str, Duration)>) {
         self.with(|s| {
             s.slow_method = method.map(|(m, by)| (m.to_ascii_uppercase(), by));

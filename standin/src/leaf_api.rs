@@ -2,7 +2,7 @@
 //! plus the fault-injection and request-log middleware around them.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -97,19 +97,10 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
     let is_login = path == "/api/authenticate";
     // Logged as the arrival time: what a rate limit is about.
     let arrived = jiff::Timestamp::now();
+    let arrived_at = tokio::time::Instant::now();
     let (latency, decision, caller, detain) = {
         let mut state = lock(&shared);
         state.counters.requests += 1;
-        // Only the credential endpoints are held or slowed: a login is a POST too.
-        let credential_call = path.contains("/trimble-credentials");
-        let detain = Detain {
-            hold: credential_call && state.hold_method.as_deref() == Some(method.as_str()),
-            slow: state
-                .slow_method
-                .as_ref()
-                .filter(|(m, _)| credential_call && *m == method)
-                .map(|(_, by)| *by),
-        };
         let caller = match bearer(request.headers()) {
             None => "none".to_string(),
             Some(token) => match state.check_bearer(token) {
@@ -152,31 +143,60 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
                 Decision::Pass
             }
         };
+        // Only the credential endpoints are detained or fail after apply (a login is a POST
+        // too), and only requests that will be processed: one answered with a fault above is not,
+        // so it uses up no `late_next` / `fail_after_apply_next`.
+        let detain = if path.contains("/trimble-credentials") && matches!(decision, Decision::Pass)
+        {
+            detain(&mut state, &method)
+        } else {
+            Detain::default()
+        };
+        if detain.delay.is_some() {
+            state.late_pending += 1;
+        }
         (faults.latency, decision, caller, detain)
     };
+    // Made right after the increment, before any await: if the client gives up before the
+    // detached task holds it (this future is dropped), the count still goes back down.
+    let pending = detain.delay.map(|_| LatePending(shared.clone()));
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if matches!(decision, Decision::Pass) && (detain.hold || detain.slow.is_some()) {
-        // Detached: a request that reached Leaf is processed whether or not its client is still
-        // waiting for the answer (a POST that lands after the client's timeout).
+    if matches!(decision, Decision::Pass) && (detain.hold || detain.delay.is_some()) {
+        // Read the whole body before waiting: a request that reached Leaf is processed whatever
+        // its client does, and the part of a body not yet read when the client hangs up would be
+        // lost with the connection.
+        let request = match buffered(request).await {
+            Ok(request) => request,
+            Err(response) => return log_answer(&shared, response, method, path, caller, arrived),
+        };
+        // Detached: the task runs to the end even when the client disconnects and this future is
+        // dropped (a write that lands after the client's timeout).
         let task_shared = shared.clone();
         let task = tokio::spawn(async move {
             if detain.hold {
                 wait_for_release(&task_shared, &method).await;
             }
-            if let Some(by) = detain.slow {
-                tokio::time::sleep(by).await;
+            if let Some(delay) = detain.delay {
+                sleep_from(arrived_at, delay).await;
             }
             let response = next.run(request).await;
-            log_answer(&task_shared, response, method, path, caller, arrived)
+            let response = after_processing(&task_shared, response, detain);
+            let response = log_answer(&task_shared, response, method, path, caller, arrived);
+            // Only now: a test waiting for no late request sees its effects, its log and counters.
+            drop(pending);
+            response
         });
         return task.await.unwrap_or_else(|_| {
             problem(StatusCode::INTERNAL_SERVER_ERROR, "stand-in task failed")
         });
     }
     let response = match decision {
-        Decision::Pass => next.run(request).await,
+        Decision::Pass => {
+            let response = next.run(request).await;
+            after_processing(&shared, response, detain)
+        }
         Decision::Outage => problem(
             StatusCode::SERVICE_UNAVAILABLE,
             "Leaf is down for maintenance",
@@ -185,21 +205,8 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
             problem(StatusCode::UNAUTHORIZED, "Full authentication is required")
         }
         Decision::Fail(status, body) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             lock(&shared).counters.injected_failures += 1;
-            match body {
-                Some(body) if body.trim_start().starts_with('{') => {
-                    let mut response = (status, body).into_response();
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/problem+json"),
-                    );
-                    response
-                }
-                Some(body) => (status, body).into_response(),
-                // Plain text on purpose: Leaf's gateways do not always answer problem+json.
-                None => (status, "upstream failure (injected by leaf-standin)").into_response(),
-            }
+            injected_failure(status, body)
         }
         Decision::RateLimit(retry_after) => {
             let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
@@ -233,11 +240,111 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
     log_answer(&shared, response, method, path, caller, arrived)
 }
 
-/// What holds a request back before it is processed.
-#[derive(Clone, Copy)]
+/// An injected error answer: `body` when given (JSON is sent as problem+json), else a plain-text
+/// line. A status that is not a valid HTTP status is sent as 503.
+fn injected_failure(status: u16, body: Option<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    match body {
+        Some(body) if body.trim_start().starts_with('{') => {
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+            response
+        }
+        Some(body) => (status, body).into_response(),
+        // Plain text on purpose: Leaf's gateways do not always answer problem+json.
+        None => (status, "upstream failure (injected by leaf-standin)").into_response(),
+    }
+}
+
+/// What happens to a credential request that will be processed, besides processing it.
+#[derive(Clone, Copy, Default)]
 struct Detain {
+    /// Wait for [`crate::Handle::release_held`] first.
     hold: bool,
-    slow: Option<std::time::Duration>,
+    /// Process (and answer) only this long after arrival: from `late_next`, else `slow_method`.
+    delay: Option<Duration>,
+    /// The delay comes from `late_next` (counted in `Counters::late`).
+    late: bool,
+    /// Once processed, answer this status instead (`fail_after_apply_next`).
+    fail_after_apply: Option<u16>,
+}
+
+/// Decides (and uses up the next-N faults) for a credential request with `method`.
+fn detain(state: &mut Inner, method: &str) -> Detain {
+    let late = state::take_next(&mut state.faults.late_next, method).map(|late| late.delay);
+    let slow = state
+        .slow_method
+        .as_ref()
+        .filter(|(m, _)| m.eq_ignore_ascii_case(method))
+        .map(|(_, by)| *by);
+    Detain {
+        hold: state
+            .hold_method
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(method)),
+        delay: late.or(slow),
+        late: late.is_some(),
+        fail_after_apply: state::take_next(&mut state.faults.fail_after_apply_next, method)
+            .map(|fail| fail.status),
+    }
+}
+
+/// Counts a request in `State::late_pending` while it waits out its delay; dropped once it has
+/// been processed and logged, or when it is abandoned before its detached task started.
+struct LatePending(Shared);
+
+impl Drop for LatePending {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0);
+        state.late_pending = state.late_pending.saturating_sub(1);
+    }
+}
+
+/// Sleeps until `delay` after `from`; a delay too long to represent never ends.
+async fn sleep_from(from: tokio::time::Instant, delay: Duration) {
+    match from.checked_add(delay) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Largest request body read ahead for a detained request (credential bodies are tiny).
+const MAX_BODY: usize = 1 << 20;
+
+/// The request with its whole body read into memory, or the answer when it cannot be read.
+async fn buffered(request: Request) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Err(_) => Err(problem(
+            StatusCode::BAD_REQUEST,
+            "Request body could not be read",
+        )),
+    }
+}
+
+/// After a request was processed: counts a late answer, and swaps the answer for an injected
+/// error when the request was to fail after apply (a gateway that timed out a backend which
+/// finished the work: whatever the backend answered, the client gets the error).
+fn after_processing(shared: &Shared, response: Response, detain: Detain) -> Response {
+    let mut state = lock(shared);
+    if detain.late {
+        state.counters.late += 1;
+    }
+    let Some(status) = detain.fail_after_apply else {
+        return response;
+    };
+    state.counters.failed_after_apply += 1;
+    state.counters.injected_failures += 1;
+    let mut failure = injected_failure(status, state.faults.fail_body.clone());
+    // The request log still names the caller the handler identified.
+    if let Some(label) = response.extensions().get::<AccountLabel>().cloned() {
+        failure.extensions_mut().insert(label);
+    }
+    failure
 }
 
 /// Waits until requests with `method` are no longer held.
@@ -249,7 +356,11 @@ async fn wait_for_release(shared: &Shared, method: &str) {
         tokio::pin!(notified);
         // Registered before the check, so a release between the two is not missed.
         notified.as_mut().enable();
-        if lock(shared).hold_method.as_deref() != Some(method) {
+        if !lock(shared)
+            .hold_method
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(method))
+        {
             break;
         }
         notified.await;
@@ -419,25 +530,38 @@ async fn get_credential(
 }
 
 /// GET of a stored credential; counts down a pending flip to UNAUTHENTICATED (bad refresh token
-/// accepted at POST) and logs Leaf's event for it.
+/// accepted at POST) and logs Leaf's event for it. Under a read lag, a write younger than the lag
+/// is not visible yet: the answer is the state before it (see `state`), and the current
+/// credential, which this GET did not see, keeps its pending flip.
 fn read_credential(state: &mut Inner, user: &str) -> Response {
     if state.hide_credentials {
         return problem(StatusCode::NOT_FOUND, "Trimble credentials not found");
     }
+    let lag = state.read_lag;
     let mut flipped = false;
-    let answer = with_user(state, user, |u| match u.credential.as_mut() {
-        None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
-        Some(credential) => {
-            match credential.flip_after_gets {
-                Some(0) => {
-                    credential.status = "UNAUTHENTICATED".to_string();
-                    credential.flip_after_gets = None;
-                    flipped = true;
+    let answer = with_user(state, user, |u| {
+        if let Some(past) = u.lagging_view(lag, Instant::now()) {
+            return match &past.credential {
+                None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+                Some(credential) => {
+                    (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
                 }
-                Some(n) => credential.flip_after_gets = Some(n - 1),
-                None => {}
+            };
+        }
+        match u.credential.as_mut() {
+            None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
+            Some(credential) => {
+                match credential.flip_after_gets {
+                    Some(0) => {
+                        credential.status = "UNAUTHENTICATED".to_string();
+                        credential.flip_after_gets = None;
+                        flipped = true;
+                    }
+                    Some(n) => credential.flip_after_gets = Some(n - 1),
+                    None => {}
+                }
+                (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
             }
-            (StatusCode::OK, axum::Json(credential_json(credential))).into_response()
         }
     });
     if flipped {
@@ -527,7 +651,12 @@ fn create(state: &mut Inner, user: &str, body: &str) -> Response {
     }
     let event = state.new_event(200, None, None);
     let answer = credential_json(&credential);
-    let u = state.users.get_mut(user).expect("user exists");
+    let lag = state.read_lag;
+    let Some(u) = state.users.get_mut(user) else {
+        // Checked above, under the same lock: cannot happen, but never panic on it.
+        return problem(StatusCode::NOT_FOUND, "User not found");
+    };
+    u.record_write(lag, Instant::now());
     if exists {
         u.events.clear();
     }
@@ -549,13 +678,16 @@ async fn delete_credential(
         &headers,
         |c| c.deletes += 1,
         |state| {
-            with_user(state, &user, |u| match u.credential.take() {
-                None => problem(StatusCode::NOT_FOUND, "Trimble credentials not found"),
-                Some(_) => {
-                    // Events are gone with the credential, as documented.
-                    u.events.clear();
-                    StatusCode::NO_CONTENT.into_response()
+            let lag = state.read_lag;
+            with_user(state, &user, |u| {
+                if u.credential.is_none() {
+                    return problem(StatusCode::NOT_FOUND, "Trimble credentials not found");
                 }
+                u.record_write(lag, Instant::now());
+                u.credential = None;
+                // Events are gone with the credential, as documented.
+                u.events.clear();
+                StatusCode::NO_CONTENT.into_response()
             })
         },
     )
@@ -571,9 +703,15 @@ async fn get_events(
         &headers,
         |c| c.event_reads += 1,
         |state| {
-            // Oldest first, as stored: Leaf documents no order, so clients must sort.
+            let lag = state.read_lag;
+            // Oldest first, as stored: Leaf documents no order, so clients must sort. Under a
+            // read lag, the events as they were before a write younger than the lag.
             with_user(state, &user, |u| {
-                (StatusCode::OK, axum::Json(json!(u.events))).into_response()
+                let events = match u.lagging_view(lag, Instant::now()) {
+                    Some(past) => json!(past.events),
+                    None => json!(u.events),
+                };
+                (StatusCode::OK, axum::Json(events)).into_response()
             })
         },
     )

@@ -3,7 +3,10 @@
 //! It serves the documented contract statefully (see `shared/design/leaf-api.md`): login with
 //! JWT-shaped expiring tokens, a bearer check on every call, per-user Trimble credentials and
 //! their events. Where Leaf documents nothing, the behaviour is a switch ([`OnExisting`],
-//! [`BadRefresh`]). Faults are injected through [`Faults`]; every request is logged.
+//! [`BadRefresh`]). Faults are injected through [`Faults`]; every request is logged. Writes can
+//! be made to end "in doubt" as they may at Leaf: applied after the client gave up
+//! ([`LateNext`]), applied but answered with an error ([`FailAfterApplyNext`]), or applied but
+//! not yet visible to reads (`Handle::set_read_lag`).
 //!
 //! In-process: `StandIn::start(config).await`, then the [`Handle`] methods (reached through
 //! `Deref`). Process mode: the `leaf-standin` binary, controlled under `/_standin/`.
@@ -26,8 +29,8 @@ pub use alerts::{
 };
 pub use handle::Handle;
 pub use state::{
-    BadRefresh, BadRefreshMode, Counters, Faults, OnExisting, RecordedRequest, RetryAfter,
-    StoredCredential, StoredEvent, fake_jwt, http_date, leaf_time,
+    BadRefresh, BadRefreshMode, Counters, FailAfterApplyNext, Faults, LateNext, OnExisting,
+    RecordedRequest, RetryAfter, StoredCredential, StoredEvent, fake_jwt, http_date, leaf_time,
 };
 
 /// How a stand-in starts. Everything can also be changed later through the [`Handle`].

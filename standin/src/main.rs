@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use leaf_standin::{BadRefresh, BadRefreshMode, Faults, OnExisting, StandIn, StandInConfig};
+use leaf_standin::{
+    BadRefresh, BadRefreshMode, FailAfterApplyNext, Faults, LateNext, OnExisting, StandIn,
+    StandInConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +62,19 @@ struct Args {
     /// Sign the webhook registration confirmation (Leaf does not document whether it does).
     #[arg(long)]
     confirmation_signed: bool,
+    /// GETs of a credential and its events show the state as of this many milliseconds ago
+    /// (Leaf's read lag after a POST or DELETE); 0: no lag.
+    #[arg(long, default_value_t = 0)]
+    read_lag_ms: u64,
+    /// `METHOD:COUNT:DELAY_MS`: the first COUNT credential requests with METHOD are processed and
+    /// answered only DELAY_MS after they arrive, even if their client gave up (repeatable, one
+    /// per method).
+    #[arg(long = "late-next", value_parser = parse_late)]
+    late_next: Vec<LateNext>,
+    /// `METHOD:COUNT[:STATUS]`: the first COUNT credential requests with METHOD are processed,
+    /// then answered STATUS (default 503) (repeatable, one per method).
+    #[arg(long = "fail-after-apply-next", value_parser = parse_fail_after_apply)]
+    fail_after_apply_next: Vec<FailAfterApplyNext>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -82,6 +98,55 @@ fn parse_account(value: &str) -> Result<(String, String), String> {
         .map(|(u, p)| (u.to_string(), p.to_string()))
         .filter(|(u, _)| !u.is_empty())
         .ok_or_else(|| "expected user:pass".to_string())
+}
+
+/// `METHOD:COUNT:DELAY_MS`.
+fn parse_late(value: &str) -> Result<LateNext, String> {
+    let usage = || "expected METHOD:COUNT:DELAY_MS, e.g. DELETE:1:25000".to_string();
+    let mut parts = value.split(':');
+    let (Some(method), Some(count), Some(delay), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage());
+    };
+    Ok(LateNext {
+        method: parse_method(method)?,
+        count: count.trim().parse().map_err(|_| usage())?,
+        delay: Duration::from_millis(delay.trim().parse().map_err(|_| usage())?),
+    })
+}
+
+/// `METHOD:COUNT[:STATUS]`.
+fn parse_fail_after_apply(value: &str) -> Result<FailAfterApplyNext, String> {
+    let usage = || "expected METHOD:COUNT[:STATUS], e.g. POST:1:503".to_string();
+    let mut parts = value.split(':');
+    let (Some(method), Some(count), status, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage());
+    };
+    let status = match status {
+        None => 503,
+        Some(status) => status
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .ok_or_else(usage)?,
+    };
+    Ok(FailAfterApplyNext {
+        method: parse_method(method)?,
+        count: count.trim().parse().map_err(|_| usage())?,
+        status,
+    })
+}
+
+fn parse_method(method: &str) -> Result<String, String> {
+    let method = method.trim().to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("{method:?} is not an HTTP method"));
+    }
+    Ok(method)
 }
 
 #[tokio::main]
@@ -125,6 +190,15 @@ async fn main() {
     };
     standin.set_alert_time_scale(args.alert_time_scale);
     standin.set_confirmation_signed(args.confirmation_signed);
+    standin.set_read_lag(Duration::from_millis(args.read_lag_ms));
+    // Set before the address is printed, so before any client can call. One entry per method:
+    // a later flag for the same method wins.
+    for late in &args.late_next {
+        standin.late_next(&late.method, late.count, late.delay);
+    }
+    for fail in &args.fail_after_apply_next {
+        standin.fail_after_apply_next(&fail.method, fail.count, fail.status);
+    }
     println!("listening on {}", standin.origin());
     let _ = std::io::stdout().flush();
     tokio::select! {

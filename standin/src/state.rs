@@ -1,8 +1,15 @@
 //! The stand-in's state: accounts and tokens, users and their Trimble credentials, events, the
 //! fault settings and the request log. Pure data and rules; HTTP lives in `leaf_api`/`control`.
+//!
+//! Read lag: with `State::read_lag` above zero, every client write of a credential (a POST that
+//! stores one, a DELETE that removes one) first saves the user's state as it was before the write
+//! ([`Snapshot`]). A GET then answers the state as of `now - read_lag`: the snapshot taken by the
+//! oldest write younger than the lag, or the current state when there is none. So after two
+//! writes in quick succession a reader sees the state before both, then the state between them,
+//! then the latest, each switch `read_lag` after the write that ended it.
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -108,6 +115,97 @@ pub struct Faults {
     pub path_filter: Option<String>,
     /// When set, the counted faults only hit requests with this method (e.g. `POST`).
     pub method_filter: Option<String>,
+    /// Credential requests to answer late, per method (at most one entry per method). Not
+    /// subject to `path_filter`/`method_filter`; a request that gets a counted fault is not
+    /// processed, so it does not use one up.
+    pub late_next: Vec<LateNext>,
+    /// Credential requests to apply, then answer with an error, per method (at most one entry
+    /// per method). Same scope as `late_next`.
+    pub fail_after_apply_next: Vec<FailAfterApplyNext>,
+}
+
+/// The next `count` requests with `method` to the Trimble credential endpoints (`.../trimble-
+/// credentials` and its `/events`) are processed, and answered, only `delay` after they arrived;
+/// they are processed even if their client gave up meanwhile (a write that lands after the
+/// client's timeout). Later requests are served at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LateNext {
+    /// Upper case (`DELETE`, `POST`, `GET`).
+    pub method: String,
+    pub count: u32,
+    #[serde(rename = "delayMs", with = "millis")]
+    pub delay: Duration,
+}
+
+/// The next `count` requests with `method` to the Trimble credential endpoints are processed
+/// normally (a POST stores the credential, a DELETE removes it), then answered with `status`
+/// instead, as a gateway does when it times out a backend that finished the work. The body is
+/// `Faults::fail_body` (problem+json when JSON) or a plain-text line, like other injected
+/// failures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailAfterApplyNext {
+    /// Upper case (`DELETE`, `POST`, `GET`).
+    pub method: String,
+    pub count: u32,
+    /// Status of the answer; one that is not a valid HTTP status is sent as 503.
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+}
+
+fn default_fail_status() -> u16 {
+    503
+}
+
+/// A "next N requests with this method" fault entry.
+pub(crate) trait NextN: Clone {
+    fn method(&self) -> &str;
+    fn count_mut(&mut self) -> &mut u32;
+}
+
+impl NextN for LateNext {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn count_mut(&mut self) -> &mut u32 {
+        &mut self.count
+    }
+}
+
+impl NextN for FailAfterApplyNext {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn count_mut(&mut self) -> &mut u32 {
+        &mut self.count
+    }
+}
+
+/// Sets the entry for `entry.method()` (methods match case-insensitively), replacing the one
+/// there was; a count of 0 just removes it.
+pub(crate) fn set_next<T: NextN>(entries: &mut Vec<T>, mut entry: T) {
+    entries.retain(|e| !e.method().eq_ignore_ascii_case(entry.method()));
+    if *entry.count_mut() > 0 {
+        entries.push(entry);
+    }
+}
+
+/// Uses up one request of the entry matching `method`, if any (the entry goes when it reaches
+/// zero); returns the entry as it was.
+pub(crate) fn take_next<T: NextN>(entries: &mut Vec<T>, method: &str) -> Option<T> {
+    let index = entries
+        .iter()
+        .position(|e| e.method().eq_ignore_ascii_case(method))?;
+    let taken = entries[index].clone();
+    let count = entries[index].count_mut();
+    // A count of 0 can only come from a deserialized `Faults`: it detains nothing.
+    let live = *count > 0;
+    *count = count.saturating_sub(1);
+    if *count == 0 {
+        entries.remove(index);
+    }
+    live.then_some(taken)
 }
 
 impl Default for Faults {
@@ -126,6 +224,8 @@ impl Default for Faults {
             fail_body: None,
             path_filter: None,
             method_filter: None,
+            late_next: Vec::new(),
+            fail_after_apply_next: Vec::new(),
         }
     }
 }
@@ -192,6 +292,58 @@ pub struct StoredEvent {
 pub struct User {
     pub credential: Option<StoredCredential>,
     pub events: Vec<StoredEvent>,
+    /// With a read lag: the state before each recent write, oldest first.
+    pub(crate) history: VecDeque<Snapshot>,
+}
+
+/// A user's credential and events as they were just before a write.
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    /// When the write that ended this state happened.
+    pub written_at: Instant,
+    pub credential: Option<StoredCredential>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// Snapshots kept per user at most: a test writing in a loop under a long lag must not grow the
+/// stand-in without bound. Past it, the oldest goes and readers jump forward to the next.
+const MAX_SNAPSHOTS: usize = 256;
+
+impl User {
+    /// Call before a client write changes the credential: keeps the state before it, so reads
+    /// can lag behind. Without a lag, keeps nothing.
+    pub(crate) fn record_write(&mut self, lag: Duration, now: Instant) {
+        self.forget_older_than(lag, now);
+        if lag.is_zero() {
+            return;
+        }
+        if self.history.len() >= MAX_SNAPSHOTS {
+            self.history.pop_front();
+        }
+        self.history.push_back(Snapshot {
+            written_at: now,
+            credential: self.credential.clone(),
+            events: self.events.clone(),
+        });
+    }
+
+    /// What a read sees under `lag`: the state before the oldest write less than `lag` ago, or
+    /// `None` for the current state.
+    pub(crate) fn lagging_view(&mut self, lag: Duration, now: Instant) -> Option<&Snapshot> {
+        self.forget_older_than(lag, now);
+        self.history.front()
+    }
+
+    /// Drops snapshots whose write is at least `lag` old (all of them with no lag).
+    fn forget_older_than(&mut self, lag: Duration, now: Instant) {
+        while self
+            .history
+            .front()
+            .is_some_and(|s| now.saturating_duration_since(s.written_at) >= lag)
+        {
+            self.history.pop_front();
+        }
+    }
 }
 
 /// Counts by kind, for quick assertions.
@@ -207,7 +359,12 @@ pub struct Counters {
     pub event_reads: u64,
     pub unauthorized: u64,
     pub dropped: u64,
+    /// Every injected error answer, `failed_after_apply` included.
     pub injected_failures: u64,
+    /// Requests processed, then answered with an injected error (`fail_after_apply_next`).
+    pub failed_after_apply: u64,
+    /// Requests answered late by `late_next` (counted when processed).
+    pub late: u64,
 }
 
 #[derive(Debug)]
@@ -234,6 +391,9 @@ pub(crate) struct State {
     /// GET of a credential answers 404 even when one exists: Leaf's read lag, made as long as a
     /// test needs.
     pub hide_credentials: bool,
+    /// GETs of a credential and its events show the state as of this long ago (see the module
+    /// docs); zero: the current state.
+    pub read_lag: Duration,
     /// Requests with this method wait (unanswered) until released; they are processed even if
     /// their client gave up meanwhile, as a request that already reached Leaf would be.
     pub hold_method: Option<String>,
@@ -244,6 +404,9 @@ pub(crate) struct State {
     /// Requests with this method are answered only after this delay, and processed even if their
     /// client gave up meanwhile (a POST that lands after the client's timeout).
     pub slow_method: Option<(String, Duration)>,
+    /// Requests that arrived and wait out a delay (`late_next` or `slow_method`) before they are
+    /// processed.
+    pub late_pending: u32,
     pub faults: Faults,
     pub requests: Vec<RecordedRequest>,
     pub counters: Counters,
@@ -275,10 +438,12 @@ impl State {
             bad_refresh: BadRefresh::default(),
             empty_create_answer: false,
             hide_credentials: false,
+            read_lag: Duration::ZERO,
             hold_method: None,
             held: 0,
             release: std::sync::Arc::new(tokio::sync::Notify::new()),
             slow_method: None,
+            late_pending: 0,
             faults: Faults::default(),
             requests: Vec::new(),
             counters: Counters::default(),
@@ -496,6 +661,99 @@ mod tests {
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert!(claims.get("exp").is_none());
+    }
+
+    fn credential_named(id: &str) -> Option<StoredCredential> {
+        let mut credential = State::new().new_credential("c", "s", "r");
+        credential.id = id.to_string();
+        Some(credential)
+    }
+
+    /// What a read sees: the id of the credential, or "none".
+    fn seen(user: &mut User, lag: Duration, at: Instant) -> String {
+        let credential = match user.lagging_view(lag, at) {
+            Some(past) => past.credential.clone(),
+            None => user.credential.clone(),
+        };
+        credential.map_or("none".to_string(), |c| c.id)
+    }
+
+    #[test]
+    fn reads_show_the_state_as_of_the_lag_ago() {
+        let lag = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut user = User::default();
+        // POST A at 0, DELETE at 4, POST B at 6.
+        user.record_write(lag, at(0));
+        user.credential = credential_named("A");
+        assert_eq!(seen(&mut user, lag, at(0)), "none");
+        user.record_write(lag, at(4));
+        user.credential = None;
+        user.record_write(lag, at(6));
+        user.credential = credential_named("B");
+        assert_eq!(
+            seen(&mut user, lag, at(9)),
+            "none",
+            "before the first write"
+        );
+        assert_eq!(seen(&mut user, lag, at(10)), "A", "lag after the POST of A");
+        assert_eq!(seen(&mut user, lag, at(14)), "none", "lag after the DELETE");
+        assert_eq!(
+            seen(&mut user, lag, at(16)),
+            "B",
+            "lag after the last write"
+        );
+        assert!(
+            user.history.is_empty(),
+            "states older than the lag are forgotten"
+        );
+    }
+
+    #[test]
+    fn without_a_lag_reads_see_writes_at_once_and_nothing_is_kept() {
+        let mut user = User::default();
+        user.record_write(Duration::ZERO, Instant::now());
+        user.credential = credential_named("A");
+        assert_eq!(seen(&mut user, Duration::ZERO, Instant::now()), "A");
+        assert!(user.history.is_empty());
+    }
+
+    #[test]
+    fn a_long_lag_keeps_a_bounded_history() {
+        let lag = Duration::from_secs(3600);
+        let t0 = Instant::now();
+        let mut user = User::default();
+        for i in 0..(MAX_SNAPSHOTS as u64 + 10) {
+            user.record_write(lag, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(user.history.len(), MAX_SNAPSHOTS);
+    }
+
+    #[test]
+    fn next_n_entries_are_used_up_per_method() {
+        let late = |method: &str, count| LateNext {
+            method: method.to_string(),
+            count,
+            delay: Duration::from_secs(1),
+        };
+        let mut entries = Vec::new();
+        set_next(&mut entries, late("DELETE", 2));
+        set_next(&mut entries, late("POST", 1));
+        set_next(&mut entries, late("POST", 0));
+        assert_eq!(entries, vec![late("DELETE", 2)], "a count of 0 cancels");
+        assert!(take_next(&mut entries, "POST").is_none());
+        assert!(take_next(&mut entries, "delete").is_some(), "any case");
+        assert!(take_next(&mut entries, "DELETE").is_some());
+        assert!(
+            take_next(&mut entries, "DELETE").is_none(),
+            "only the next two"
+        );
+        assert!(entries.is_empty());
+        // A zero count that came in through `set_faults` detains nothing and is dropped.
+        let mut entries = vec![late("GET", 0)];
+        assert!(take_next(&mut entries, "GET").is_none());
+        assert!(entries.is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `leaf-standin` binary: flags, the printed address, the Leaf contract and the `/_standin/`
-//! control endpoints over real HTTP.
+//! control endpoints over real HTTP, the in-doubt writes (late, failed after apply, read lag)
+//! included.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -245,4 +246,205 @@ async fn expired_tokens_and_unknown_users_are_refused() {
         }
     }
     assert_eq!(status, 401, "an expired token must be refused");
+}
+
+/// Polls `GET {url}` until its JSON answer satisfies `check`; panics after 20 s.
+async fn wait_for_json(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if check(&json_of(http.get(url)).await) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn in_doubt_writes_from_flags_and_control_endpoints() {
+    let (_process, origin) = start(&[
+        "--token",
+        "tok",
+        "--user",
+        "u1",
+        "--late-next",
+        "delete:1:1500",
+        "--fail-after-apply-next",
+        "POST:1",
+        "--read-lag-ms",
+        "800",
+    ]);
+    let http = http();
+    let control = |path: &str| format!("{origin}/_standin/{path}");
+    let credentials = credentials_url(&origin, "u1");
+    let faults = json_of(http.get(control("faults"))).await;
+    assert_eq!(
+        faults["lateNext"],
+        json!([{"method": "DELETE", "count": 1, "delayMs": 1500}])
+    );
+    assert_eq!(
+        faults["failAfterApplyNext"],
+        json!([{"method": "POST", "count": 1, "status": 503}])
+    );
+
+    // Applied, answered 503; under the read lag, GET shows it only later.
+    let created = send(
+        http.post(&credentials)
+            .bearer_auth("tok")
+            .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r"})),
+    )
+    .await;
+    assert_eq!(created.status(), 503);
+    assert_eq!(
+        send(http.get(control("users/u1/credential")))
+            .await
+            .status(),
+        200,
+        "applied"
+    );
+    assert_eq!(
+        send(http.get(&credentials).bearer_auth("tok"))
+            .await
+            .status(),
+        404,
+        "not visible yet"
+    );
+    let mut visible = false;
+    for _ in 0..400 {
+        if send(http.get(&credentials).bearer_auth("tok"))
+            .await
+            .status()
+            == 200
+        {
+            visible = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(visible, "visible after the lag");
+
+    // A late DELETE: its client gives up, it lands later.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .delete(&credentials)
+            .bearer_auth("tok")
+            .send()
+            .await
+            .is_err()
+    );
+    // Conditions, not sleeps: the DELETE was processed, then nothing is pending any more.
+    wait_for_json(&http, &control("counters"), "the late DELETE", |c| {
+        c["late"] == 1
+    })
+    .await;
+    wait_for_json(&http, &control("pending"), "no pending request", |p| {
+        p == &json!({"late": 0, "held": 0})
+    })
+    .await;
+    assert_eq!(
+        send(http.get(control("users/u1/credential")))
+            .await
+            .status(),
+        404,
+        "the late DELETE was applied"
+    );
+    let counters = json_of(http.get(control("counters"))).await;
+    assert_eq!(counters["late"], 1);
+    assert_eq!(counters["failedAfterApply"], 1);
+    assert_eq!(counters["injectedFailures"], 1);
+
+    // The control endpoints: one object or an array, per method; count 0 removes; bad input
+    // is refused, not fatal.
+    let patched = json_of(http.post(control("faults")).json(&json!({
+        "lateNext": [{"method": "post", "count": 2, "delayMs": 100},
+                     {"method": "GET", "count": 1, "delayMs": 5}],
+        "failAfterApplyNext": {"method": "delete", "count": 1, "status": 502},
+    })))
+    .await;
+    assert_eq!(patched["lateNext"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        patched["failAfterApplyNext"],
+        json!([{"method": "DELETE", "count": 1, "status": 502}])
+    );
+    let patched = json_of(
+        http.post(control("faults"))
+            .json(&json!({"lateNext": {"method": "POST", "count": 0, "delayMs": 0}})),
+    )
+    .await;
+    assert_eq!(
+        patched["lateNext"],
+        json!([{"method": "GET", "count": 1, "delayMs": 5}])
+    );
+    for bad in [
+        json!({"lateNext": {"method": "POST"}}),
+        json!({"failAfterApplyNext": {"method": "POST", "count": -1}}),
+        json!({"lateNext": {"method": "POST", "count": 1, "delayMs": 1, "extra": 1}}),
+    ] {
+        let refused = send(http.post(control("faults")).json(&bad)).await;
+        assert!(
+            refused.status().is_client_error(),
+            "{bad}: {}",
+            refused.status()
+        );
+    }
+    assert_eq!(send(http.delete(control("faults"))).await.status(), 204);
+    let cleared = json_of(http.get(control("faults"))).await;
+    assert_eq!(
+        (&cleared["lateNext"], &cleared["failAfterApplyNext"]),
+        (&json!([]), &json!([]))
+    );
+
+    // No read lag any more: a write shows at once.
+    assert_eq!(
+        send(
+            http.post(control("behaviour"))
+                .json(&json!({"readLagMs": 0}))
+        )
+        .await
+        .status(),
+        204
+    );
+    let created = send(
+        http.post(&credentials)
+            .bearer_auth("tok")
+            .json(&json!({"clientId": "c", "clientSecret": "s", "refreshToken": "r2"})),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        send(http.get(&credentials).bearer_auth("tok"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn malformed_in_doubt_flags_are_refused() {
+    for args in [
+        ["--late-next", "DELETE:1"],
+        ["--late-next", "DELETE:x:100"],
+        ["--fail-after-apply-next", "POST:1:99999"],
+        ["--fail-after-apply-next", "P0ST:1"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_leaf-standin"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("run leaf-standin");
+        assert_eq!(output.status.code(), Some(2), "{args:?} is a usage error");
+        assert!(output.stdout.is_empty(), "{args:?} never listened");
+    }
 }
