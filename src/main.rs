@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::FutureExt;
-use leaf_operator::alerts::Alerts;
 use leaf_operator::alerts::routing::LeaderLabel;
+use leaf_operator::alerts::{Alerts, AlertsConfig};
 use leaf_operator::config::Config;
 use leaf_operator::controller::backoff::Schedules;
 use leaf_operator::controller::{self, Context, Settings};
@@ -90,7 +90,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Fence::unelected()
     };
-    let mut ctx = Context::new(
+    // The alerts health exists before the Context, which holds it from the start; the receiver
+    // started below reports to the same one.
+    let alerts_config = config.alerts();
+    let alerts_health = alerts_config.as_ref().map(AlertsConfig::new_health);
+    let ctx = Context::new(
         client.clone(),
         leaf,
         metrics.clone(),
@@ -102,9 +106,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 .leaf_timeout
                 .saturating_add(config.leaf_in_doubt_margin),
             schedules: Schedules::with_interval_override(config.test_refresh_interval),
+            concurrency: config.concurrency,
+            label_selector: config.label_selector(),
+            alerts_health: alerts_health.clone(),
         },
     );
-    ctx.label_selector = config.label_selector();
     let ctx = Arc::new(ctx);
     let gauge_ctx = ctx.clone();
     metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
@@ -123,10 +129,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     // The receiver runs on every replica (a standby answers 503); registration only on the leader.
-    let alerts = match config.alerts() {
-        Some(alerts_config) => Some(Arc::new(
+    let alerts = match alerts_config.zip(alerts_health) {
+        Some((alerts_config, alerts_health)) => Some(Arc::new(
             Alerts::start(
                 alerts_config,
+                alerts_health,
                 ctx.clone(),
                 default_account,
                 shutdown.clone(),
@@ -155,7 +162,6 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let leader_label = config
         .leader_pod_label()
         .map(|(pod, key)| LeaderLabel::start(client.clone(), pod, key));
-    let concurrency = config.concurrency;
     let work_health = health.clone();
     let work = move |stop: leader::StopSignal| {
         let ctx = ctx.clone();
@@ -174,7 +180,6 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let controller = controller::run(
                 ctx,
                 namespaces,
-                concurrency,
                 stop,
                 move || {
                     ready.set_ready(true);
