@@ -1,0 +1,126 @@
+//! This replica's place in leader election: its identity, its own Pod, and the label the leader
+//! wears on that Pod.
+
+use super::Config;
+use crate::alerts::polling_switch::OwnPod;
+
+impl Config {
+    /// This replica's identity: POD_NAME, else the host name.
+    pub fn identity(&self) -> String {
+        self.pod_name
+            .clone()
+            .filter(|name| !name.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "leaf-operator".to_string())
+    }
+
+    /// The Pod to label and the label key, when `--leader-pod-label` is set and usable.
+    pub fn leader_pod_label(&self) -> Option<(OwnPod, String)> {
+        let key = self.leader_pod_label.trim();
+        let (prefix, name) = match key.split_once('/') {
+            Some((prefix, name)) => (Some(prefix), name),
+            None => (None, key),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        let prefix_ok = prefix.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 253
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+        });
+        if !(name_ok && prefix_ok) {
+            return None;
+        }
+        Some((self.own_pod()?, key.to_string()))
+    }
+
+    /// The operator's own Pod, when POD_NAME and POD_NAMESPACE say which (as in the chart).
+    pub fn own_pod(&self) -> Option<OwnPod> {
+        let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        Some(OwnPod {
+            name: non_empty(&self.pod_name)?,
+            namespace: non_empty(&self.leader_election_namespace)?,
+            uid: non_empty(&self.pod_uid),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, parse};
+
+    #[test]
+    fn the_own_pod_needs_its_name_and_namespace() {
+        let pod = parse(&[
+            "--pod-name",
+            "op-1",
+            "--leader-election-namespace",
+            "ops",
+            "--pod-uid",
+            "u-1",
+        ])
+        .own_pod()
+        .expect("a pod");
+        assert_eq!(
+            (
+                pod.name.as_str(),
+                pod.namespace.as_str(),
+                pod.uid.as_deref()
+            ),
+            ("op-1", "ops", Some("u-1"))
+        );
+        let no_namespace = parse(&["--pod-name", "op-1", "--leader-election-namespace", ""]);
+        assert_eq!(no_namespace.own_pod(), None);
+    }
+
+    #[test]
+    fn the_leader_pod_label_needs_a_pod_and_a_label_key() {
+        let pod = ["--pod-name", "op-1", "--leader-election-namespace", "ops"];
+        let with = |label: &str| {
+            let mut args = pod.to_vec();
+            args.extend(["--leader-pod-label", label]);
+            parse(&args)
+        };
+        assert_eq!(with("withleaf.io/leader").validate(), Ok(()));
+        assert_eq!(
+            with("withleaf.io/leader")
+                .leader_pod_label()
+                .map(|(p, k)| (p.name, k)),
+            Some(("op-1".to_string(), "withleaf.io/leader".to_string()))
+        );
+        assert_eq!(with("").leader_pod_label(), None, "off");
+        for bad in ["a b", "/leader", "Ex.ample/x", "leader-"] {
+            assert!(
+                matches!(with(bad).validate(), Err(ConfigError::BadLeaderPodLabel(_))),
+                "{bad}"
+            );
+        }
+        let no_pod = parse(&[
+            "--leader-pod-label",
+            "leader",
+            "--leader-election-namespace",
+            "",
+        ]);
+        assert!(matches!(
+            no_pod.validate(),
+            Err(ConfigError::BadLeaderPodLabel(_))
+        ));
+    }
+
+    #[test]
+    fn the_identity_is_the_pod_name_when_given() {
+        assert_eq!(parse(&["--pod-name", "op-1"]).identity(), "op-1");
+    }
+}
