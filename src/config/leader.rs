@@ -1,7 +1,7 @@
 //! This replica's place in leader election: its identity, its own Pod, and the label the leader
 //! wears on that Pod.
 
-use super::Config;
+use super::{Config, selector};
 use crate::alerts::polling_switch::OwnPod;
 
 impl Config {
@@ -23,24 +23,7 @@ impl Config {
     /// The Pod to label and the label key, when `--leader-pod-label` is set and usable.
     pub fn leader_pod_label(&self) -> Option<(OwnPod, String)> {
         let key = self.leader_pod_label.trim();
-        let (prefix, name) = match key.split_once('/') {
-            Some((prefix, name)) => (Some(prefix), name),
-            None => (None, key),
-        };
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        let prefix_ok = prefix.is_none_or(|p| {
-            !p.is_empty()
-                && p.len() <= 253
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
-        });
-        if !(name_ok && prefix_ok) {
+        if !selector::is_label_key(key) {
             return None;
         }
         Some((self.own_pod()?, key.to_string()))

@@ -1,12 +1,12 @@
 //! The syntax of Kubernetes labels: label keys, and the label selector of `--label-selector`.
 //!
 //! Checked at start so that a typo stops the process with a message instead of making the shard
-//! silently watch nothing.
+//! silently watch nothing. The same key syntax checks `--leader-pod-label`.
 
 /// Whether `key` is a label key: `name` or `prefix/name`; the name at most 63 alphanumerics,
 /// `-`, `_` and `.`, beginning and ending with an alphanumeric; the prefix at most 253 lower-case
 /// alphanumerics, `-` and `.`.
-fn is_label_key(key: &str) -> bool {
+pub(super) fn is_label_key(key: &str) -> bool {
     let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
     let name_ok = !name.is_empty()
         && name.len() <= 63
