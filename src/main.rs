@@ -1,20 +1,26 @@
-//! `leaf-operator`: parse the configuration, start logging, the HTTP endpoints and the controller
-//! (behind leader election when enabled), and stop gracefully on SIGTERM or Ctrl-C.
+//! `leaf-operator`: parse and validate the configuration, start logging, build the parts, and run
+//! them until SIGTERM or Ctrl-C: the HTTP endpoints and the alerts receiver on every replica, the
+//! controller (with the alerts registration and the leader label) where leader election says so.
+//!
+//! How each part is built from the flags is the business of `config`'s file for that part; this
+//! file only wires the parts together.
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use leaf_operator::alerts::routing::LeaderLabel;
 use leaf_operator::alerts::{Alerts, AlertsConfig};
 use leaf_operator::config::Config;
-use leaf_operator::controller::backoff::Schedules;
-use leaf_operator::controller::{self, Context, Settings};
+use leaf_operator::controller::{self, Context};
+use leaf_operator::default_account::DefaultAccount;
 use leaf_operator::http::{self, Health};
-use leaf_operator::leader::{self, Fence, LeaderElectionConfig};
-use leaf_operator::leaf::{LeafClient, LeafClientConfig};
+use leaf_operator::leader;
+use leaf_operator::leaf::LeafClient;
 use leaf_operator::metrics::Metrics;
 use leaf_operator::metrics::ready_gauge::ReadyGauge;
 use leaf_operator::telemetry;
@@ -36,87 +42,40 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
-}
-
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // The parts, each built once from the configuration.
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
-    let leaf = LeafClient::new(
-        LeafClientConfig {
-            origin: config.leaf_api_url.clone(),
-            connect_timeout: Duration::from_secs(10).min(config.leaf_timeout),
-            request_timeout: config.leaf_timeout,
-            requests_per_second: config.leaf_requests_per_second,
-            burst: config.leaf_burst,
-        },
-        metrics.clone(),
-    )?;
+    let leaf = LeafClient::new(config.leaf_client(), metrics.clone())?;
     let default_account = config.default_account();
-    if default_account.current().is_none() {
-        tracing::warn!(
-            source = %default_account.describe(),
-            "no default Leaf account: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
-        );
-    } else {
-        tracing::info!(source = %default_account.describe(), "default Leaf account");
-    }
+    log_default_account(&default_account);
     if let Some(interval) = config.test_refresh_interval {
         tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
     }
     let identity = config.identity();
-    let fence = if config.leader_election {
-        Fence::elected()
-    } else {
-        Fence::unelected()
-    };
+    let fence = config.fence();
     // The alerts health exists before the Context, which holds it from the start; the receiver
     // started below reports to the same one.
     let alerts_config = config.alerts();
     let alerts_health = alerts_config.as_ref().map(AlertsConfig::new_health);
-    let ctx = Context::new(
+    let settings = config.controller_settings(
+        default_account.clone(),
+        fence.clone(),
+        alerts_health.clone(),
+    );
+    let ctx = Arc::new(Context::new(
         client.clone(),
         leaf,
         metrics.clone(),
         identity.clone(),
-        Settings {
-            default_account: default_account.clone(),
-            fence: fence.clone(),
-            in_doubt_window: config
-                .leaf_timeout
-                .saturating_add(config.leaf_in_doubt_margin),
-            schedules: Schedules::with_interval_override(config.test_refresh_interval),
-            concurrency: config.concurrency,
-            label_selector: config.label_selector(),
-            alerts_health: alerts_health.clone(),
-        },
-    );
-    let ctx = Arc::new(ctx);
+        settings,
+    ));
     let gauge_ctx = ctx.clone();
     metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
         gauge_ctx.all_objects()
     })));
 
+    // On every replica: the HTTP endpoints, and the alerts receiver (a standby answers 503).
     let shutdown = shutdown_signal().shared();
     let health = Arc::new(Health::default());
     health.mark_alive();
@@ -128,9 +87,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         shutdown.clone(),
     )
     .await?;
-    // The receiver runs on every replica (a standby answers 503); registration only on the leader.
     let alerts = match alerts_config.zip(alerts_health) {
-        Some((alerts_config, alerts_health)) => Some(Arc::new(
+        Some((alerts_config, alerts_health)) => Some(
             Alerts::start(
                 alerts_config,
                 alerts_health,
@@ -139,10 +97,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 shutdown.clone(),
             )
             .await?,
-        )),
+        ),
         None => None,
     };
-
     let namespaces: Vec<String> = config
         .namespaces()
         .into_iter()
@@ -162,12 +119,33 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let leader_label = config
         .leader_pod_label()
         .map(|(pod, key)| LeaderLabel::start(client.clone(), pod, key));
-    let work_health = health.clone();
-    let work = move |stop: leader::StopSignal| {
+
+    // On the leader only (on every replica without leader election): the controller and the rest.
+    let work = leader_work(ctx, namespaces, alerts, leader_label, health.clone());
+    match config.leader_election(identity) {
+        Some(election) => {
+            leader::run(client, election, metrics, health, fence, shutdown, work).await?;
+        }
+        // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
+        None => leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?,
+    }
+    Ok(())
+}
+
+/// The work of one term of leadership, started afresh with each term's stop signal: the
+/// controller, the alerts registration and polling switch, and the leader label on the own Pod.
+fn leader_work(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    alerts: Option<Alerts>,
+    leader_label: Option<LeaderLabel>,
+    health: Arc<Health>,
+) -> impl FnMut(leader::StopSignal) -> BoxFuture<'static, Result<(), Infallible>> {
+    move |stop| {
         let ctx = ctx.clone();
         let namespaces = namespaces.clone();
-        let ready = work_health.clone();
-        let alive = work_health.clone();
+        let ready = health.clone();
+        let alive = health.clone();
         let stop = stop.shared();
         let registration = alerts
             .as_ref()
@@ -195,22 +173,43 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 None => controller.await,
             }
-            Ok::<(), std::convert::Infallible>(())
+            Ok(())
         }
-    };
-    if config.leader_election {
-        let mut election = LeaderElectionConfig::new(
-            config.leader_election_namespace.clone().unwrap_or_default(),
-            config.leader_election_lease_name.clone(),
-            identity,
-        );
-        election.lease_duration = config.leader_election_lease_duration;
-        election.renew_every = config.leader_election_renew_period;
-        election.standby_poll = config.leader_election_retry_period;
-        leader::run(client, election, metrics, health, fence, shutdown, work).await?;
-    } else {
-        // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
-        leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?;
+        .boxed()
     }
-    Ok(())
+}
+
+/// Says at start which default Leaf account the operator uses, or warns that it has none.
+fn log_default_account(default_account: &DefaultAccount) {
+    if default_account.current().is_none() {
+        tracing::warn!(
+            source = %default_account.describe(),
+            "no default Leaf account: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
+        );
+    } else {
+        tracing::info!(source = %default_account.describe(), "default Leaf account");
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
 }

@@ -1,9 +1,35 @@
-//! What the controller is built from: the namespaces it watches and the label selector of this
-//! shard.
+//! What the controller is built from: its [`Settings`] (the concurrency, the label selector of
+//! this shard, the in-doubt window, the schedules) and the namespaces it watches.
+
+use std::sync::Arc;
 
 use super::Config;
+use crate::controller::Settings;
+use crate::controller::backoff::Schedules;
+use crate::controller::polling::AlertsHealth;
+use crate::default_account::DefaultAccount;
+use crate::leader::Fence;
 
 impl Config {
+    /// The controller's settings. The parts other modules build, and share with the controller,
+    /// are handed in: the default Leaf account, the fence of leader election, the alerts health.
+    pub fn controller_settings(
+        &self,
+        default_account: DefaultAccount,
+        fence: Fence,
+        alerts_health: Option<Arc<AlertsHealth>>,
+    ) -> Settings {
+        Settings {
+            default_account,
+            fence,
+            in_doubt_window: self.leaf_timeout.saturating_add(self.leaf_in_doubt_margin),
+            schedules: Schedules::with_interval_override(self.test_refresh_interval),
+            concurrency: self.concurrency,
+            label_selector: self.label_selector(),
+            alerts_health,
+        }
+    }
+
     /// The label selector of the TrimbleConnection watch, if any.
     pub fn label_selector(&self) -> Option<String> {
         let selector = self.label_selector.trim();
@@ -26,6 +52,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::parse;
 
     #[test]
@@ -51,5 +79,32 @@ mod tests {
             Some("shard=a")
         );
         assert_eq!(parse(&["--label-selector", " "]).label_selector(), None);
+    }
+
+    #[test]
+    fn the_controller_settings_come_from_the_flags() {
+        let config = parse(&[
+            "--concurrency",
+            "3",
+            "--label-selector",
+            "shard=a",
+            "--leaf-timeout",
+            "20s",
+            "--leaf-in-doubt-margin",
+            "40s",
+        ]);
+        let settings = config.controller_settings(
+            crate::default_account::DefaultAccount::none(),
+            crate::leader::Fence::unelected(),
+            None,
+        );
+        assert_eq!(settings.concurrency, 3);
+        assert_eq!(settings.label_selector.as_deref(), Some("shard=a"));
+        assert_eq!(
+            settings.in_doubt_window,
+            Duration::from_secs(60),
+            "request timeout + margin"
+        );
+        assert!(settings.alerts_health.is_none());
     }
 }

@@ -1,10 +1,37 @@
-//! This replica's place in leader election: its identity, its own Pod, and the label the leader
-//! wears on that Pod.
+//! What leader election is built from, and this replica's place in it: the Lease settings and
+//! the fence, the replica's identity, its own Pod, and the label the leader wears on that Pod.
 
 use super::{Config, selector};
 use crate::alerts::polling_switch::OwnPod;
+use crate::leader::{Fence, LeaderElectionConfig};
 
 impl Config {
+    /// The Lease and its timing, when leader election is on (`identity`: see [`Config::identity`]).
+    pub fn leader_election(&self, identity: String) -> Option<LeaderElectionConfig> {
+        if !self.leader_election {
+            return None;
+        }
+        let mut election = LeaderElectionConfig::new(
+            self.leader_election_namespace.clone().unwrap_or_default(),
+            self.leader_election_lease_name.clone(),
+            identity,
+        );
+        election.lease_duration = self.leader_election_lease_duration;
+        election.renew_every = self.leader_election_renew_period;
+        election.standby_poll = self.leader_election_retry_period;
+        Some(election)
+    }
+
+    /// The fence every Leaf write passes: held only while leading when leader election is on,
+    /// always open without it.
+    pub fn fence(&self) -> Fence {
+        if self.leader_election {
+            Fence::elected()
+        } else {
+            Fence::unelected()
+        }
+    }
+
     /// This replica's identity: POD_NAME, else the host name.
     pub fn identity(&self) -> String {
         self.pod_name
@@ -42,6 +69,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::{ConfigError, parse};
 
     #[test]
@@ -100,6 +129,55 @@ mod tests {
             no_pod.validate(),
             Err(ConfigError::BadLeaderPodLabel(_))
         ));
+    }
+
+    #[test]
+    fn leader_election_takes_the_lease_settings_from_the_flags() {
+        let off = parse(&[]);
+        assert!(off.leader_election("op-1".to_string()).is_none());
+        assert!(
+            off.fence().holds(),
+            "without election, Leaf writes always pass"
+        );
+        let on = parse(&[
+            "--leader-election",
+            "--leader-election-namespace",
+            "ops",
+            "--leader-election-lease-name",
+            "leaf-operator-shard-a",
+            "--leader-election-lease-duration",
+            "30s",
+            "--leader-election-renew-period",
+            "10s",
+            "--leader-election-retry-period",
+            "3s",
+        ]);
+        assert!(!on.fence().holds(), "with election, not before leading");
+        let election = on
+            .leader_election("op-1".to_string())
+            .expect("leader election on");
+        assert_eq!(
+            (
+                election.namespace.as_str(),
+                election.lease_name.as_str(),
+                election.identity.as_str()
+            ),
+            ("ops", "leaf-operator-shard-a", "op-1")
+        );
+        assert_eq!(
+            (
+                election.lease_duration,
+                election.renew_every,
+                election.standby_poll,
+                election.stop_timeout
+            ),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(3),
+                Duration::from_secs(10)
+            )
+        );
     }
 
     #[test]

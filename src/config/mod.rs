@@ -9,9 +9,9 @@
 //! Layout: this file holds the flags (the clap [`Config`]), [`Config::validate`] (every check, in
 //! the order they are made) and a `Debug` that redacts the secrets. What each part of the operator
 //! is built from lives in a file of its own, as an `impl Config` returning that part's settings:
-//! - `leaf`: the default Leaf account;
-//! - `controller`: the namespaces and the label selector;
-//! - `leader`: this replica's identity, its Pod and leader label;
+//! - `leaf`: the Leaf client's settings and the default Leaf account;
+//! - `controller`: the controller's `Settings`, the namespaces and the label selector;
+//! - `leader`: leader election and the fence, this replica's identity, its Pod and leader label;
 //! - `alerts`: the alerts receiver, registration and health thresholds, and their checks;
 //! - `selector`: the syntax of label keys and label selectors.
 //!
