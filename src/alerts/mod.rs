@@ -14,8 +14,9 @@
 //!   `controller::polling`: the schedule reads it, this module reports to it, and
 //!   [`polling_switch`] announces and applies each switch (metric, Event on the Pod, re-pacing).
 //!
-//! Layering: this module sits above `controller` (it uses the index, hints, triggers and the
-//! polling health in the controller's `Context`); `controller` never imports it.
+//! Layering: this module sits above `controller` (it uses the index, hints and triggers in the
+//! controller's `Context`, and reports to the polling health the `Context` was built with);
+//! `controller` never imports it.
 
 pub mod dedupe;
 pub mod handler;

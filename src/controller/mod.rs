@@ -91,9 +91,9 @@ pub struct Settings {
 
 /// Everything a reconcile needs, shared by all of them.
 ///
-/// Every field is set by [`Context::new`] and none is written later from another module: what
-/// changes while the process runs (the stores, the synced flag, the indexes) changes through this
-/// module's own methods and [`run`].
+/// Every field is set by [`Context::new`] from its [`Settings`]; no other module assigns one
+/// later. What changes while the process runs changes inside its own type: the stores and the
+/// synced flag (written by [`run`]), the hints, the credential index and the triggers.
 pub struct Context {
     pub client: Client,
     pub leaf: LeafClient,
