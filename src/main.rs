@@ -1,20 +1,26 @@
-//! `leaf-operator`: parse the configuration, start logging, the HTTP endpoints and the controller
-//! (behind leader election when enabled), and stop gracefully on SIGTERM or Ctrl-C.
+//! `leaf-operator`: parse and validate the configuration, start logging, build the parts, and run
+//! them until SIGTERM or Ctrl-C: the HTTP endpoints and the alerts receiver on every replica, the
+//! controller (with the alerts registration and the leader label) where leader election says so.
+//!
+//! How each part is built from the flags is the business of `config`'s file for that part; this
+//! file only wires the parts together.
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use futures::FutureExt;
-use leaf_operator::alerts::Alerts;
+use futures::future::BoxFuture;
 use leaf_operator::alerts::routing::LeaderLabel;
+use leaf_operator::alerts::{Alerts, AlertsConfig};
 use leaf_operator::config::Config;
-use leaf_operator::controller::backoff::Schedules;
-use leaf_operator::controller::{self, Context, Settings};
+use leaf_operator::controller::{self, Context};
+use leaf_operator::default_account::DefaultAccount;
 use leaf_operator::http::{self, Health};
-use leaf_operator::leader::{self, Fence, LeaderElectionConfig};
-use leaf_operator::leaf::{LeafClient, LeafClientConfig};
+use leaf_operator::leader;
+use leaf_operator::leaf::LeafClient;
 use leaf_operator::metrics::Metrics;
 use leaf_operator::metrics::ready_gauge::ReadyGauge;
 use leaf_operator::telemetry;
@@ -33,6 +39,155 @@ async fn main() -> ExitCode {
             tracing::error!(%error, "leaf-operator stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // The parts, each built once from the configuration.
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let leaf = LeafClient::new(config.leaf_client(), metrics.clone())?;
+    let default_account = config.default_account();
+    log_default_account(&default_account);
+    if let Some(interval) = config.test_refresh_interval {
+        tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
+    }
+    let identity = config.identity();
+    let fence = config.fence();
+    // The alerts health exists before the Context, which holds it from the start; the receiver
+    // started below reports to the same one.
+    let alerts_config = config.alerts();
+    let alerts_health = alerts_config.as_ref().map(AlertsConfig::new_health);
+    let settings = config.controller_settings(
+        default_account.clone(),
+        fence.clone(),
+        alerts_health.clone(),
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        leaf,
+        metrics.clone(),
+        identity.clone(),
+        settings,
+    ));
+    let gauge_ctx = ctx.clone();
+    metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
+        gauge_ctx.all_objects()
+    })));
+
+    // On every replica: the HTTP endpoints, and the alerts receiver (a standby answers 503).
+    let shutdown = shutdown_signal().shared();
+    let health = Arc::new(Health::default());
+    health.mark_alive();
+    tokio::spawn(health.clone().heartbeat(Duration::from_secs(5)));
+    http::serve(
+        config.http_addr,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let alerts = match alerts_config.zip(alerts_health) {
+        Some((alerts_config, alerts_health)) => Some(
+            Alerts::start(
+                alerts_config,
+                alerts_health,
+                ctx.clone(),
+                default_account,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let namespaces: Vec<String> = config
+        .namespaces()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    tracing::info!(
+        leaf_api_url = %config.leaf_api_url,
+        namespaces = ?namespaces,
+        concurrency = config.concurrency,
+        identity = %identity,
+        label_selector = %config.label_selector,
+        alerts = alerts.is_some(),
+        "starting leaf-operator"
+    );
+    // The leader labels its own Pod for the alerts Service (cleared at once: a previous
+    // container of this Pod may have died leading).
+    let leader_label = config
+        .leader_pod_label()
+        .map(|(pod, key)| LeaderLabel::start(client.clone(), pod, key));
+
+    // On the leader only (on every replica without leader election): the controller and the rest.
+    let work = leader_work(ctx, namespaces, alerts, leader_label, health.clone());
+    match config.leader_election(identity) {
+        Some(election) => {
+            leader::run(client, election, metrics, health, fence, shutdown, work).await?;
+        }
+        // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
+        None => leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?,
+    }
+    Ok(())
+}
+
+/// The work of one term of leadership, started afresh with each term's stop signal: the
+/// controller, the alerts registration and polling switch, and the leader label on the own Pod.
+fn leader_work(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    alerts: Option<Alerts>,
+    leader_label: Option<LeaderLabel>,
+    health: Arc<Health>,
+) -> impl FnMut(leader::StopSignal) -> BoxFuture<'static, Result<(), Infallible>> {
+    move |stop| {
+        let ctx = ctx.clone();
+        let namespaces = namespaces.clone();
+        let ready = health.clone();
+        let alive = health.clone();
+        let stop = stop.shared();
+        let registration = alerts
+            .as_ref()
+            .map(|alerts| alerts.leader_work(stop.clone()).boxed());
+        // Off again when this term's work ends or is aborted (leadership lost).
+        let term = leader_label.as_ref().map(LeaderLabel::lead);
+        let label_ready = term.as_ref().map(|term| term.ready_handle());
+        async move {
+            let _term = term;
+            let controller = controller::run(
+                ctx,
+                namespaces,
+                stop,
+                move || {
+                    ready.set_ready(true);
+                    if let Some(label_ready) = label_ready {
+                        label_ready();
+                    }
+                },
+                move || alive.mark_alive(),
+            );
+            match registration {
+                Some(registration) => {
+                    futures::join!(controller, registration);
+                }
+                None => controller.await,
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Says at start which default Leaf account the operator uses, or warns that it has none.
+fn log_default_account(default_account: &DefaultAccount) {
+    if default_account.current().is_none() {
+        tracing::warn!(
+            source = %default_account.describe(),
+            "no default Leaf account: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
+        );
+    } else {
+        tracing::info!(source = %default_account.describe(), "default Leaf account");
     }
 }
 
@@ -57,156 +212,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
-}
-
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let client = kube::Client::try_default().await?;
-    let metrics = Arc::new(Metrics::new());
-    let leaf = LeafClient::new(
-        LeafClientConfig {
-            origin: config.leaf_api_url.clone(),
-            connect_timeout: Duration::from_secs(10).min(config.leaf_timeout),
-            request_timeout: config.leaf_timeout,
-            requests_per_second: config.leaf_requests_per_second,
-            burst: config.leaf_burst,
-        },
-        metrics.clone(),
-    )?;
-    let default_account = config.default_account();
-    if default_account.current().is_none() {
-        tracing::warn!(
-            source = %default_account.describe(),
-            "no default Leaf account: TrimbleConnections without leafAuthSecretRef report LeafAuthFailed"
-        );
-    } else {
-        tracing::info!(source = %default_account.describe(), "default Leaf account");
-    }
-    if let Some(interval) = config.test_refresh_interval {
-        tracing::warn!(?interval, "TEST ONLY: every refreshInterval is replaced");
-    }
-    let identity = config.identity();
-    let fence = if config.leader_election {
-        Fence::elected()
-    } else {
-        Fence::unelected()
-    };
-    let mut ctx = Context::new(
-        client.clone(),
-        leaf,
-        metrics.clone(),
-        identity.clone(),
-        Settings {
-            default_account: default_account.clone(),
-            fence: fence.clone(),
-            windows: controller::decide::Windows::new(
-                config.leaf_timeout,
-                config.leaf_in_doubt_margin,
-            ),
-            schedules: Schedules::with_interval_override(config.test_refresh_interval),
-        },
-    );
-    ctx.label_selector = config.label_selector();
-    let ctx = Arc::new(ctx);
-    let gauge_ctx = ctx.clone();
-    metrics.register_collector(Box::new(ReadyGauge::from_fn(move || {
-        gauge_ctx.all_objects()
-    })));
-
-    let shutdown = shutdown_signal().shared();
-    let health = Arc::new(Health::default());
-    health.mark_alive();
-    tokio::spawn(health.clone().heartbeat(Duration::from_secs(5)));
-    http::serve(
-        config.http_addr,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    // The receiver runs on every replica (a standby answers 503); registration only on the leader.
-    let alerts = match config.alerts() {
-        Some(alerts_config) => Some(Arc::new(
-            Alerts::start(
-                alerts_config,
-                ctx.clone(),
-                default_account,
-                shutdown.clone(),
-            )
-            .await?,
-        )),
-        None => None,
-    };
-
-    let namespaces: Vec<String> = config
-        .namespaces()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    tracing::info!(
-        leaf_api_url = %config.leaf_api_url,
-        namespaces = ?namespaces,
-        concurrency = config.concurrency,
-        identity = %identity,
-        label_selector = %config.label_selector,
-        alerts = alerts.is_some(),
-        "starting leaf-operator"
-    );
-    // The leader labels its own Pod for the alerts Service (cleared at once: a previous
-    // container of this Pod may have died leading).
-    let leader_label = config
-        .leader_pod_label()
-        .map(|(pod, key)| LeaderLabel::start(client.clone(), pod, key));
-    let concurrency = config.concurrency;
-    let work_health = health.clone();
-    let work = move |stop: leader::StopSignal| {
-        let ctx = ctx.clone();
-        let namespaces = namespaces.clone();
-        let ready = work_health.clone();
-        let alive = work_health.clone();
-        let stop = stop.shared();
-        let registration = alerts
-            .as_ref()
-            .map(|alerts| alerts.leader_work(stop.clone()).boxed());
-        // Off again when this term's work ends or is aborted (leadership lost).
-        let term = leader_label.as_ref().map(LeaderLabel::lead);
-        let label_ready = term.as_ref().map(|term| term.ready_handle());
-        async move {
-            let _term = term;
-            let controller = controller::run(
-                ctx,
-                namespaces,
-                concurrency,
-                stop,
-                move || {
-                    ready.set_ready(true);
-                    if let Some(label_ready) = label_ready {
-                        label_ready();
-                    }
-                },
-                move || alive.mark_alive(),
-            );
-            match registration {
-                Some(registration) => {
-                    futures::join!(controller, registration);
-                }
-                None => controller.await,
-            }
-            Ok::<(), std::convert::Infallible>(())
-        }
-    };
-    if config.leader_election {
-        let mut election = LeaderElectionConfig::new(
-            config.leader_election_namespace.clone().unwrap_or_default(),
-            config.leader_election_lease_name.clone(),
-            identity,
-        );
-        election.lease_duration = config.leader_election_lease_duration;
-        election.renew_every = config.leader_election_renew_period;
-        election.standby_poll = config.leader_election_retry_period;
-        leader::run(client, election, metrics, health, fence, shutdown, work).await?;
-    } else {
-        // Bounded like the leader path, so SIGTERM always ends the process within its grace period.
-        leader::run_unelected(metrics, shutdown, Duration::from_secs(10), work).await?;
-    }
-    Ok(())
 }

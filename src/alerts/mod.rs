@@ -14,8 +14,9 @@
 //!   `controller::polling`: the schedule reads it, this module reports to it, and
 //!   [`polling_switch`] announces and applies each switch (metric, Event on the Pod, re-pacing).
 //!
-//! Layering: this module sits above `controller` (it uses the index, hints, triggers and the
-//! polling health in the controller's `Context`); `controller` never imports it.
+//! Layering: this module sits above `controller` (it uses the index, hints and triggers in the
+//! controller's `Context`, and reports to the polling health the `Context` was built with);
+//! `controller` never imports it.
 
 pub mod dedupe;
 pub mod handler;
@@ -54,6 +55,22 @@ pub struct AlertsConfig {
     pub pod: Option<OwnPod>,
 }
 
+impl AlertsConfig {
+    /// The alerts health these settings start with: `Pending` until the first registration check
+    /// when the operator registers the webhook, else `SecretOnly` (someone else registered it).
+    ///
+    /// Made before the controller's `Context`, which holds it from the start (the schedule reads
+    /// it), and then handed to [`Alerts::start`], which reports to it.
+    pub fn new_health(&self) -> Arc<AlertsHealth> {
+        let initial = if self.registration.is_some() {
+            Registration::Pending
+        } else {
+            Registration::SecretOnly
+        };
+        Arc::new(AlertsHealth::new(self.health, initial))
+    }
+}
+
 /// A running receiver, and the registration loop to run while this replica leads.
 pub struct Alerts {
     pub addr: SocketAddr,
@@ -66,8 +83,12 @@ pub struct Alerts {
 impl Alerts {
     /// Starts watching the signing secret and serving the receiver (on every replica: a standby
     /// answers 503, so Leaf retries until the leader gets it).
+    ///
+    /// `health` is the one `ctx` holds (from [`AlertsConfig::new_health`]): the receiver and the
+    /// registration loop report to it, the schedule reads it.
     pub async fn start(
         config: AlertsConfig,
+        health: Arc<AlertsHealth>,
         ctx: Arc<Context>,
         account: DefaultAccount,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -78,14 +99,7 @@ impl Alerts {
             config.secret.clone(),
             keys.clone(),
         ));
-        let initial = if config.registration.is_some() {
-            Registration::Pending
-        } else {
-            Registration::SecretOnly
-        };
-        let health = Arc::new(AlertsHealth::new(config.health, initial));
-        // The schedule reads it from here on (set once per process).
-        let _ = ctx.alerts_health.set(health.clone());
+        let initial = health.registration();
         let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
         ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
         let handler = Arc::new(AlertHandler::new(ctx.clone()));

@@ -78,9 +78,22 @@ pub struct Settings {
     pub windows: decide::Windows,
     /// The per-object schedules (see [`backoff::Schedules::with_interval_override`] for tests).
     pub schedules: backoff::Schedules,
+    /// How many reconciles may run at once (`--concurrency`), in each controller and in the
+    /// whole process.
+    pub concurrency: u16,
+    /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
+    pub label_selector: Option<String>,
+    /// Whether Leaf's alerts are healthy, when the alerts receiver is configured (None: alerts
+    /// are off and every resource is checked at its own interval). The alerts module reports to
+    /// the same value; the schedule only reads it.
+    pub alerts_health: Option<Arc<polling::AlertsHealth>>,
 }
 
 /// Everything a reconcile needs, shared by all of them.
+///
+/// Every field is set by [`Context::new`] from its [`Settings`]; no other module assigns one
+/// later. What changes while the process runs changes inside its own type: the stores and the
+/// synced flag (written by [`run`]), the hints, the credential index and the triggers.
 pub struct Context {
     pub client: Client,
     pub leaf: LeafClient,
@@ -98,9 +111,12 @@ pub struct Context {
     /// Every store has synced since the controllers started: until then another resource for the
     /// same Leaf user may be invisible, and no Leaf write is made.
     synced: AtomicBool,
+    /// Each controller's bound on reconciles in flight, and the size of `permits`.
+    concurrency: u16,
     /// Process-wide bound on reconciles in flight (each controller is bounded too, but with one
     /// controller per namespace only this makes `--concurrency` a bound for the whole process).
-    pub permits: std::sync::OnceLock<tokio::sync::Semaphore>,
+    /// Created with the Context, so it outlives every leadership term's controllers.
+    permits: tokio::sync::Semaphore,
     /// Objects an alert asked to look at now: a taken hint bypasses the schedule once.
     pub hints: hints::Hints,
     /// `status.credentialId` -> object, for the alerts receiver.
@@ -108,10 +124,10 @@ pub struct Context {
     /// Reconcile-now requests into the running controllers (`reconcile_on`).
     pub triggers: trigger::Triggers,
     /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
-    pub label_selector: Option<String>,
-    /// Whether Leaf's alerts are healthy (set once when the alerts receiver starts): while they
-    /// are, periodic checks are only a backstop.
-    pub alerts_health: std::sync::OnceLock<Arc<polling::AlertsHealth>>,
+    label_selector: Option<String>,
+    /// Whether Leaf's alerts are healthy (None: no receiver): while they are, periodic checks are
+    /// only a backstop. Read through [`Context::polling`].
+    alerts_health: Option<Arc<polling::AlertsHealth>>,
 }
 
 impl Context {
@@ -133,12 +149,14 @@ impl Context {
             windows: settings.windows,
             stores: RwLock::new(Vec::new()),
             synced: AtomicBool::new(false),
-            permits: std::sync::OnceLock::new(),
+            concurrency: settings.concurrency,
+            // A semaphore of 0 permits would block every reconcile; validation refuses 0 anyway.
+            permits: tokio::sync::Semaphore::new(usize::from(settings.concurrency.max(1))),
             hints: hints::Hints::default(),
             credentials: credential_index::CredentialIndex::default(),
             triggers: trigger::Triggers::default(),
-            label_selector: None,
-            alerts_health: std::sync::OnceLock::new(),
+            label_selector: settings.label_selector,
+            alerts_health: settings.alerts_health,
         }
     }
 
@@ -158,7 +176,7 @@ impl Context {
     /// How periodic checks are paced now: each resource's interval, or the alerts backstop.
     pub fn polling(&self) -> polling::Polling {
         self.alerts_health
-            .get()
+            .as_ref()
             .map_or(polling::Polling::Normal, |health| {
                 health.polling(std::time::Instant::now())
             })
@@ -215,12 +233,13 @@ pub fn slim_for_store(tc: &mut TrimbleConnection) {
 
 /// Runs the controllers until `stop` resolves (graceful: reconciles in flight finish).
 ///
-/// `namespaces` empty means all namespaces. `on_ready` is called once every store has synced,
-/// and `on_progress` after every reconcile (a liveness heartbeat).
+/// `namespaces` empty means all namespaces, else one controller per namespace; each reconciles at
+/// most the Context's concurrency at once, and all of them together too (its permits). `on_ready`
+/// is called once every store has synced, and `on_progress` after every reconcile (a liveness
+/// heartbeat).
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: Vec<String>,
-    concurrency: u16,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
     on_ready: impl FnOnce() + Send + 'static,
     on_progress: impl Fn() + Send + Sync + 'static,
@@ -230,8 +249,6 @@ pub async fn run(
     } else {
         namespaces.into_iter().map(Some).collect()
     };
-    ctx.permits
-        .get_or_init(|| tokio::sync::Semaphore::new(usize::from(concurrency.max(1))));
     let stop = stop.shared();
     let on_progress = Arc::new(on_progress);
     let mut stores = Vec::new();
@@ -279,7 +296,7 @@ pub async fn run(
                 secret_events,
                 store.clone(),
             ))
-            .with_config(controller::Config::default().concurrency(concurrency))
+            .with_config(controller::Config::default().concurrency(ctx.concurrency))
             .graceful_shutdown_on(stop.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(move |result| {

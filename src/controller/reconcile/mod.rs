@@ -68,10 +68,7 @@ type Reconciled = (Action, Option<Reason>);
 /// span.
 pub async fn reconcile(tc: Arc<TrimbleConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Held for the whole reconcile; the semaphore is never closed, so acquiring cannot fail.
-    let _permit = match ctx.permits.get() {
-        Some(permits) => permits.acquire().await.ok(),
-        None => None,
-    };
+    let _permit = ctx.permits.acquire().await.ok();
     let started = std::time::Instant::now();
     let namespace = tc.namespace().unwrap_or_default();
     let name = tc.name_any();

@@ -5,6 +5,28 @@
 //! by `--help` (their environment values are hidden). The default Leaf account is best given as a
 //! directory (`--leaf-account-dir`, a mounted Secret) because it is re-read when it changes; the
 //! environment variables remain as a fallback that only a restart can change.
+//!
+//! Layout: this file holds the flags (the clap [`Config`]), [`Config::validate`] (every check, in
+//! the order they are made) and a `Debug` that redacts the secrets. What each part of the operator
+//! is built from lives in a file of its own, as an `impl Config` returning that part's settings:
+//! - `leaf`: the Leaf client's settings and the default Leaf account;
+//! - `controller`: the controller's `Settings`, the namespaces and the label selector;
+//! - `leader`: leader election and the fence, this replica's identity, its Pod and leader label;
+//! - `alerts`: the alerts receiver, registration and health thresholds, and their checks;
+//! - `selector`: the syntax of label keys and label selectors.
+//!
+//! Why the builders live here and not in the modules they build for: they read flags, and the
+//! checks here need those modules' types (a Secret location, a Leaf account, an own Pod). A
+//! `from_config` in `leaf`, `leader` or `alerts` would make each of them import `config` while
+//! `config` imports them, a cycle in a crate that has none, and would tie the Leaf seam to the
+//! command line. So the subsystems know nothing of flags, `config` sits just below `main`, and each
+//! subsystem's file here is the one place that says how its flags become its settings.
+
+mod alerts;
+mod controller;
+mod leader;
+mod leaf;
+mod selector;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +34,6 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
-
-use crate::default_account::DefaultAccount;
-use crate::leaf::LeafAccount;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -403,7 +422,7 @@ impl Config {
         if renew.is_zero() || self.leader_election_retry_period.is_zero() || renew >= lease {
             return Err(ConfigError::BadLeaderElectionPeriods);
         }
-        if let Err(problem) = validate_label_selector(&self.label_selector) {
+        if let Err(problem) = selector::validate(&self.label_selector) {
             return Err(ConfigError::BadLabelSelector {
                 selector: self.label_selector.clone(),
                 problem,
@@ -411,300 +430,6 @@ impl Config {
         }
         self.validate_alerts()
     }
-
-    fn validate_alerts(&self) -> Result<(), ConfigError> {
-        for (value, name) in [
-            (
-                self.alerts_check_interval,
-                "--alerts-check-interval (LEAF_ALERTS_CHECK_INTERVAL)",
-            ),
-            (
-                self.alerts_backstop_interval,
-                "--alerts-backstop-interval (LEAF_ALERTS_BACKSTOP_INTERVAL)",
-            ),
-            (
-                self.alerts_quiet_limit,
-                "--alerts-quiet-limit (LEAF_ALERTS_QUIET_LIMIT)",
-            ),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::ZeroDuration(name));
-            }
-        }
-        match (&self.alerts_addr, &self.alerts_secret_name) {
-            (Some(_), None) => return Err(ConfigError::ReceiverWithoutSecret),
-            (None, Some(_)) => return Err(ConfigError::SecretWithoutReceiver),
-            _ => {}
-        }
-        if self.alerts_secret_name.is_some() {
-            self.alerts_secret_location()?;
-        }
-        if self.alerts_register {
-            if self.alerts_addr.is_none() {
-                return Err(ConfigError::RegisterNeeds(
-                    "the receiver (--alerts-addr and --alerts-secret-name)",
-                ));
-            }
-            if self.leaf_account_dir.is_none() && self.fixed_account().is_none() {
-                return Err(ConfigError::RegisterNeeds(
-                    "a default Leaf account (--leaf-account-dir, --leaf-username/--leaf-password or --leaf-token)",
-                ));
-            }
-            let Some(url) = self.alerts_webhook_url.as_deref() else {
-                return Err(ConfigError::RegisterNeeds("--alerts-webhook-url"));
-            };
-            validate_origin(url).map_err(|error| match error {
-                ConfigError::BadUrl { url, problem } => ConfigError::BadWebhookUrl { url, problem },
-                other => other,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Where the alerts signing secret lives, when a receiver is configured.
-    pub fn alerts_secret_location(
-        &self,
-    ) -> Result<Option<crate::alerts::signing_secret::SecretLocation>, ConfigError> {
-        let Some(reference) = self.alerts_secret_name.as_deref() else {
-            return Ok(None);
-        };
-        let bad = || ConfigError::BadAlertsSecretName(reference.to_string());
-        let (namespace, name) = match reference.split_once('/') {
-            Some((namespace, name)) => (namespace.to_string(), name.to_string()),
-            None => (
-                self.leader_election_namespace
-                    .clone()
-                    .filter(|ns| !ns.is_empty())
-                    .ok_or(ConfigError::AlertsSecretWithoutNamespace)?,
-                reference.to_string(),
-            ),
-        };
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        };
-        if !valid(&namespace) || !valid(&name) || self.alerts_secret_key.is_empty() {
-            return Err(bad());
-        }
-        Ok(Some(crate::alerts::signing_secret::SecretLocation {
-            namespace,
-            name,
-            key: self.alerts_secret_key.clone(),
-        }))
-    }
-
-    /// The alerts settings, when a receiver is configured (call after [`Config::validate`]).
-    pub fn alerts(&self) -> Option<crate::alerts::AlertsConfig> {
-        let addr = self.alerts_addr?;
-        let secret = self.alerts_secret_location().ok()??;
-        let registration =
-            self.alerts_register
-                .then(|| crate::alerts::registration::RegistrationConfig {
-                    name: self
-                        .alerts_webhook_name
-                        .clone()
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| self.leader_election_lease_name.clone()),
-                    url: self.alerts_webhook_url.clone().unwrap_or_default(),
-                    check_interval: self.alerts_check_interval,
-                });
-        Some(crate::alerts::AlertsConfig {
-            addr,
-            secret,
-            registration,
-            health: crate::controller::polling::HealthConfig {
-                backstop_interval: self.alerts_backstop_interval,
-                quiet_limit: self.alerts_quiet_limit,
-            },
-            pod: self.own_pod(),
-        })
-    }
-
-    /// The Pod to label and the label key, when `--leader-pod-label` is set and usable.
-    pub fn leader_pod_label(&self) -> Option<(crate::alerts::polling_switch::OwnPod, String)> {
-        let key = self.leader_pod_label.trim();
-        let (prefix, name) = match key.split_once('/') {
-            Some((prefix, name)) => (Some(prefix), name),
-            None => (None, key),
-        };
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        let prefix_ok = prefix.is_none_or(|p| {
-            !p.is_empty()
-                && p.len() <= 253
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
-        });
-        if !(name_ok && prefix_ok) {
-            return None;
-        }
-        Some((self.own_pod()?, key.to_string()))
-    }
-
-    /// The operator's own Pod, when POD_NAME and POD_NAMESPACE say which (as in the chart).
-    pub fn own_pod(&self) -> Option<crate::alerts::polling_switch::OwnPod> {
-        let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
-        Some(crate::alerts::polling_switch::OwnPod {
-            name: non_empty(&self.pod_name)?,
-            namespace: non_empty(&self.leader_election_namespace)?,
-            uid: non_empty(&self.pod_uid),
-        })
-    }
-
-    /// The label selector of the TrimbleConnection watch, if any.
-    pub fn label_selector(&self) -> Option<String> {
-        let selector = self.label_selector.trim();
-        (!selector.is_empty()).then(|| selector.to_string())
-    }
-
-    /// The namespaces to watch; empty means all.
-    pub fn namespaces(&self) -> Vec<&str> {
-        let mut namespaces: Vec<&str> = self
-            .watch_namespaces
-            .iter()
-            .map(|ns| ns.trim())
-            .filter(|ns| !ns.is_empty())
-            .collect();
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        namespaces
-    }
-
-    /// The operator-wide Leaf account: the directory when one is given, else the fixed values.
-    pub fn default_account(&self) -> DefaultAccount {
-        DefaultAccount::from_sources(self.leaf_account_dir.as_deref(), self.fixed_account())
-    }
-
-    /// The default account from flags or environment variables, if given.
-    fn fixed_account(&self) -> Option<LeafAccount> {
-        if let Some(token) = &self.leaf_token {
-            return Some(LeafAccount::Token(token.clone()));
-        }
-        match (&self.leaf_username, &self.leaf_password) {
-            (Some(username), Some(password)) => Some(LeafAccount::Password {
-                username: username.clone(),
-                password: password.clone(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// This replica's identity: POD_NAME, else the host name.
-    pub fn identity(&self) -> String {
-        self.pod_name
-            .clone()
-            .filter(|name| !name.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-            })
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "leaf-operator".to_string())
-    }
-}
-
-/// A syntax check of a Kubernetes label selector (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
-/// `k in (a,b)`, `k notin (a,b)`, comma-separated), so that a typo stops the process at start
-/// instead of making the shard silently watch nothing.
-fn validate_label_selector(selector: &str) -> Result<(), String> {
-    let selector = selector.trim();
-    if selector.is_empty() {
-        return Ok(());
-    }
-    let key_ok = |key: &str| {
-        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        let prefix_ok = prefix.len() <= 253
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
-            && (prefix.is_empty() || key.contains('/'));
-        name_ok && prefix_ok && !(key.contains('/') && prefix.is_empty())
-    };
-    let value_ok = |value: &str| {
-        value.is_empty()
-            || (value.len() <= 63
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
-    };
-    // Split on commas outside parentheses.
-    let mut terms = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    for (i, c) in selector.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                terms.push(&selector[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        if !(0..=1).contains(&depth) {
-            return Err("unbalanced parentheses".to_string());
-        }
-    }
-    if depth != 0 {
-        return Err("unbalanced parentheses".to_string());
-    }
-    terms.push(&selector[start..]);
-    for term in terms {
-        let term = term.trim();
-        if term.is_empty() {
-            return Err("an empty term (two commas, or a trailing comma)".to_string());
-        }
-        let words: Vec<&str> = term.splitn(2, char::is_whitespace).collect();
-        if words.len() == 2
-            && (words[1].trim_start().starts_with("in ")
-                || words[1].trim_start().starts_with("in(")
-                || words[1].trim_start().starts_with("notin"))
-        {
-            let rest = words[1].trim_start();
-            let list = rest
-                .strip_prefix("notin")
-                .or_else(|| rest.strip_prefix("in"))
-                .unwrap_or(rest)
-                .trim();
-            let Some(inner) = list.strip_prefix('(').and_then(|l| l.strip_suffix(')')) else {
-                return Err(format!("{term:?}: `in`/`notin` need a (list)"));
-            };
-            if !key_ok(words[0]) || !inner.split(',').all(|v| value_ok(v.trim())) {
-                return Err(format!("{term:?} is not valid"));
-            }
-            continue;
-        }
-        let (key, value) = if let Some((k, v)) = term.split_once("!=") {
-            (k, Some(v))
-        } else if let Some((k, v)) = term.split_once("==") {
-            (k, Some(v))
-        } else if let Some((k, v)) = term.split_once('=') {
-            (k, Some(v))
-        } else {
-            (term.strip_prefix('!').unwrap_or(term), None)
-        };
-        if !key_ok(key.trim()) || !value.is_none_or(|v| value_ok(v.trim())) {
-            return Err(format!("{term:?} is not valid"));
-        }
-    }
-    Ok(())
 }
 
 fn validate_origin(url: &str) -> Result<(), ConfigError> {
@@ -730,15 +455,17 @@ fn validate_origin(url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The configuration these arguments give (for the tests of every file of this module).
+#[cfg(test)]
+fn parse(args: &[&str]) -> Config {
+    let mut all = vec!["leaf-operator"];
+    all.extend_from_slice(args);
+    Config::try_parse_from(all).expect("arguments parse")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(args: &[&str]) -> Config {
-        let mut all = vec!["leaf-operator"];
-        all.extend_from_slice(args);
-        Config::try_parse_from(all).expect("arguments parse")
-    }
 
     #[test]
     fn defaults_are_valid_and_watch_all_namespaces() {
@@ -749,25 +476,6 @@ mod tests {
         assert_eq!(config.leaf_timeout, Duration::from_secs(30));
         assert!(config.default_account().current().is_none());
         assert_eq!(config.http_addr.to_string(), "[::]:8080");
-    }
-
-    #[test]
-    fn token_and_username_together_are_refused() {
-        let config = parse(&[
-            "--leaf-token",
-            "t",
-            "--leaf-username",
-            "u",
-            "--leaf-password",
-            "p",
-        ]);
-        assert_eq!(config.validate(), Err(ConfigError::TokenAndUsername));
-    }
-
-    #[test]
-    fn username_without_password_is_refused() {
-        let config = parse(&["--leaf-username", "u"]);
-        assert_eq!(config.validate(), Err(ConfigError::UsernameWithoutPassword));
     }
 
     #[test]
@@ -796,210 +504,6 @@ mod tests {
             let error = parse(&args).validate().expect_err("invalid").to_string();
             assert!(error.contains(expected), "{args:?}: {error}");
         }
-    }
-
-    #[test]
-    fn namespaces_are_split_trimmed_and_deduplicated() {
-        let config = parse(&["--watch-namespaces", "b, a,,b"]);
-        assert_eq!(config.namespaces(), vec!["a", "b"]);
-    }
-
-    #[test]
-    fn label_selectors_are_checked() {
-        for good in [
-            "",
-            "shard=a",
-            "shard==a,team!=x",
-            "example.com/shard=a",
-            "shard in (a, b),!legacy",
-            "env notin (dev)",
-            "managed",
-        ] {
-            assert_eq!(validate_label_selector(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "shard=a,",
-            "=a",
-            "shard=a b",
-            "shard in a",
-            "x in (a",
-            "sh@rd=a",
-            "/x=a",
-        ] {
-            assert!(validate_label_selector(bad).is_err(), "{bad}");
-        }
-        let config = parse(&["--label-selector", "shard=a,"]);
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("LABEL_SELECTOR")
-        );
-        assert_eq!(
-            parse(&["--label-selector", " shard=a "])
-                .label_selector()
-                .as_deref(),
-            Some("shard=a")
-        );
-    }
-
-    #[test]
-    fn the_own_pod_needs_its_name_and_namespace() {
-        let pod = parse(&[
-            "--pod-name",
-            "op-1",
-            "--leader-election-namespace",
-            "ops",
-            "--pod-uid",
-            "u-1",
-        ])
-        .own_pod()
-        .expect("a pod");
-        assert_eq!(
-            (
-                pod.name.as_str(),
-                pod.namespace.as_str(),
-                pod.uid.as_deref()
-            ),
-            ("op-1", "ops", Some("u-1"))
-        );
-        let no_namespace = parse(&["--pod-name", "op-1", "--leader-election-namespace", ""]);
-        assert_eq!(no_namespace.own_pod(), None);
-    }
-
-    #[test]
-    fn the_leader_pod_label_needs_a_pod_and_a_label_key() {
-        let pod = ["--pod-name", "op-1", "--leader-election-namespace", "ops"];
-        let with = |label: &str| {
-            let mut args = pod.to_vec();
-            args.extend(["--leader-pod-label", label]);
-            parse(&args)
-        };
-        assert_eq!(with("withleaf.io/leader").validate(), Ok(()));
-        assert_eq!(
-            with("withleaf.io/leader")
-                .leader_pod_label()
-                .map(|(p, k)| (p.name, k)),
-            Some(("op-1".to_string(), "withleaf.io/leader".to_string()))
-        );
-        assert_eq!(with("").leader_pod_label(), None, "off");
-        for bad in ["a b", "/leader", "Ex.ample/x", "leader-"] {
-            assert!(
-                matches!(with(bad).validate(), Err(ConfigError::BadLeaderPodLabel(_))),
-                "{bad}"
-            );
-        }
-        let no_pod = parse(&[
-            "--leader-pod-label",
-            "leader",
-            "--leader-election-namespace",
-            "",
-        ]);
-        assert!(matches!(
-            no_pod.validate(),
-            Err(ConfigError::BadLeaderPodLabel(_))
-        ));
-    }
-
-    #[test]
-    fn alerts_settings_are_checked_and_default_to_off() {
-        assert!(parse(&[]).alerts().is_none());
-        for (args, expected) in [
-            (
-                vec!["--alerts-addr", "127.0.0.1:9000"],
-                "--alerts-secret-name",
-            ),
-            (vec!["--alerts-secret-name", "ns/s"], "no receiver"),
-            (
-                vec![
-                    "--alerts-addr",
-                    "127.0.0.1:9000",
-                    "--alerts-secret-name",
-                    "s",
-                ],
-                "POD_NAMESPACE",
-            ),
-            (
-                vec![
-                    "--alerts-addr",
-                    "127.0.0.1:9000",
-                    "--alerts-secret-name",
-                    "ns/S_x",
-                ],
-                "namespace/name",
-            ),
-            (
-                vec![
-                    "--alerts-addr",
-                    "127.0.0.1:9000",
-                    "--alerts-secret-name",
-                    "ns/s",
-                    "--alerts-register",
-                ],
-                "default Leaf account",
-            ),
-            (
-                vec![
-                    "--alerts-addr",
-                    "127.0.0.1:9000",
-                    "--alerts-secret-name",
-                    "ns/s",
-                    "--alerts-register",
-                    "--leaf-token",
-                    "t",
-                ],
-                "--alerts-webhook-url",
-            ),
-            (
-                vec![
-                    "--alerts-addr",
-                    "127.0.0.1:9000",
-                    "--alerts-secret-name",
-                    "ns/s",
-                    "--alerts-register",
-                    "--leaf-token",
-                    "t",
-                    "--alerts-webhook-url",
-                    "ftp://x",
-                ],
-                "scheme",
-            ),
-            (vec!["--alerts-register"], "receiver"),
-            (vec!["--alerts-quiet-limit", "0s"], "above 0"),
-        ] {
-            let error = parse(&args).validate().expect_err("invalid").to_string();
-            assert!(error.contains(expected), "{args:?}: {error}");
-        }
-        let config = parse(&[
-            "--alerts-addr",
-            "127.0.0.1:9000",
-            "--alerts-secret-name",
-            "hooks",
-            "--leader-election-namespace",
-            "ops",
-            "--alerts-register",
-            "--leaf-token",
-            "t",
-            "--alerts-webhook-url",
-            "https://hooks.example.com/alerts",
-            "--leader-election-lease-name",
-            "leaf-operator-shard-a",
-        ]);
-        assert_eq!(config.validate(), Ok(()));
-        let alerts = config.alerts().expect("alerts on");
-        assert_eq!(alerts.secret.namespace, "ops");
-        assert_eq!(alerts.secret.name, "hooks");
-        assert_eq!(alerts.secret.key, "secret");
-        let registration = alerts.registration.expect("registering");
-        assert_eq!(
-            registration.name, "leaf-operator-shard-a",
-            "the Lease name by default"
-        );
-        assert_eq!(
-            alerts.health.backstop_interval,
-            Duration::from_secs(24 * 3600)
-        );
     }
 
     #[test]
