@@ -2,7 +2,9 @@
 //! backstop (issue 12).
 //!
 //! - [`receiver`]: `POST /alerts` on its own port; verifies [`signature`] before [`payload`]
-//!   parses anything; 401 / 413 / 400 / 503 for what it refuses.
+//!   parses anything; 401 / 413 / 408 / 400 / 503 for what it refuses. [`connections`] serves it
+//!   within bounds (header and body read timeouts, one request per connection, a connection
+//!   limit).
 //! - [`handler`]: maps a credential id to its TrimbleConnection through the controller's
 //!   `CredentialIndex`, [`dedupe`]s retries, and triggers a reconcile at once (a hint: the
 //!   reconcile GETs the credential from Leaf, the truth).
@@ -17,8 +19,10 @@
 //! Layering: this module sits above `controller` (it uses the index, hints, triggers and the
 //! polling health in the controller's `Context`); `controller` never imports it.
 
+pub mod connections;
 pub mod dedupe;
 pub mod handler;
+mod log_gate;
 pub mod payload;
 pub mod polling_switch;
 pub mod receiver;
@@ -50,6 +54,8 @@ pub struct AlertsConfig {
     /// Set when the operator registers the webhook itself (`--alerts-register`).
     pub registration: Option<RegistrationConfig>,
     pub health: HealthConfig,
+    /// Connections the receiver serves at once (`--alerts-max-connections`).
+    pub max_connections: usize,
     /// The operator's own Pod, for the Events announcing a polling switch (None: no Events).
     pub pod: Option<OwnPod>,
 }
@@ -95,7 +101,7 @@ impl Alerts {
             health.clone(),
             ctx.metrics.clone(),
         ));
-        let addr = receiver::serve(config.addr, receiver, shutdown).await?;
+        let addr = receiver::serve(config.addr, receiver, config.max_connections, shutdown).await?;
         let registrar = config.registration.map(|registration| Registrar {
             config: registration,
             leaf: ctx.leaf.clone(),

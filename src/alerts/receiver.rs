@@ -2,9 +2,13 @@
 //!
 //! Plain HTTP: inside the cluster it sits behind a Service, and TLS ends at the Ingress (Leaf
 //! delivers only to https URLs in practice; the signature, not the transport, is what
-//! authenticates a delivery). Order of checks, cheapest and safest first:
+//! authenticates a delivery). Connections are served within bounds (a header read timeout, one
+//! request per connection, at most `--alerts-max-connections` at once: see [`super::connections`]).
+//! Order of checks, cheapest and safest first:
 //! 1. not ready (no secret, or the controller's index not synced) -> 503, so Leaf retries;
-//! 2. body larger than [`MAX_BODY_BYTES`] -> 413, read no further than the limit;
+//! 2. body larger than [`MAX_BODY_BYTES`] -> 413, read no further than the limit; not all there
+//!    within [`BODY_READ_TIMEOUT`] -> 408. The buffer grows as bytes arrive: a declared length
+//!    reserves nothing;
 //! 3. signature over the raw bytes, constant time -> 401 when missing or wrong (counted, logged
 //!    without the body). Only exception: an unsigned body that is byte-for-byte the registration
 //!    confirmation gets 200 and changes nothing (Leaf does not say whether it signs it);
@@ -13,7 +17,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,7 +28,9 @@ use axum::routing::post;
 use futures::StreamExt;
 use tracing::warn;
 
+use super::connections::{self, BODY_READ_TIMEOUT, Limits};
 use super::handler::{AlertHandler, Handled, Source};
+use super::log_gate::LogGate;
 use super::payload;
 use super::signature::{self, SignatureError};
 use super::signing_secret::SigningKeys;
@@ -37,6 +42,8 @@ use crate::metrics::Metrics;
 pub const PATH: &str = "/alerts";
 /// Leaf's credentials alerts are a few hundred bytes; 64 KiB leaves room for any event family.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The body buffer's first allocation: a credentials alert fits.
+const FIRST_BODY_CAPACITY: usize = 1024;
 
 /// What the receiver needs.
 pub struct Receiver {
@@ -64,45 +71,6 @@ impl Receiver {
     }
 }
 
-/// Lets a log line through at most once per `every` and counts what it held back: a flood of
-/// forged posts must not become a flood of log lines (the metrics count every one).
-struct LogGate {
-    started: Instant,
-    every_ms: u64,
-    /// Milliseconds since `started` of the last line let through, plus one (0: never).
-    last_ms: AtomicU64,
-    held_back: AtomicU64,
-}
-
-impl LogGate {
-    fn new(every: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
-            last_ms: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when this line may be logged.
-    fn pass(&self, now: Instant) -> Option<u64> {
-        let now_ms =
-            u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(0) + 1;
-        let last = self.last_ms.load(Ordering::Acquire);
-        let due = last == 0 || now_ms.saturating_sub(last) >= self.every_ms;
-        if due
-            && self
-                .last_ms
-                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            return Some(self.held_back.swap(0, Ordering::AcqRel));
-        }
-        self.held_back.fetch_add(1, Ordering::AcqRel);
-        None
-    }
-}
-
 /// The receiver's routes (exposed for tests that drive it without a socket).
 pub fn router(receiver: Arc<Receiver>) -> Router {
     Router::new()
@@ -110,11 +78,13 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves on a spawned task until
-/// `shutdown` resolves; returns the bound address.
+/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves, at most
+/// `max_connections` connections at once, on a spawned task until `shutdown` resolves; returns
+/// the bound address.
 pub async fn serve(
     addr: SocketAddr,
     receiver: Arc<Receiver>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -123,16 +93,19 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    tracing::info!(addr = %bound, "alerts receiver listening on {bound}");
-    let app = router(receiver);
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%error, "alerts receiver stopped");
-        }
-    });
+    tracing::info!(addr = %bound, max_connections, "alerts receiver listening on {bound}");
+    let metrics = receiver.metrics.clone();
+    let limits = Limits {
+        max_connections,
+        ..Limits::default()
+    };
+    tokio::spawn(connections::serve(
+        listener,
+        router(receiver),
+        limits,
+        metrics,
+        shutdown,
+    ));
     Ok(bound)
 }
 
@@ -140,25 +113,64 @@ fn answer(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
-/// Reads at most `limit` bytes; `Err(true)` when the body is larger, `Err(false)` when it broke.
-async fn bounded_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, bool> {
+/// Why a body was not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyError {
+    /// Larger than the limit (declared or counted).
+    TooLarge,
+    /// Not all there within the timeout.
+    TimedOut,
+    /// The connection broke, or the chunked framing was wrong.
+    Unreadable,
+}
+
+/// Reads at most `limit` bytes within `timeout`. The buffer grows with what arrives (see
+/// [`grown_capacity`]): a sender that declares 64 KiB and sends nothing makes us reserve nothing.
+async fn bounded_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(true);
+        return Err(BodyError::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(declared.map_or(1024, |len| len as usize));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| false)?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(true);
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+            let needed = bytes.len() + chunk.len();
+            if needed > limit {
+                return Err(BodyError::TooLarge);
+            }
+            let capacity = grown_capacity(bytes.capacity(), needed, limit);
+            bytes.reserve_exact(capacity - bytes.len());
+            bytes.extend_from_slice(&chunk);
         }
-        bytes.extend_from_slice(&chunk);
+        Ok(bytes)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+/// The capacity a body buffer of `capacity` grows to when it must hold `needed` (at most `limit`)
+/// bytes: doubling, so that a body in many small chunks is copied a few times only, starting at
+/// [`FIRST_BODY_CAPACITY`], and never beyond `limit` (a plain `Vec` would double 40 KiB to 80).
+fn grown_capacity(capacity: usize, needed: usize, limit: usize) -> usize {
+    if needed <= capacity {
+        return capacity;
     }
-    Ok(bytes)
+    needed
+        .max(capacity.saturating_mul(2))
+        .max(FIRST_BODY_CAPACITY)
+        .min(limit)
+        .max(needed)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
@@ -171,9 +183,9 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             "not ready: no signing secret, or the controller is not watching (standby or starting)\n",
         );
     }
-    let body = match bounded_body(&headers, body, MAX_BODY_BYTES).await {
+    let body = match bounded_body(&headers, body, MAX_BODY_BYTES, BODY_READ_TIMEOUT).await {
         Ok(body) => body,
-        Err(true) => {
+        Err(BodyError::TooLarge) => {
             metrics.rejected("too_large");
             if let Some(held_back) = r.refusals.pass(Instant::now()) {
                 warn!(
@@ -183,7 +195,17 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             }
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
         }
-        Err(false) => {
+        Err(BodyError::TimedOut) => {
+            metrics.rejected("body_timeout");
+            if let Some(held_back) = r.refusals.pass(Instant::now()) {
+                warn!(
+                    timeout_secs = BODY_READ_TIMEOUT.as_secs(),
+                    held_back, "alert refused (408): the body did not arrive in time"
+                );
+            }
+            return answer(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
+        }
+        Err(BodyError::Unreadable) => {
             metrics.rejected("unreadable");
             return answer(StatusCode::BAD_REQUEST, "body could not be read\n");
         }
@@ -228,14 +250,101 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
 mod tests {
     use super::*;
 
+    fn declaring(length: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, length.into());
+        headers
+    }
+
+    /// A body arriving in `pieces` chunks of `size` bytes.
+    fn chunked(pieces: usize, size: usize) -> Body {
+        let chunks = (0..pieces).map(move |_| Ok::<_, std::io::Error>(vec![b'a'; size]));
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_nothing_before_the_bytes_arrive() {
+        let body = bounded_body(
+            &declaring(MAX_BODY_BYTES),
+            Body::from("{}"),
+            MAX_BODY_BYTES,
+            LONG,
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, b"{}");
+        assert!(
+            body.capacity() <= FIRST_BODY_CAPACITY,
+            "capacity {} for 2 bytes",
+            body.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_the_body_and_never_beyond_the_limit() {
+        // 65 chunks of 1,000 bytes: a doubling Vec would reach 128,000 bytes for the last one.
+        let body = bounded_body(&HeaderMap::new(), chunked(65, 1000), MAX_BODY_BYTES, LONG)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 65_000);
+        assert!(body.capacity() <= MAX_BODY_BYTES, "{}", body.capacity());
+        assert_eq!(
+            bounded_body(&HeaderMap::new(), chunked(66, 1000), MAX_BODY_BYTES, LONG).await,
+            Err(BodyError::TooLarge),
+            "counted, without a declared length"
+        );
+        assert_eq!(
+            bounded_body(
+                &declaring(MAX_BODY_BYTES + 1),
+                chunked(1, 1),
+                MAX_BODY_BYTES,
+                LONG
+            )
+            .await,
+            Err(BodyError::TooLarge),
+            "declared"
+        );
+    }
+
     #[test]
-    fn the_log_gate_lets_one_line_a_second_through_and_counts_the_rest() {
-        let gate = LogGate::new(Duration::from_secs(1));
-        let t0 = Instant::now();
-        assert_eq!(gate.pass(t0), Some(0));
-        assert_eq!(gate.pass(t0 + Duration::from_millis(10)), None);
-        assert_eq!(gate.pass(t0 + Duration::from_millis(900)), None);
-        assert_eq!(gate.pass(t0 + Duration::from_millis(1100)), Some(2));
-        assert_eq!(gate.pass(t0 + Duration::from_millis(1200)), None);
+    fn the_growth_table() {
+        let limit = 64 * 1024;
+        // (capacity, needed, grown to)
+        for (capacity, needed, expected) in [
+            (0, 0, 0),
+            (0, 300, FIRST_BODY_CAPACITY),
+            (0, 5000, 5000),
+            (1024, 1000, 1024),
+            (1024, 1025, 2048),
+            (2048, 5000, 5000),
+            (40_000, 40_001, limit),
+            (limit, limit, limit),
+            (usize::MAX / 2 + 1, usize::MAX / 2 + 2, usize::MAX / 2 + 2),
+        ] {
+            assert_eq!(
+                grown_capacity(capacity, needed, limit),
+                expected,
+                "{capacity} for {needed}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_times_out() {
+        let stalled = futures::stream::iter([Ok::<_, std::io::Error>(b"{\"type\"".to_vec())])
+            .chain(futures::stream::pending());
+        let headers = declaring(100);
+        let read = bounded_body(
+            &headers,
+            Body::from_stream(stalled),
+            MAX_BODY_BYTES,
+            Duration::from_millis(50),
+        );
+        let result = tokio::time::timeout(LONG, read)
+            .await
+            .expect("the read gives up by itself");
+        assert_eq!(result, Err(BodyError::TimedOut));
     }
 }
