@@ -4,7 +4,7 @@
 //! - [`receiver`]: `POST /alerts` on its own port; verifies [`signature`] before [`payload`]
 //!   parses anything; 401 / 413 / 408 / 400 / 503 for what it refuses. [`connections`] serves it
 //!   within bounds (header and body read timeouts, one request per connection, a connection
-//!   limit).
+//!   limit), and [`freshness`] decides which verified deliveries count as hearing from Leaf.
 //! - [`handler`]: maps a credential id to its TrimbleConnection through the controller's
 //!   `CredentialIndex`, [`dedupe`]s retries, and triggers a reconcile at once (a hint: the
 //!   reconcile GETs the credential from Leaf, the truth).
@@ -21,6 +21,7 @@
 
 pub mod connections;
 pub mod dedupe;
+pub mod freshness;
 pub mod handler;
 mod log_gate;
 pub mod payload;

@@ -13,6 +13,9 @@
 //!    without the body). Only exception: an unsigned body that is byte-for-byte the registration
 //!    confirmation gets 200 and changes nothing (Leaf does not say whether it signs it);
 //! 4. only then parse: unreadable -> 400; anything readable -> 200 (acted on, or not ours).
+//!
+//! A verified delivery counts as hearing from Leaf (which may keep polling at the backstop) only
+//! when it is fresh: see [`super::freshness`]. One that is not is still answered and handled.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,12 +29,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::connections::{self, BODY_READ_TIMEOUT, Limits};
+use super::freshness::{self, ConfirmationGate, SentAt};
 use super::handler::{AlertHandler, Handled, Source};
 use super::log_gate::LogGate;
-use super::payload;
+use super::payload::{self, Payload, PayloadError};
 use super::signature::{self, SignatureError};
 use super::signing_secret::SigningKeys;
 use crate::controller::polling::AlertsHealth;
@@ -52,6 +56,10 @@ pub struct Receiver {
     health: Arc<AlertsHealth>,
     metrics: Arc<Metrics>,
     refusals: LogGate,
+    /// Whether a signed confirmation was counted under the current secret already.
+    confirmations: ConfirmationGate,
+    /// Stale or future-dated deliveries are logged, at most one line a second.
+    not_fresh: LogGate,
 }
 
 impl Receiver {
@@ -67,6 +75,40 @@ impl Receiver {
             health,
             metrics,
             refusals: LogGate::new(Duration::from_secs(1)),
+            confirmations: ConfirmationGate::default(),
+            not_fresh: LogGate::new(Duration::from_secs(1)),
+        }
+    }
+
+    /// Tells `AlertsHealth` that Leaf was heard from, when this verified body is fresh (see
+    /// [`super::freshness`]), and counts its freshness either way.
+    fn count_if_fresh(&self, parsed: &Result<Payload, PayloadError>, now: Instant) {
+        let sent = match parsed {
+            Ok(Payload::Confirmation) => SentAt::Confirmation {
+                first: self.confirmations.first_under(self.keys.generation()),
+            },
+            Ok(payload) => SentAt::Timestamp(payload.sent_at()),
+            Err(_) => SentAt::Timestamp(None),
+        };
+        let freshness = freshness::freshness(sent, jiff::Timestamp::now(), freshness::WINDOW);
+        self.metrics.alerts.freshness(freshness.label());
+        if freshness.counts() {
+            self.health.heard_from_leaf(now);
+        } else if matches!(sent, SentAt::Timestamp(Some(_))) {
+            // A late retry of Leaf's, a clock far off, or a replay: worth a line, not a warning.
+            if let Some(held_back) = self.not_fresh.pass(now) {
+                info!(
+                    freshness = freshness.label(),
+                    window_secs = freshness::WINDOW.as_secs(),
+                    held_back,
+                    "verified alert too far from our clock to count as hearing from Leaf (handled all the same)"
+                );
+            }
+        } else {
+            debug!(
+                freshness = freshness.label(),
+                "verified delivery does not count as hearing from Leaf"
+            );
         }
     }
 }
@@ -239,8 +281,9 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         return answer(StatusCode::UNAUTHORIZED, "signature refused\n");
     }
     metrics.verified();
-    r.health.heard_from_leaf(now);
-    match r.handler.handle(&body, Source::Receiver, now) {
+    let parsed = payload::parse(&body);
+    r.count_if_fresh(&parsed, now);
+    match r.handler.handle_parsed(parsed, Source::Receiver, now) {
         Handled::Malformed(_) => answer(StatusCode::BAD_REQUEST, "body is not a Leaf alert\n"),
         _ => answer(StatusCode::OK, "ok\n"),
     }

@@ -27,6 +27,11 @@ struct HandledLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FreshnessLabels {
+    freshness: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -62,6 +67,7 @@ pub struct AlertsMetrics {
     verified: Counter,
     rejected: Family<ReasonLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
+    freshness: Family<FreshnessLabels, Counter>,
     connections: Gauge,
     connections_waited: Counter,
     webhook_state: Family<StateLabels, Gauge>,
@@ -78,6 +84,7 @@ impl Default for AlertsMetrics {
             verified: Counter::default(),
             rejected: Family::default(),
             handled: Family::default(),
+            freshness: Family::default(),
             connections: Gauge::default(),
             connections_waited: Counter::default(),
             webhook_state: Family::default(),
@@ -110,6 +117,11 @@ impl AlertsMetrics {
             "alerts_handled",
             "Readable alerts by source and outcome (triggered, duplicate, unmanaged, other_provider, confirmation, confirmation_unsigned, ignored_type)",
             self.handled.clone(),
+        );
+        registry.register(
+            "alerts_freshness",
+            "Verified deliveries by whether they counted as hearing from Leaf: fresh and first_confirmation did; stale, future_dated, no_timestamp and repeated_confirmation did not (still answered and handled)",
+            self.freshness.clone(),
         );
         registry.register(
             "alerts_connections",
@@ -163,6 +175,13 @@ impl AlertsMetrics {
     pub fn handled(&self, source: &'static str, outcome: &'static str) {
         self.handled
             .get_or_create(&HandledLabels { source, outcome })
+            .inc();
+    }
+
+    /// Counts a verified delivery by its freshness (`fresh`, `stale`, ...).
+    pub fn freshness(&self, freshness: &'static str) {
+        self.freshness
+            .get_or_create(&FreshnessLabels { freshness })
             .inc();
     }
 
