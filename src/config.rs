@@ -199,24 +199,10 @@ pub struct Config {
     #[arg(long, env = "LEAF_ALERTS_QUIET_LIMIT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub alerts_quiet_limit: Duration,
 
-    /// Connections the alerts receiver serves at once; more wait for a free one (in the
-    /// kernel's listen queue). Each is bounded in time (10 s for the head, 10 s for the body).
-    #[arg(long, env = "LEAF_ALERTS_MAX_CONNECTIONS", default_value_t = crate::alerts::connections::DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
-    pub alerts_max_connections: usize,
-
     /// TEST ONLY: replaces every resource's refreshInterval (whose schema minimum is 1m) so that
     /// tests can observe periodic checks quickly. Never set it in production.
     #[arg(long, env = "LEAF_OPERATOR_TEST_REFRESH_INTERVAL", hide = true, value_parser = humantime::parse_duration)]
     pub test_refresh_interval: Option<Duration>,
-}
-
-/// At least one connection (zero would serve nothing), at most what a port can take.
-fn parse_max_connections(value: &str) -> Result<usize, String> {
-    match value.trim().parse::<u16>() {
-        Ok(0) => Err("must be at least 1".to_string()),
-        Ok(n) => Ok(usize::from(n)),
-        Err(error) => Err(format!("must be a number from 1 to 65535: {error}")),
-    }
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -278,7 +264,6 @@ impl std::fmt::Debug for Config {
             .field("alerts_check_interval", &self.alerts_check_interval)
             .field("alerts_backstop_interval", &self.alerts_backstop_interval)
             .field("alerts_quiet_limit", &self.alerts_quiet_limit)
-            .field("alerts_max_connections", &self.alerts_max_connections)
             .finish()
     }
 }
@@ -533,7 +518,6 @@ impl Config {
                 backstop_interval: self.alerts_backstop_interval,
                 quiet_limit: self.alerts_quiet_limit,
             },
-            max_connections: self.alerts_max_connections,
             pod: self.own_pod(),
         })
     }
@@ -1016,22 +1000,6 @@ mod tests {
             alerts.health.backstop_interval,
             Duration::from_secs(24 * 3600)
         );
-        assert_eq!(
-            alerts.max_connections,
-            crate::alerts::connections::DEFAULT_MAX_CONNECTIONS
-        );
-    }
-
-    #[test]
-    fn the_receivers_connection_limit_is_at_least_one() {
-        assert_eq!(
-            parse(&["--alerts-max-connections", "8"]).alerts_max_connections,
-            8
-        );
-        for refused in ["0", "-1", "65536", "many"] {
-            let args = ["leaf-operator", "--alerts-max-connections", refused];
-            assert!(Config::try_parse_from(args).is_err(), "{refused}");
-        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   cannot sit idle, and an answer (a few bytes) always fits the socket's send buffer, so a
 //!   client that never reads cannot wedge a write. [`CONNECTION_DEADLINE`] closes anything still
 //!   open after all that, whatever hyper does.
-//! - **At most `max_connections` at once** ([`DEFAULT_MAX_CONNECTIONS`]). A connection that finds
+//! - **At most [`DEFAULT_MAX_CONNECTIONS`] at once**. A connection that finds
 //!   them all busy is counted (`alerts_connections_waited_total`) and waits for the next free slot;
 //!   while it waits nothing more is accepted, so the connections behind it wait in the kernel's
 //!   listen backlog, first come first served, costing no file descriptor or memory of ours. With
@@ -56,13 +56,14 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_DEADLINE: Duration =
     Duration::from_secs(HEADER_READ_TIMEOUT.as_secs() + BODY_READ_TIMEOUT.as_secs() + 10);
 
-/// Connections served at once, by default.
+/// Connections served at once.
 ///
 /// Far more than Leaf needs (a delivery takes about a millisecond; even the alerts storm of a
 /// 20,000-connection fleet, see BENCHMARKS.md, is served by a few dozen at a time) and few enough
 /// to bound what an attacker can make us hold: at most [`MAX_HEAD_BYTES`] of buffered head and
 /// 64 KiB of body each, about 20 MiB for all of them, and 256 file descriptors, well under the
-/// 1,024 a container's soft limit may be.
+/// 1,024 a container's soft limit may be. A constant, not a flag: every operator setting is also
+/// a chart value, which is not worth adding before anyone needs another number.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// hyper's read buffer per connection, which bounds the request head (hyper's default is about

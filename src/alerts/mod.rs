@@ -55,8 +55,6 @@ pub struct AlertsConfig {
     /// Set when the operator registers the webhook itself (`--alerts-register`).
     pub registration: Option<RegistrationConfig>,
     pub health: HealthConfig,
-    /// Connections the receiver serves at once (`--alerts-max-connections`).
-    pub max_connections: usize,
     /// The operator's own Pod, for the Events announcing a polling switch (None: no Events).
     pub pod: Option<OwnPod>,
 }
@@ -102,7 +100,7 @@ impl Alerts {
             health.clone(),
             ctx.metrics.clone(),
         ));
-        let addr = receiver::serve(config.addr, receiver, config.max_connections, shutdown).await?;
+        let addr = receiver::serve(config.addr, receiver, shutdown).await?;
         let registrar = config.registration.map(|registration| Registrar {
             config: registration,
             leaf: ctx.leaf.clone(),

@@ -3,7 +3,7 @@
 //! Plain HTTP: inside the cluster it sits behind a Service, and TLS ends at the Ingress (Leaf
 //! delivers only to https URLs in practice; the signature, not the transport, is what
 //! authenticates a delivery). Connections are served within bounds (a header read timeout, one
-//! request per connection, at most `--alerts-max-connections` at once: see [`super::connections`]).
+//! request per connection, a connection limit: see [`super::connections`]).
 //! Order of checks, cheapest and safest first:
 //! 1. not ready (no secret, or the controller's index not synced) -> 503, so Leaf retries;
 //! 2. body larger than [`MAX_BODY_BYTES`] -> 413, read no further than the limit; not all there
@@ -120,13 +120,11 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves, at most
-/// `max_connections` connections at once, on a spawned task until `shutdown` resolves; returns
-/// the bound address.
+/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves, within the
+/// [`connections`] limits, on a spawned task until `shutdown` resolves; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     receiver: Arc<Receiver>,
-    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -135,12 +133,13 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    tracing::info!(addr = %bound, max_connections, "alerts receiver listening on {bound}");
+    let limits = Limits::default();
+    tracing::info!(
+        addr = %bound,
+        max_connections = limits.max_connections,
+        "alerts receiver listening on {bound}"
+    );
     let metrics = receiver.metrics.clone();
-    let limits = Limits {
-        max_connections,
-        ..Limits::default()
-    };
     tokio::spawn(connections::serve(
         listener,
         router(receiver),
