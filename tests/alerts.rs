@@ -15,8 +15,9 @@ use leaf_standin::{
     AlertTamper, CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED, StandInConfig,
 };
 use support::alerts::{
-    SIGNING_SECRET, credentials_alert, free_port, metrics, post, post_chunked, post_signed,
-    put_signing_secret, receiver_url, sample, sign, wait_metric, wait_receiver_ready, with_alerts,
+    SIGNING_SECRET, connect, credentials_alert, free_port, leaf_timestamp, metrics, post,
+    post_chunked, post_signed, put_signing_secret, read_until_closed, receiver_url, sample, sign,
+    wait_metric, wait_receiver_ready, with_alerts,
 };
 use support::operator::{Fixture, LEAF_PASSWORD};
 use support::wait_until;
@@ -614,4 +615,250 @@ async fn with_a_webhook_registered_elsewhere_only_correctly_signed_deliveries_ac
     assert!(f.standin.set_status("user-elsewhere", "UNAUTHENTICATED"));
     f.wait_reason("farm", "CredentialInvalid", ALERT_WAIT).await;
     assert_eq!(sample(&metrics(&f).await, TRIGGERED), 1.0);
+}
+
+/// The receiver's read timeouts (10 s each, `alerts::connections`), and the margin a loaded
+/// machine may add before the cut is seen.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const CUT_MARGIN: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_client_that_stalls_its_headers_or_its_body_is_cut_off_within_the_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let port = free_port();
+    let f = Fixture::start_with("alert-slow", StandInConfig::default(), |o| {
+        with_alerts(o, port, false)
+    })
+    .await;
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    wait_receiver_ready(port).await;
+
+    // Slowloris: part of a request head, then nothing. And a complete head whose body stops
+    // after a few bytes. Both at once, so that the test waits one timeout, not two.
+    let stalled_head = async {
+        let mut stream = connect(port).await;
+        let started = std::time::Instant::now();
+        stream
+            .write_all(b"POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
+            .await
+            .expect("write part of a head");
+        read_until_closed(&mut stream, started, READ_TIMEOUT + CUT_MARGIN).await
+    };
+    let stalled_body = async {
+        let mut stream = connect(port).await;
+        let started = std::time::Instant::now();
+        let head = format!(
+            "POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Leaf-Signature: {}\r\nContent-Length: 200\r\n\r\n{{\"type\": ",
+            sign(SIGNING_SECRET, "{}")
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("write a head and part of a body");
+        read_until_closed(&mut stream, started, READ_TIMEOUT + CUT_MARGIN).await
+    };
+    let ((head_answer, head_after), (body_answer, body_after)) =
+        futures::join!(stalled_head, stalled_body);
+    assert!(
+        !head_answer.contains(" 200 ") && !head_answer.contains(" 400 "),
+        "cut off, not answered: {head_answer:?}"
+    );
+    assert!(
+        head_after >= READ_TIMEOUT - Duration::from_secs(1),
+        "cut at the timeout, not for another reason: after {head_after:?}"
+    );
+    assert!(
+        body_answer.starts_with("HTTP/1.1 408"),
+        "a stalled body gets 408: {body_answer:?} after {body_after:?}"
+    );
+    let text = metrics(&f).await;
+    for (series, expected) in [
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="header_timeout"}"#,
+            1.0,
+        ),
+        (
+            r#"leaf_operator_alerts_rejected_total{reason="body_timeout"}"#,
+            1.0,
+        ),
+        ("leaf_operator_alerts_verified_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), expected, "{series}\n{text}");
+    }
+    // Neither held a slot afterwards, and the receiver still answers.
+    assert_eq!(
+        post_signed(port, SIGNING_SECRET, "{\"type\": \"fieldCreated\"}").await,
+        200
+    );
+    wait_until("the slow connections to be gone", WAIT, || async {
+        let open = sample(&metrics(&f).await, "leaf_operator_alerts_connections");
+        if open == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn beyond_the_connection_limit_a_delivery_waits_for_a_free_slot_and_is_served() {
+    // The production limit: 256 idle connections are cheap for the test and the operator.
+    const LIMIT: usize = leaf_operator::alerts::connections::DEFAULT_MAX_CONNECTIONS;
+    const OPEN: &str = "leaf_operator_alerts_connections";
+    const WAITED: &str = "leaf_operator_alerts_connections_waited_total";
+    let port = free_port();
+    let f = Fixture::start_with("alert-limit", StandInConfig::default(), |o| {
+        with_alerts(o, port, false)
+    })
+    .await;
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    wait_receiver_ready(port).await;
+
+    // The readiness checks' connections are gone (each closes after its answer), so that the
+    // slots are free for what follows.
+    wait_until("no connection open", WAIT, || async {
+        let open = sample(&metrics(&f).await, OPEN);
+        if open == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{open} open"))
+        }
+    })
+    .await;
+    // Connections that send nothing hold every slot (each until the header timeout, 10 s).
+    let mut idle = Vec::new();
+    for _ in 0..LIMIT {
+        idle.push(connect(port).await);
+    }
+    wait_metric(&f, OPEN, LIMIT as f64).await;
+    // A well-behaved delivery: it waits, counted, and is not refused.
+    let body = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        "not-ours",
+        "UNAUTHENTICATED",
+        &leaf_timestamp(0),
+    );
+    let delivery = tokio::spawn(async move { post_signed(port, SIGNING_SECRET, &body).await });
+    let text = wait_metric(&f, WAITED, 1.0).await;
+    assert_eq!(
+        sample(&text, OPEN),
+        LIMIT as f64,
+        "never more than the limit open"
+    );
+    assert!(
+        !delivery.is_finished(),
+        "not served while every slot is held"
+    );
+    // The idle ones go: the delivery is served.
+    drop(idle);
+    let status = tokio::time::timeout(READ_TIMEOUT, delivery)
+        .await
+        .expect("served once a slot was free")
+        .expect("the delivery task");
+    assert_eq!(status, 200);
+    let text = metrics(&f).await;
+    assert_eq!(sample(&text, WAITED), 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"leaf_operator_alerts_handled_total{source="receiver",outcome="unmanaged"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_is_answered_and_acts_once_but_does_not_keep_polling_at_the_backstop() {
+    const MODE_NORMAL: &str = r#"leaf_operator_alerts_polling_mode{mode="normal"}"#;
+    const BACKSTOP: &str =
+        r#"leaf_operator_alerts_polling_switches_total{mode="backstop",reason="healthy"}"#;
+    const QUIET: &str =
+        r#"leaf_operator_alerts_polling_switches_total{mode="normal",reason="quiet"}"#;
+    const STALE: &str = r#"leaf_operator_alerts_freshness_total{freshness="stale"}"#;
+    // Secret-only mode: only deliveries can say that Leaf is alive.
+    let port = free_port();
+    let f = Fixture::start_with("alert-replay-old", StandInConfig::default(), |o| {
+        with_alerts(o, port, false)
+            .env("LEAF_ALERTS_BACKSTOP_INTERVAL", "2s")
+            .env("LEAF_ALERTS_QUIET_LIMIT", "8s")
+    })
+    .await;
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    f.create_farm_with_default_credentials("user-replay-old")
+        .await;
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let credential_id = tc.status.unwrap().credential_id.expect("a credential id");
+    wait_receiver_ready(port).await;
+
+    // A fresh delivery (sent now): Leaf is alive, polling goes to the backstop.
+    let fresh = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        "not-ours",
+        "UNAUTHENTICATED",
+        &leaf_timestamp(0),
+    );
+    assert_eq!(post_signed(port, SIGNING_SECRET, &fresh).await, 200);
+    wait_metric(&f, BACKSTOP, 1.0).await;
+
+    // A delivery captured an hour ago, replayed: answered 200 and acted on once (a hint: one
+    // look at Leaf), its repeats are duplicates, and none of them counts as hearing from Leaf,
+    // so the silence since the fresh one ends the backstop after the quiet limit (8 s).
+    let captured = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        &credential_id,
+        "UNAUTHENTICATED",
+        &leaf_timestamp(-3600),
+    );
+    let text = wait_until("the replays not to keep the backstop", WAIT, || async {
+        let status = post_signed(port, SIGNING_SECRET, &captured).await;
+        if status != 200 {
+            return Err(format!("a replay got HTTP {status}"));
+        }
+        let text = metrics(&f).await;
+        if sample(&text, QUIET) >= 1.0 {
+            Ok(text)
+        } else {
+            Err(format!(
+                "{QUIET} = {}, {STALE} = {}",
+                sample(&text, QUIET),
+                sample(&text, STALE)
+            ))
+        }
+    })
+    .await;
+    assert_eq!(sample(&text, MODE_NORMAL), 1.0, "{text}");
+    let replays = sample(&text, STALE);
+    assert!(replays >= 2.0, "{text}");
+    assert_eq!(sample(&text, TRIGGERED), 1.0, "acted on once: {text}");
+    assert_eq!(sample(&text, DUPLICATE), replays - 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"leaf_operator_alerts_freshness_total{freshness="fresh"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+
+    // Dated an hour ahead: answered, counted, and no way back to the backstop either.
+    let ahead = credentials_alert(
+        CREDENTIALS_UNAUTHENTICATED,
+        "not-ours",
+        "UNAUTHENTICATED",
+        &leaf_timestamp(3600),
+    );
+    assert_eq!(post_signed(port, SIGNING_SECRET, &ahead).await, 200);
+    let text = metrics(&f).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"leaf_operator_alerts_freshness_total{freshness="future_dated"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, BACKSTOP), 1.0, "{text}");
+    assert!(!f.operator.log().contains(SIGNING_SECRET));
 }

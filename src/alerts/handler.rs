@@ -85,7 +85,18 @@ impl AlertHandler {
 
     /// Handles one body that is trusted (verified, or from Leaf's API). Counts the outcome.
     pub fn handle(&self, body: &[u8], source: Source, now: Instant) -> Handled {
-        let handled = self.decide(body, source, now);
+        self.handle_parsed(payload::parse(body), source, now)
+    }
+
+    /// [`AlertHandler::handle`] for a body already parsed (the receiver also reads its
+    /// timestamp).
+    pub fn handle_parsed(
+        &self,
+        parsed: Result<Payload, PayloadError>,
+        source: Source,
+        now: Instant,
+    ) -> Handled {
+        let handled = self.decide(parsed, source, now);
         let metrics = &self.ctx.metrics.alerts;
         if let Handled::Malformed(error) = handled {
             metrics.rejected("malformed");
@@ -99,8 +110,13 @@ impl AlertHandler {
         handled
     }
 
-    fn decide(&self, body: &[u8], source: Source, now: Instant) -> Handled {
-        let alert = match payload::parse(body) {
+    fn decide(
+        &self,
+        parsed: Result<Payload, PayloadError>,
+        source: Source,
+        now: Instant,
+    ) -> Handled {
+        let alert = match parsed {
             Ok(Payload::Credentials(alert)) => alert,
             Ok(Payload::Confirmation) => {
                 info!(
@@ -109,7 +125,7 @@ impl AlertHandler {
                 );
                 return Handled::Confirmation;
             }
-            Ok(Payload::Other { event_type }) => {
+            Ok(Payload::Other { event_type, .. }) => {
                 debug!(source = source.as_str(), %event_type, "alert of another type ignored");
                 return Handled::IgnoredType;
             }

@@ -2,7 +2,9 @@
 //! backstop (issue 12).
 //!
 //! - [`receiver`]: `POST /alerts` on its own port; verifies [`signature`] before [`payload`]
-//!   parses anything; 401 / 413 / 400 / 503 for what it refuses.
+//!   parses anything; 401 / 413 / 408 / 400 / 503 for what it refuses. [`connections`] serves it
+//!   within bounds (header and body read timeouts, one request per connection, a connection
+//!   limit), and [`freshness`] decides which verified deliveries count as hearing from Leaf.
 //! - [`handler`]: maps a credential id to its TrimbleConnection through the controller's
 //!   `CredentialIndex`, [`dedupe`]s retries, and triggers a reconcile at once (a hint: the
 //!   reconcile GETs the credential from Leaf, the truth).
@@ -18,8 +20,11 @@
 //! controller's `Context`, and reports to the polling health the `Context` was built with);
 //! `controller` never imports it.
 
+pub mod connections;
 pub mod dedupe;
+pub mod freshness;
 pub mod handler;
+mod log_gate;
 pub mod payload;
 pub mod polling_switch;
 pub mod receiver;

@@ -83,7 +83,21 @@ pub enum Payload {
     /// Another event type (this operator registers none, but a shared webhook may carry them).
     Other {
         event_type: String,
+        /// `timestamp` parsed, when it could be (every Leaf event carries one).
+        timestamp: Option<jiff::Timestamp>,
     },
+}
+
+impl Payload {
+    /// When Leaf says it sent this body: the `timestamp` of an event, when readable. The
+    /// confirmation has none.
+    pub fn sent_at(&self) -> Option<jiff::Timestamp> {
+        match self {
+            Self::Confirmation => None,
+            Self::Credentials(alert) => alert.timestamp,
+            Self::Other { timestamp, .. } => *timestamp,
+        }
+    }
 }
 
 /// Why a body could not be read; the label is the metric's `reason`.
@@ -120,10 +134,17 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
         }
         return Err(PayloadError::NoType);
     };
+    let raw_timestamp = object.get("timestamp").and_then(text);
+    let timestamp = raw_timestamp.as_deref().and_then(parse_timestamp);
     let event = match event_type.as_str() {
         CREDENTIALS_UNAUTHENTICATED => CredentialEvent::Unauthenticated,
         CREDENTIALS_LIMITED_PERMISSION => CredentialEvent::LimitedPermission,
-        _ => return Ok(Payload::Other { event_type }),
+        _ => {
+            return Ok(Payload::Other {
+                event_type,
+                timestamp,
+            });
+        }
     };
     // `credentialId` is documented; `credentialsId` is the likely misspelling of a producer.
     let credential_id = ["credentialId", "credentialsId"]
@@ -131,13 +152,12 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
         .find_map(|key| object.get(*key).and_then(text))
         .filter(|id| !id.trim().is_empty())
         .ok_or(PayloadError::NoCredentialId)?;
-    let raw_timestamp = object.get("timestamp").and_then(text);
     Ok(Payload::Credentials(CredentialAlert {
         event,
         credential_id: credential_id.trim().to_string(),
         provider: object.get("provider").and_then(text),
         status: object.get("status").and_then(text),
-        timestamp: raw_timestamp.as_deref().and_then(parse_timestamp),
+        timestamp,
         raw_timestamp,
     }))
 }
@@ -255,9 +275,40 @@ mod tests {
         assert_eq!(
             parse(br#"{"type":"fieldCreated","leafUserId":"u"}"#),
             Ok(Payload::Other {
-                event_type: "fieldCreated".to_string()
+                event_type: "fieldCreated".to_string(),
+                timestamp: None,
             })
         );
+    }
+
+    #[test]
+    fn an_event_says_when_it_was_sent_and_the_confirmation_does_not() {
+        let at: jiff::Timestamp = "2024-06-15T14:30:00Z".parse().unwrap();
+        for (body, expected) in [
+            (
+                r#"{"type": "credentialsUnauthenticated", "credentialId": "c", "timestamp": "2024-06-15T14:30:00.000000Z"}"#,
+                Some(at),
+            ),
+            (
+                r#"{"type": "fieldCreated", "timestamp": "2024-06-15T14:30:00.000"}"#,
+                Some(at),
+            ),
+            (
+                r#"{"type": "fieldCreated", "timestamp": "last tuesday"}"#,
+                None,
+            ),
+            (
+                r#"{"type": "credentialsUnauthenticated", "credentialId": "c"}"#,
+                None,
+            ),
+            (
+                r#"{"message": "confirmation of webhook upon registration", "timestamp": "2024-06-15T14:30:00Z"}"#,
+                None,
+            ),
+        ] {
+            let payload = parse(body.as_bytes()).unwrap();
+            assert_eq!(payload.sent_at(), expected, "{body}");
+        }
     }
 
     #[test]

@@ -2,18 +2,24 @@
 //!
 //! Plain HTTP: inside the cluster it sits behind a Service, and TLS ends at the Ingress (Leaf
 //! delivers only to https URLs in practice; the signature, not the transport, is what
-//! authenticates a delivery). Order of checks, cheapest and safest first:
+//! authenticates a delivery). Connections are served within bounds (a header read timeout, one
+//! request per connection, a connection limit: see [`super::connections`]).
+//! Order of checks, cheapest and safest first:
 //! 1. not ready (no secret, or the controller's index not synced) -> 503, so Leaf retries;
-//! 2. body larger than [`MAX_BODY_BYTES`] -> 413, read no further than the limit;
+//! 2. body larger than [`MAX_BODY_BYTES`] -> 413, read no further than the limit; not all there
+//!    within [`BODY_READ_TIMEOUT`] -> 408. The buffer grows as bytes arrive: a declared length
+//!    reserves nothing;
 //! 3. signature over the raw bytes, constant time -> 401 when missing or wrong (counted, logged
 //!    without the body). Only exception: an unsigned body that is byte-for-byte the registration
 //!    confirmation gets 200 and changes nothing (Leaf does not say whether it signs it);
 //! 4. only then parse: unreadable -> 400; anything readable -> 200 (acted on, or not ours).
+//!
+//! A verified delivery counts as hearing from Leaf (which may keep polling at the backstop) only
+//! when it is fresh: see [`super::freshness`]. One that is not is still answered and handled.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -23,10 +29,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
+use super::connections::{self, BODY_READ_TIMEOUT, Limits};
+use super::freshness::{self, ConfirmationGate, SentAt};
 use super::handler::{AlertHandler, Handled, Source};
-use super::payload;
+use super::log_gate::LogGate;
+use super::payload::{self, Payload, PayloadError};
 use super::signature::{self, SignatureError};
 use super::signing_secret::SigningKeys;
 use crate::controller::polling::AlertsHealth;
@@ -37,6 +46,8 @@ use crate::metrics::Metrics;
 pub const PATH: &str = "/alerts";
 /// Leaf's credentials alerts are a few hundred bytes; 64 KiB leaves room for any event family.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The body buffer's first allocation: a credentials alert fits.
+const FIRST_BODY_CAPACITY: usize = 1024;
 
 /// What the receiver needs.
 pub struct Receiver {
@@ -45,6 +56,10 @@ pub struct Receiver {
     health: Arc<AlertsHealth>,
     metrics: Arc<Metrics>,
     refusals: LogGate,
+    /// Whether a signed confirmation was counted under the current secret already.
+    confirmations: ConfirmationGate,
+    /// Stale or future-dated deliveries are logged, at most one line a second.
+    not_fresh: LogGate,
 }
 
 impl Receiver {
@@ -60,46 +75,41 @@ impl Receiver {
             health,
             metrics,
             refusals: LogGate::new(Duration::from_secs(1)),
-        }
-    }
-}
-
-/// Lets a log line through at most once per `every` and counts what it held back: a flood of
-/// forged posts must not become a flood of log lines (the metrics count every one).
-struct LogGate {
-    started: Instant,
-    every_ms: u64,
-    /// Milliseconds since `started` of the last line let through, plus one (0: never).
-    last_ms: AtomicU64,
-    held_back: AtomicU64,
-}
-
-impl LogGate {
-    fn new(every: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
-            last_ms: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
+            confirmations: ConfirmationGate::default(),
+            not_fresh: LogGate::new(Duration::from_secs(1)),
         }
     }
 
-    /// `Some(lines held back since the last one)` when this line may be logged.
-    fn pass(&self, now: Instant) -> Option<u64> {
-        let now_ms =
-            u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(0) + 1;
-        let last = self.last_ms.load(Ordering::Acquire);
-        let due = last == 0 || now_ms.saturating_sub(last) >= self.every_ms;
-        if due
-            && self
-                .last_ms
-                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            return Some(self.held_back.swap(0, Ordering::AcqRel));
+    /// Tells `AlertsHealth` that Leaf was heard from, when this verified body is fresh (see
+    /// [`super::freshness`]), and counts its freshness either way.
+    fn count_if_fresh(&self, parsed: &Result<Payload, PayloadError>, now: Instant) {
+        let sent = match parsed {
+            Ok(Payload::Confirmation) => SentAt::Confirmation {
+                first: self.confirmations.first_under(self.keys.generation()),
+            },
+            Ok(payload) => SentAt::Timestamp(payload.sent_at()),
+            Err(_) => SentAt::Timestamp(None),
+        };
+        let freshness = freshness::freshness(sent, jiff::Timestamp::now(), freshness::WINDOW);
+        self.metrics.alerts.freshness(freshness.label());
+        if freshness.counts() {
+            self.health.heard_from_leaf(now);
+        } else if matches!(sent, SentAt::Timestamp(Some(_))) {
+            // A late retry of Leaf's, a clock far off, or a replay: worth a line, not a warning.
+            if let Some(held_back) = self.not_fresh.pass(now) {
+                info!(
+                    freshness = freshness.label(),
+                    window_secs = freshness::WINDOW.as_secs(),
+                    held_back,
+                    "verified alert too far from our clock to count as hearing from Leaf (handled all the same)"
+                );
+            }
+        } else {
+            debug!(
+                freshness = freshness.label(),
+                "verified delivery does not count as hearing from Leaf"
+            );
         }
-        self.held_back.fetch_add(1, Ordering::AcqRel);
-        None
     }
 }
 
@@ -110,8 +120,8 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves on a spawned task until
-/// `shutdown` resolves; returns the bound address.
+/// Binds `addr`, logs `alerts receiver listening on ADDR` and serves, within the
+/// [`connections`] limits, on a spawned task until `shutdown` resolves; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     receiver: Arc<Receiver>,
@@ -123,16 +133,20 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    tracing::info!(addr = %bound, "alerts receiver listening on {bound}");
-    let app = router(receiver);
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%error, "alerts receiver stopped");
-        }
-    });
+    let limits = Limits::default();
+    tracing::info!(
+        addr = %bound,
+        max_connections = limits.max_connections,
+        "alerts receiver listening on {bound}"
+    );
+    let metrics = receiver.metrics.clone();
+    tokio::spawn(connections::serve(
+        listener,
+        router(receiver),
+        limits,
+        metrics,
+        shutdown,
+    ));
     Ok(bound)
 }
 
@@ -140,25 +154,64 @@ fn answer(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
-/// Reads at most `limit` bytes; `Err(true)` when the body is larger, `Err(false)` when it broke.
-async fn bounded_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, bool> {
+/// Why a body was not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyError {
+    /// Larger than the limit (declared or counted).
+    TooLarge,
+    /// Not all there within the timeout.
+    TimedOut,
+    /// The connection broke, or the chunked framing was wrong.
+    Unreadable,
+}
+
+/// Reads at most `limit` bytes within `timeout`. The buffer grows with what arrives (see
+/// [`grown_capacity`]): a sender that declares 64 KiB and sends nothing makes us reserve nothing.
+async fn bounded_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(true);
+        return Err(BodyError::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(declared.map_or(1024, |len| len as usize));
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| false)?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(true);
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+            let needed = bytes.len() + chunk.len();
+            if needed > limit {
+                return Err(BodyError::TooLarge);
+            }
+            let capacity = grown_capacity(bytes.capacity(), needed, limit);
+            bytes.reserve_exact(capacity - bytes.len());
+            bytes.extend_from_slice(&chunk);
         }
-        bytes.extend_from_slice(&chunk);
+        Ok(bytes)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+/// The capacity a body buffer of `capacity` grows to when it must hold `needed` (at most `limit`)
+/// bytes: doubling, so that a body in many small chunks is copied a few times only, starting at
+/// [`FIRST_BODY_CAPACITY`], and never beyond `limit` (a plain `Vec` would double 40 KiB to 80).
+fn grown_capacity(capacity: usize, needed: usize, limit: usize) -> usize {
+    if needed <= capacity {
+        return capacity;
     }
-    Ok(bytes)
+    needed
+        .max(capacity.saturating_mul(2))
+        .max(FIRST_BODY_CAPACITY)
+        .min(limit)
+        .max(needed)
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
@@ -171,9 +224,9 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             "not ready: no signing secret, or the controller is not watching (standby or starting)\n",
         );
     }
-    let body = match bounded_body(&headers, body, MAX_BODY_BYTES).await {
+    let body = match bounded_body(&headers, body, MAX_BODY_BYTES, BODY_READ_TIMEOUT).await {
         Ok(body) => body,
-        Err(true) => {
+        Err(BodyError::TooLarge) => {
             metrics.rejected("too_large");
             if let Some(held_back) = r.refusals.pass(Instant::now()) {
                 warn!(
@@ -183,7 +236,17 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             }
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
         }
-        Err(false) => {
+        Err(BodyError::TimedOut) => {
+            metrics.rejected("body_timeout");
+            if let Some(held_back) = r.refusals.pass(Instant::now()) {
+                warn!(
+                    timeout_secs = BODY_READ_TIMEOUT.as_secs(),
+                    held_back, "alert refused (408): the body did not arrive in time"
+                );
+            }
+            return answer(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
+        }
+        Err(BodyError::Unreadable) => {
             metrics.rejected("unreadable");
             return answer(StatusCode::BAD_REQUEST, "body could not be read\n");
         }
@@ -217,8 +280,9 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         return answer(StatusCode::UNAUTHORIZED, "signature refused\n");
     }
     metrics.verified();
-    r.health.heard_from_leaf(now);
-    match r.handler.handle(&body, Source::Receiver, now) {
+    let parsed = payload::parse(&body);
+    r.count_if_fresh(&parsed, now);
+    match r.handler.handle_parsed(parsed, Source::Receiver, now) {
         Handled::Malformed(_) => answer(StatusCode::BAD_REQUEST, "body is not a Leaf alert\n"),
         _ => answer(StatusCode::OK, "ok\n"),
     }
@@ -228,14 +292,101 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
 mod tests {
     use super::*;
 
+    fn declaring(length: usize) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, length.into());
+        headers
+    }
+
+    /// A body arriving in `pieces` chunks of `size` bytes.
+    fn chunked(pieces: usize, size: usize) -> Body {
+        let chunks = (0..pieces).map(move |_| Ok::<_, std::io::Error>(vec![b'a'; size]));
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_nothing_before_the_bytes_arrive() {
+        let body = bounded_body(
+            &declaring(MAX_BODY_BYTES),
+            Body::from("{}"),
+            MAX_BODY_BYTES,
+            LONG,
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, b"{}");
+        assert!(
+            body.capacity() <= FIRST_BODY_CAPACITY,
+            "capacity {} for 2 bytes",
+            body.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_buffer_grows_with_the_body_and_never_beyond_the_limit() {
+        // 65 chunks of 1,000 bytes: a doubling Vec would reach 128,000 bytes for the last one.
+        let body = bounded_body(&HeaderMap::new(), chunked(65, 1000), MAX_BODY_BYTES, LONG)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 65_000);
+        assert!(body.capacity() <= MAX_BODY_BYTES, "{}", body.capacity());
+        assert_eq!(
+            bounded_body(&HeaderMap::new(), chunked(66, 1000), MAX_BODY_BYTES, LONG).await,
+            Err(BodyError::TooLarge),
+            "counted, without a declared length"
+        );
+        assert_eq!(
+            bounded_body(
+                &declaring(MAX_BODY_BYTES + 1),
+                chunked(1, 1),
+                MAX_BODY_BYTES,
+                LONG
+            )
+            .await,
+            Err(BodyError::TooLarge),
+            "declared"
+        );
+    }
+
     #[test]
-    fn the_log_gate_lets_one_line_a_second_through_and_counts_the_rest() {
-        let gate = LogGate::new(Duration::from_secs(1));
-        let t0 = Instant::now();
-        assert_eq!(gate.pass(t0), Some(0));
-        assert_eq!(gate.pass(t0 + Duration::from_millis(10)), None);
-        assert_eq!(gate.pass(t0 + Duration::from_millis(900)), None);
-        assert_eq!(gate.pass(t0 + Duration::from_millis(1100)), Some(2));
-        assert_eq!(gate.pass(t0 + Duration::from_millis(1200)), None);
+    fn the_growth_table() {
+        let limit = 64 * 1024;
+        // (capacity, needed, grown to)
+        for (capacity, needed, expected) in [
+            (0, 0, 0),
+            (0, 300, FIRST_BODY_CAPACITY),
+            (0, 5000, 5000),
+            (1024, 1000, 1024),
+            (1024, 1025, 2048),
+            (2048, 5000, 5000),
+            (40_000, 40_001, limit),
+            (limit, limit, limit),
+            (usize::MAX / 2 + 1, usize::MAX / 2 + 2, usize::MAX / 2 + 2),
+        ] {
+            assert_eq!(
+                grown_capacity(capacity, needed, limit),
+                expected,
+                "{capacity} for {needed}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_times_out() {
+        let stalled = futures::stream::iter([Ok::<_, std::io::Error>(b"{\"type\"".to_vec())])
+            .chain(futures::stream::pending());
+        let headers = declaring(100);
+        let read = bounded_body(
+            &headers,
+            Body::from_stream(stalled),
+            MAX_BODY_BYTES,
+            Duration::from_millis(50),
+        );
+        let result = tokio::time::timeout(LONG, read)
+            .await
+            .expect("the read gives up by itself");
+        assert_eq!(result, Err(BodyError::TimedOut));
     }
 }

@@ -89,6 +89,12 @@ impl SigningKeys {
         self.keys.read().expect("keys lock").current.clone()
     }
 
+    /// Counts the changes so far: the same number means the same secret (the receiver counts a
+    /// signed registration confirmation once per secret).
+    pub fn generation(&self) -> u64 {
+        *self.version.borrow()
+    }
+
     /// Notified on every change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
@@ -208,6 +214,11 @@ mod tests {
         let unchanged = keys.subscribe();
         keys.set(Some(SecretString::from("new")), t0);
         assert!(!unchanged.has_changed().unwrap(), "same value: no change");
+        assert_eq!(
+            keys.generation(),
+            2,
+            "two changes, the same value once more is none"
+        );
         assert!(!format!("{keys:?}").contains("new"));
     }
 

@@ -27,6 +27,11 @@ struct HandledLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FreshnessLabels {
+    freshness: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -62,6 +67,9 @@ pub struct AlertsMetrics {
     verified: Counter,
     rejected: Family<ReasonLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
+    freshness: Family<FreshnessLabels, Counter>,
+    connections: Gauge,
+    connections_waited: Counter,
     webhook_state: Family<StateLabels, Gauge>,
     event_registered_twice: Counter,
     polling_mode: Family<ModeLabels, Gauge>,
@@ -76,6 +84,9 @@ impl Default for AlertsMetrics {
             verified: Counter::default(),
             rejected: Family::default(),
             handled: Family::default(),
+            freshness: Family::default(),
+            connections: Gauge::default(),
+            connections_waited: Counter::default(),
             webhook_state: Family::default(),
             event_registered_twice: Counter::default(),
             polling_mode: Family::default(),
@@ -99,13 +110,28 @@ impl AlertsMetrics {
         );
         registry.register(
             "alerts_rejected",
-            "Alerts refused by the receiver, by reason (missing_signature, malformed_signature, bad_signature, too_large, unreadable, malformed, not_ready)",
+            "Alerts refused by the receiver, by reason (missing_signature, malformed_signature, bad_signature, too_large, unreadable, malformed, not_ready, header_timeout, body_timeout, connection_deadline)",
             self.rejected.clone(),
         );
         registry.register(
             "alerts_handled",
             "Readable alerts by source and outcome (triggered, duplicate, unmanaged, other_provider, confirmation, confirmation_unsigned, ignored_type)",
             self.handled.clone(),
+        );
+        registry.register(
+            "alerts_freshness",
+            "Verified deliveries by whether they counted as hearing from Leaf: fresh and first_confirmation did; stale, future_dated, no_timestamp and repeated_confirmation did not (still answered and handled)",
+            self.freshness.clone(),
+        );
+        registry.register(
+            "alerts_connections",
+            "Connections open to the alerts receiver now",
+            self.connections.clone(),
+        );
+        registry.register(
+            "alerts_connections_waited",
+            "Connections that found the alerts receiver at its connection limit and waited for a free slot",
+            self.connections_waited.clone(),
         );
         registry.register(
             "alerts_webhook_state",
@@ -152,6 +178,26 @@ impl AlertsMetrics {
             .inc();
     }
 
+    /// Counts a verified delivery by its freshness (`fresh`, `stale`, ...).
+    pub fn freshness(&self, freshness: &'static str) {
+        self.freshness
+            .get_or_create(&FreshnessLabels { freshness })
+            .inc();
+    }
+
+    /// Counts an open connection until the returned guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection {
+            gauge: self.connections.clone(),
+        }
+    }
+
+    /// Counts a connection that found the receiver at its connection limit.
+    pub fn connection_waited(&self) {
+        self.connections_waited.inc();
+    }
+
     /// Sets `state` to 1 and every other state in `all` to 0.
     pub fn set_webhook_state(&self, state: &'static str, all: &[&'static str]) {
         for other in all {
@@ -186,5 +232,18 @@ impl AlertsMetrics {
         self.alert_to_status
             .get_or_create(&ResultLabels { result })
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One open connection of the alerts receiver: the gauge goes down when it is dropped, however
+/// the connection ended (answered, timed out, or its task cancelled).
+#[derive(Debug)]
+pub struct OpenConnection {
+    gauge: Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }

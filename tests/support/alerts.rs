@@ -199,3 +199,42 @@ pub async fn wait_metric(f: &Fixture, series: &str, at_least: f64) -> String {
     )
     .await
 }
+
+/// A raw TCP connection to the receiver, for clients that misbehave on purpose.
+pub async fn connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the receiver")
+}
+
+/// Reads from `stream` until the receiver closes it; returns what it sent and how long that took
+/// from `since`, or panics after `timeout` (the receiver kept the connection open).
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    since: std::time::Instant,
+    timeout: Duration,
+) -> (String, Duration) {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = timeout.saturating_sub(since.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the receiver kept the connection open for {timeout:?}; it sent {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        since.elapsed(),
+    )
+}
+
+/// Leaf's timestamp format (microseconds, `Z`) for `now` moved by `offset_secs`.
+pub fn leaf_timestamp(offset_secs: i64) -> String {
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset_secs);
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
