@@ -26,6 +26,7 @@ pub mod registration;
 pub mod routing;
 pub mod signature;
 pub mod signing_secret;
+pub mod webhook_record;
 
 use std::future::Future;
 use std::net::SocketAddr;
