@@ -181,8 +181,9 @@ pub struct Config {
     #[arg(long, env = "LEAF_ALERTS_WEBHOOK_URL")]
     pub alerts_webhook_url: Option<String>,
 
-    /// Name of our webhook at Leaf: how the operator finds its own registration after a restart.
-    /// Default: the leader-election Lease name (so each shard has its own).
+    /// Name of our webhook at Leaf. Which webhook is ours is decided by the id the operator
+    /// created, kept in ConfigMap `<lease name>-alerts-webhook` next to the signing Secret; the
+    /// name only labels it at Leaf. Default: the leader-election Lease name.
     #[arg(long, env = "LEAF_ALERTS_WEBHOOK_NAME")]
     pub alerts_webhook_name: Option<String>,
 
@@ -325,6 +326,10 @@ pub enum ConfigError {
         "--alerts-webhook-url (LEAF_ALERTS_WEBHOOK_URL) {url:?} is not a valid http(s) URL: {problem}"
     )]
     BadWebhookUrl { url: String, problem: String },
+    #[error(
+        "--alerts-register keeps the id of its webhook in ConfigMap {0:?} (the Lease name + \"-alerts-webhook\"), which is not a valid name: shorten --leader-election-lease-name (LEADER_ELECTION_LEASE_NAME)"
+    )]
+    BadWebhookRecordName(String),
     #[error("{0} must be above 0")]
     ZeroDuration(&'static str),
     #[error(
@@ -457,6 +462,11 @@ impl Config {
                 ConfigError::BadUrl { url, problem } => ConfigError::BadWebhookUrl { url, problem },
                 other => other,
             })?;
+            let record =
+                crate::alerts::webhook_record::record_name(&self.leader_election_lease_name);
+            if !crate::alerts::webhook_record::valid_record_name(&record) {
+                return Err(ConfigError::BadWebhookRecordName(record));
+            }
         }
         Ok(())
     }
@@ -509,6 +519,13 @@ impl Config {
                         .unwrap_or_else(|| self.leader_election_lease_name.clone()),
                     url: self.alerts_webhook_url.clone().unwrap_or_default(),
                     check_interval: self.alerts_check_interval,
+                    // Next to the signing Secret: the Role that grants it grants the record.
+                    record: crate::alerts::registration::RecordLocation {
+                        namespace: secret.namespace.clone(),
+                        name: crate::alerts::webhook_record::record_name(
+                            &self.leader_election_lease_name,
+                        ),
+                    },
                 });
         Some(crate::alerts::AlertsConfig {
             addr,
@@ -966,6 +983,22 @@ mod tests {
                 "scheme",
             ),
             (vec!["--alerts-register"], "receiver"),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                    "--alerts-webhook-url",
+                    "https://hooks.example.com/alerts",
+                    "--leader-election-lease-name",
+                    "Shard_A",
+                ],
+                "Shard_A-alerts-webhook",
+            ),
             (vec!["--alerts-quiet-limit", "0s"], "above 0"),
         ] {
             let error = parse(&args).validate().expect_err("invalid").to_string();
@@ -995,6 +1028,14 @@ mod tests {
         assert_eq!(
             registration.name, "leaf-operator-shard-a",
             "the Lease name by default"
+        );
+        assert_eq!(
+            registration.record,
+            crate::alerts::registration::RecordLocation {
+                namespace: "ops".to_string(),
+                name: "leaf-operator-shard-a-alerts-webhook".to_string(),
+            },
+            "the record is named after the Lease, next to the signing Secret"
         );
         assert_eq!(
             alerts.health.backstop_interval,
