@@ -15,9 +15,10 @@ use leaf_standin::{
     AlertTamper, CREDENTIALS_LIMITED_PERMISSION, CREDENTIALS_UNAUTHENTICATED, StandInConfig,
 };
 use support::alerts::{
-    SIGNING_SECRET, connect, credentials_alert, free_port, leaf_timestamp, metrics, post,
-    post_chunked, post_signed, put_signing_secret, read_until_closed, receiver_url, sample, sign,
-    wait_metric, wait_receiver_ready, with_alerts,
+    SIGNING_SECRET, WEBHOOK_NAME, connect, credentials_alert, free_port, leaf_timestamp, metrics,
+    post, post_chunked, post_signed, put_signing_secret, read_until_closed, receiver_url, sample,
+    sign, wait_metric, wait_pod_event, wait_receiver_ready, wait_record_id, webhook_record,
+    with_alerts,
 };
 use support::operator::{Fixture, LEAF_PASSWORD};
 use support::wait_until;
@@ -30,6 +31,15 @@ const TRIGGERED: &str =
     r#"leaf_operator_alerts_handled_total{source="receiver",outcome="triggered"}"#;
 const DUPLICATE: &str =
     r#"leaf_operator_alerts_handled_total{source="receiver",outcome="duplicate"}"#;
+const REGISTERED: &str = r#"leaf_operator_alerts_webhook_state{state="registered"}"#;
+const FOREIGN: &str = r#"leaf_operator_alerts_webhook_state{state="foreign"}"#;
+const TWICE: &str = "leaf_operator_alerts_event_registered_twice_total";
+/// Another cluster on the same Leaf account, installed with the same defaults as ours.
+const OTHER_CLUSTER_URL: &str = "https://leaf-alerts.other-cluster.example.com/alerts";
+const OTHER_CLUSTER_SECRET: &str = "PLANTED-other-cluster-signing-secret-91b0";
+/// The test operator's Pod (`POD_NAME` of its first start, see `support::operator`).
+const POD: &str = "test-operator-1";
+const POD_UID: &str = "6d0c3e1a-0000-4000-8000-00000000c0de";
 
 /// A registering operator with a Ready `farm` for `user`; returns the fixture, the receiver's
 /// port and the credential id.
@@ -560,12 +570,21 @@ async fn the_registration_is_reused_after_a_restart_replaced_on_a_new_secret_and
         ),
         ("metrics", metrics(&f).await),
         ("operator log", f.operator.log()),
+        (
+            "ConfigMaps (the webhook record)",
+            kubectl(&["get", "configmaps", "-n", &f.namespace, "-o", "yaml"]),
+        ),
     ];
     assert!(
         sources[3].1.contains("registered the Leaf webhook"),
         "the log was read"
     );
     assert!(sources[3].1.len() > 10_000, "the trace log is complete");
+    assert!(
+        sources[4].1.contains(&second.id),
+        "the record was read: {}",
+        sources[4].1
+    );
     let found = leaks(
         &sources,
         &[SIGNING_SECRET, NEW_SECRET, LEAF_PASSWORD, "PLANTED-guess"],
@@ -861,4 +880,232 @@ async fn a_replayed_delivery_is_answered_and_acts_once_but_does_not_keep_polling
     );
     assert_eq!(sample(&text, BACKSTOP), 1.0, "{text}");
     assert!(!f.operator.log().contains(SIGNING_SECRET));
+}
+
+/// The Alerts API calls that change something, as `METHOD STATUS` (and the id for a DELETE).
+fn alerts_writes(f: &Fixture) -> Vec<String> {
+    f.standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/alerts/webhooks") && r.method != "GET")
+        .map(|r| {
+            let status = r.status.map_or("dropped".to_string(), |s| s.to_string());
+            match r.method.as_str() {
+                "DELETE" => format!(
+                    "DELETE {status} {}",
+                    r.path.rsplit('/').next().unwrap_or_default()
+                ),
+                method => format!("{method} {status}"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_webhook_with_our_name_and_another_url_is_never_deleted_and_is_reported_on_the_pod() {
+    let port = free_port();
+    let f = Fixture::start_with("alert-samename", StandInConfig::default(), |o| {
+        let namespace = o.namespaces[0].clone();
+        with_alerts(o.refresh_interval("2s"), port, true)
+            .env("POD_NAMESPACE", &namespace)
+            .env("POD_UID", POD_UID)
+    })
+    .await;
+    // Another cluster of the same Leaf account, installed with the chart's defaults: the same
+    // webhook name, its own URL and secret. It holds both events.
+    let theirs = f.standin.seed_webhook(
+        WEBHOOK_NAME,
+        OTHER_CLUSTER_URL,
+        &[CREDENTIALS_UNAUTHENTICATED, CREDENTIALS_LIMITED_PERMISSION],
+        OTHER_CLUSTER_SECRET,
+    );
+    put_signing_secret(&f, SIGNING_SECRET).await;
+
+    // Several registration checks (one a second here) found it, and touched nothing.
+    let text = wait_metric(&f, TWICE, 3.0).await;
+    for (series, expected) in [
+        (FOREIGN, 1.0),
+        (REGISTERED, 0.0),
+        (r#"leaf_operator_alerts_foreign_webhook{name="same"}"#, 1.0),
+        (r#"leaf_operator_alerts_foreign_webhook{name="other"}"#, 0.0),
+        (r#"leaf_operator_alerts_polling_mode{mode="normal"}"#, 1.0),
+    ] {
+        assert_eq!(sample(&text, series), expected, "{series}\n{text}");
+    }
+    assert_eq!(
+        f.standin.webhooks(),
+        vec![theirs.clone()],
+        "theirs untouched"
+    );
+    assert_eq!(
+        alerts_writes(&f),
+        Vec::<String>::new(),
+        "never a DELETE, nor a POST Leaf would refuse"
+    );
+
+    // A Warning Event on the operator's own Pod names their webhook and the likely cause.
+    let (kind, note) = wait_pod_event(&f, POD, "PollingFallback", &theirs.id).await;
+    assert_eq!(kind, "Warning");
+    assert!(
+        note.contains("another cluster") && note.contains(WEBHOOK_NAME),
+        "{note}"
+    );
+    // The record says that no webhook is ours.
+    let record = webhook_record(&f).await;
+    assert!(
+        record
+            .as_ref()
+            .is_none_or(|data| !data.contains_key("webhookId")),
+        "{record:?}"
+    );
+
+    // Polling falls back: a change is noticed without an alert.
+    f.create_farm_with_default_credentials("user-samename")
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    assert!(f.standin.set_status("user-samename", "UNAUTHENTICATED"));
+    f.wait_reason("farm", "CredentialInvalid", WAIT).await;
+    assert_eq!(f.standin.webhooks(), vec![theirs], "still untouched");
+    assert_eq!(alerts_writes(&f), Vec::<String>::new());
+
+    // Neither cluster's secret is in the Events, the ConfigMaps, the log or the metrics.
+    let control_plane = support::control_plane().await;
+    let kubectl =
+        |args: &[&str]| String::from_utf8_lossy(&control_plane.kubectl(args).stdout).into_owned();
+    let sources = [
+        (
+            "Events",
+            kubectl(&["get", "events", "-n", &f.namespace, "-o", "yaml"]),
+        ),
+        (
+            "ConfigMaps",
+            kubectl(&["get", "configmaps", "-n", &f.namespace, "-o", "yaml"]),
+        ),
+        ("metrics", metrics(&f).await),
+        ("operator log", f.operator.log()),
+    ];
+    assert!(
+        sources[0].1.contains("RegisterWebhook"),
+        "the Events were read"
+    );
+    let found = leaks(&sources, &[SIGNING_SECRET, OTHER_CLUSTER_SECRET]);
+    assert!(found.is_empty(), "secrets leaked: {found:#?}");
+}
+
+#[tokio::test]
+async fn our_own_url_change_replaces_our_webhook_by_id_and_the_record_holds_the_new_id() {
+    let port = free_port();
+    let mut f = Fixture::start_with("alert-newurl", StandInConfig::default(), |o| {
+        with_alerts(o, port, true)
+    })
+    .await;
+    // A webhook of the account with our name for other events (another cluster's field
+    // alerts): not in our way, so never touched.
+    let bystander = f.standin.seed_webhook(
+        WEBHOOK_NAME,
+        OTHER_CLUSTER_URL,
+        &["fieldCreated"],
+        OTHER_CLUSTER_SECRET,
+    );
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    let first = wait_registered(&f, port).await;
+    let record = wait_record_id(&f, &first.id).await;
+    assert_eq!(
+        record.get("webhookUrl").map(String::as_str),
+        Some(receiver_url(port).as_str()),
+        "{record:?}"
+    );
+
+    // The URL changes (a new Ingress host; here the same receiver spelled another way).
+    let new_url = format!("http://localhost:{port}/alerts");
+    let url = new_url.clone();
+    f.operator
+        .restart_with(|o| o.env("LEAF_ALERTS_WEBHOOK_URL", &url))
+        .await;
+    let second = wait_until("our webhook under the new URL", WAIT, || async {
+        let webhooks = f.standin.webhooks();
+        webhooks
+            .iter()
+            .find(|w| w.url == new_url)
+            .cloned()
+            .ok_or_else(|| format!("{webhooks:?}"))
+    })
+    .await;
+    assert_ne!(second.id, first.id);
+    wait_record_id(&f, &second.id).await;
+    wait_metric(&f, REGISTERED, 1.0).await;
+
+    // Ours was deleted by its id, then created again; the bystander with our name never.
+    assert_eq!(
+        alerts_writes(&f),
+        vec![
+            "POST 201".to_string(),
+            format!("DELETE 204 {}", first.id),
+            "POST 201".to_string(),
+        ]
+    );
+    let mut ids: Vec<String> = f.standin.webhooks().into_iter().map(|w| w.id).collect();
+    ids.sort();
+    let mut expected = vec![bystander.id, second.id];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_adopted_on_the_next_check_not_duplicated() {
+    const NEW_SECRET: &str = "PLANTED-rotated-signing-secret-5a0e";
+    let port = free_port();
+    let mut f = Fixture::start_with("alert-lost", StandInConfig::default(), |o| {
+        with_alerts(o, port, true)
+    })
+    .await;
+    // Leaf applies the create but answers 503 (a gateway timing out after the write).
+    f.standin.lose_webhook_create_answers(1, false);
+    put_signing_secret(&f, SIGNING_SECRET).await;
+    let webhook = wait_registered(&f, port).await;
+    wait_record_id(&f, &webhook.id).await;
+    wait_metric(&f, REGISTERED, 1.0).await;
+    f.operator
+        .wait_for_log("adopted our Leaf webhook", WAIT)
+        .await;
+    assert_eq!(
+        alerts_writes(&f),
+        vec!["POST 503"],
+        "one POST, adopted after"
+    );
+    assert_eq!(f.standin.webhooks(), vec![webhook.clone()]);
+    let text = metrics(&f).await;
+    assert_eq!(sample(&text, TWICE), 0.0, "never taken for foreign: {text}");
+
+    // A restart finds it by the recorded id.
+    f.operator.restart().await;
+    wait_metric(&f, REGISTERED, 1.0).await;
+    assert_eq!(alerts_writes(&f), vec!["POST 503"]);
+
+    // A new secret replaces it; this time Leaf answers 201 with neither Location nor body: the
+    // operator looks again at once and records the new webhook's id.
+    f.standin.lose_webhook_create_answers(1, true);
+    put_signing_secret(&f, NEW_SECRET).await;
+    let second = wait_until("the webhook to carry the new secret", WAIT, || async {
+        let webhooks = f.standin.webhooks();
+        match webhooks.as_slice() {
+            [only] if only.secret == NEW_SECRET => Ok(only.clone()),
+            other => Err(format!(
+                "{:?}",
+                other.iter().map(|w| &w.id).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    wait_record_id(&f, &second.id).await;
+    assert_eq!(
+        alerts_writes(&f),
+        vec![
+            "POST 503".to_string(),
+            format!("DELETE 204 {}", webhook.id),
+            "POST 201".to_string(),
+        ]
+    );
+    assert_eq!(f.standin.webhooks().len(), 1, "not duplicated");
+    assert_eq!(sample(&metrics(&f).await, TWICE), 0.0);
 }

@@ -7,16 +7,20 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
+use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use support::{ControlPlane, control_plane, repo_root};
+use leaf_standin::{StandIn, StandInConfig};
+use support::alerts::{SIGNING_SECRET, free_port, receiver_url};
+use support::operator::{Operator, OperatorOptions};
+use support::{ControlPlane, control_plane, repo_root, wait_until};
 
 const CHART: &str = "charts/leaf-operator";
 const LEADER_LABEL: &str = "withleaf.io/leader";
@@ -272,13 +276,21 @@ async fn with_two_replicas_the_receiver_service_selects_the_leader_and_everythin
     );
     assert_eq!(names(&objects, "NetworkPolicy").len(), 2);
 
-    // RBAC: exactly the signing Secret, the Pod's Events, and patching Pods for the label.
+    // RBAC: exactly the signing Secret, the Pod's Events, the webhook record (registration is
+    // on) and patching Pods for the label.
     let role = object(&objects, "Role", &alerts_name);
     assert_eq!(
         rules(role),
         vec![
             rule("", "secrets", "leaf-webhook", "get,list,watch"),
             rule("events.k8s.io", "events", "", "create,patch"),
+            rule("", "configmaps", "", "create"),
+            rule(
+                "",
+                "configmaps",
+                "lo-alerts-leaf-operator-alerts-webhook",
+                "get,update"
+            ),
             rule("", "pods", "", "patch"),
         ]
     );
@@ -315,6 +327,11 @@ async fn with_one_replica_the_service_selects_the_pod_and_no_pod_rights_are_gran
     assert!(
         !rules(role).iter().any(|r| r.1 == "pods"),
         "{:?}",
+        rules(role)
+    );
+    assert!(
+        !rules(role).iter().any(|r| r.1 == "configmaps"),
+        "no webhook record without registration: {:?}",
         rules(role)
     );
     assert!(names(&objects, "Ingress").is_empty());
@@ -366,6 +383,23 @@ async fn the_values_schema_and_the_templates_refuse_bad_alerts_values() {
     }
 }
 
+/// Applies the ServiceAccount, Roles and RoleBindings of a rendered chart (nothing else).
+fn apply_service_account_and_roles(cp: &ControlPlane, manifest: &str) {
+    let keep: Vec<Value> = documents(manifest)
+        .into_iter()
+        .filter(|o| ["ServiceAccount", "Role", "RoleBinding"].contains(&kind_of(o)))
+        .collect();
+    let yaml = keep
+        .iter()
+        .map(|o| serde_yaml::to_string(o).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    expect_success(
+        "kubectl apply (ServiceAccount and Roles)",
+        &cp.kubectl_with_stdin(&["apply", "-f", "-"], &yaml),
+    );
+}
+
 /// The operator's view of the API with its own ServiceAccount's token.
 async fn operator_client(cp: &ControlPlane, namespace: &str, sa: &str) -> kube::Client {
     cp.client_with_token(&cp.service_account_token(namespace, sa).await)
@@ -386,19 +420,7 @@ async fn the_alerts_role_lets_the_operator_watch_exactly_its_signing_secret() {
     let mut args = ALERTS.to_vec();
     args.extend(["--set", &watched, "--set", "replicaCount=2"]);
     let manifest = helm_template(cp, "lo-rbac", &namespace, &args);
-    let keep: Vec<Value> = documents(&manifest)
-        .into_iter()
-        .filter(|o| ["ServiceAccount", "Role", "RoleBinding"].contains(&kind_of(o)))
-        .collect();
-    let yaml = keep
-        .iter()
-        .map(|o| serde_yaml::to_string(o).unwrap())
-        .collect::<Vec<_>>()
-        .join("---\n");
-    expect_success(
-        "kubectl apply (ServiceAccount and Roles)",
-        &cp.kubectl_with_stdin(&["apply", "-f", "-"], &yaml),
-    );
+    apply_service_account_and_roles(cp, &manifest);
     let admin_secrets: Api<Secret> = Api::namespaced(cp.client(), &namespace);
     for name in ["leaf-webhook", "leaf-account"] {
         let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -466,17 +488,153 @@ async fn the_alerts_role_lets_the_operator_watch_exactly_its_signing_secret() {
     assert!(forbidden(pods.get("op").await), "patch only, no reads");
 }
 
-/// `kubectl kustomize` of an overlay (written under target/) of `deploy/` with the alerts component.
-fn kustomize_with_alerts_component(cp: &ControlPlane) -> String {
-    let dir: PathBuf = repo_root().join("target").join("kustomize-alerts-overlay");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy\ncomponents:\n  - ../../deploy/components/alerts\n",
-    )
+#[tokio::test]
+async fn a_registering_operator_as_the_charts_service_account_keeps_exactly_its_webhook_record() {
+    const LEAF_USERNAME: &str = "operator@example.com";
+    const LEAF_PASSWORD: &str = "install-alerts-password";
+    let cp = control_plane().await;
+    cp.install_crd().await;
+    let namespace = cp.create_namespace("alerts-record").await;
+    let watched = cp.create_namespace("alerts-record-watched").await;
+    // Namespaced mode, two replicas (leader election), registration on: in its own namespace
+    // the operator has only the alerts and leader-election Roles.
+    let list = format!("watchNamespaces={{{watched}}}");
+    let mut args = ALERTS.to_vec();
+    args.extend(["--set", &list, "--set", "replicaCount=2"]);
+    apply_service_account_and_roles(cp, &helm_template(cp, "lo-rec", &namespace, &args));
+    let signing: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "leaf-webhook"}, "stringData": {"secret": SIGNING_SECRET},
+    }))
     .unwrap();
+    Api::<Secret>::namespaced(cp.client(), &namespace)
+        .create(&PostParams::default(), &signing)
+        .await
+        .expect("create the signing Secret");
+
+    // The real operator, as the chart's ServiceAccount, registering with the stand-in.
+    let leaf =
+        StandIn::start(StandInConfig::default().with_account(LEAF_USERNAME, LEAF_PASSWORD)).await;
+    let port = free_port();
+    let token = cp
+        .service_account_token(&namespace, "lo-rec-leaf-operator")
+        .await;
+    let kubeconfig = cp.kubeconfig_for_token("lo-rec", &token);
+    let mut options =
+        OperatorOptions::new(&watched, &leaf.origin()).account(LEAF_USERNAME, LEAF_PASSWORD);
+    options.env = [
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("LEADER_ELECTION", "true".to_string()),
+        ("POD_NAMESPACE", namespace.clone()),
+        // The chart names the Lease, and so the record, after the release.
+        (
+            "LEADER_ELECTION_LEASE_NAME",
+            "lo-rec-leaf-operator".to_string(),
+        ),
+        ("LEAF_ALERTS_ADDR", format!("127.0.0.1:{port}")),
+        ("LEAF_ALERTS_SECRET_NAME", "leaf-webhook".to_string()),
+        ("LEAF_ALERTS_REGISTER", "true".to_string()),
+        ("LEAF_ALERTS_WEBHOOK_URL", receiver_url(port)),
+        ("LEAF_ALERTS_CHECK_INTERVAL", "1s".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let operator = Operator::start(cp, options).await;
+
+    // It registered, and recorded the id: created the ConfigMap (the intent), then updated it.
+    let webhook = wait_until(
+        "the operator to register its webhook",
+        Duration::from_secs(60),
+        || async {
+            let webhooks = leaf.webhooks();
+            webhooks
+                .iter()
+                .find(|w| w.url == receiver_url(port))
+                .cloned()
+                .ok_or_else(|| format!("{webhooks:?}"))
+        },
+    )
+    .await;
+    let client = operator_client(cp, &namespace, "lo-rec-leaf-operator").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let record = "lo-rec-leaf-operator-alerts-webhook";
+    wait_until(
+        "the record to hold the webhook's id",
+        Duration::from_secs(60),
+        || async {
+            let data = configmaps
+                .get(record)
+                .await
+                .map_err(|e| e.to_string())?
+                .data
+                .unwrap_or_default();
+            if data.get("webhookId") == Some(&webhook.id) && !data.contains_key("createStartedAt") {
+                Ok(())
+            } else {
+                Err(format!("{data:?}"))
+            }
+        },
+    )
+    .await;
+    let log = operator.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "the operator hit a permission it lacks:\n{}",
+        log.lines()
+            .filter(|l| l.contains("orbidden"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(operator);
+
+    // With the same token: that one ConfigMap can be read and updated, nothing more.
+    let mut mine = configmaps.get(record).await.expect("get the record");
+    mine.metadata.managed_fields = None;
+    configmaps
+        .replace(record, &PostParams::default(), &mine)
+        .await
+        .expect("update the record");
+    let other: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "someone-elses"}, "data": {"k": "v"},
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(cp.client(), &namespace)
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("create another ConfigMap as admin");
+    assert!(forbidden(configmaps.get("someone-elses").await));
+    assert!(forbidden(configmaps.list(&ListParams::default()).await));
+    assert!(forbidden(
+        configmaps
+            .patch(
+                record,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {"x": "y"}}))
+            )
+            .await
+    ));
+    assert!(forbidden(
+        configmaps.delete(record, &Default::default()).await
+    ));
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client, &watched);
+    assert!(
+        forbidden(elsewhere.create(&PostParams::default(), &other).await),
+        "ConfigMaps only in its own namespace"
+    );
+}
+
+/// `kubectl kustomize` of an overlay (written under target/`dir`) of `deploy/` with `components`
+/// (names under deploy/components, in order).
+fn kustomize_with_components(cp: &ControlPlane, dir: &str, components: &[&str]) -> String {
+    let dir: PathBuf = repo_root().join("target").join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut overlay = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy\ncomponents:\n".to_string();
+    for component in components {
+        overlay.push_str(&format!("  - ../../deploy/components/{component}\n"));
+    }
+    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap();
     expect_success(
-        "kubectl kustomize (deploy/ + components/alerts)",
+        &format!("kubectl kustomize (deploy/ + components {components:?})"),
         &cp.kubectl(&["kustomize", dir.to_str().unwrap()]),
     )
 }
@@ -503,21 +661,23 @@ fn comparable(object: &Value) -> Value {
     object
 }
 
-#[tokio::test]
-async fn the_kustomize_alerts_component_matches_the_chart_with_alerts_enabled() {
-    let cp = control_plane().await;
-    let chart = documents(&helm_template(
-        cp,
-        "leaf-operator",
-        "leaf-operator",
-        &[
-            "--set",
-            "alerts.enabled=true",
-            "--set",
-            "alerts.secretName=leaf-alerts",
-        ],
-    ));
-    let kustomize: Vec<Value> = documents(&kustomize_with_alerts_component(cp))
+/// The chart rendered with `values` and the kustomize overlay with `components` are the same
+/// objects (but labels, annotations and the order of the environment).
+fn assert_chart_matches_kustomize(
+    cp: &ControlPlane,
+    values: &[&str],
+    dir: &str,
+    components: &[&str],
+) {
+    let mut args = vec![
+        "--set",
+        "alerts.enabled=true",
+        "--set",
+        "alerts.secretName=leaf-alerts",
+    ];
+    args.extend_from_slice(values);
+    let chart = documents(&helm_template(cp, "leaf-operator", "leaf-operator", &args));
+    let kustomize: Vec<Value> = documents(&kustomize_with_components(cp, dir, components))
         .into_iter()
         .filter(|o| !["Namespace", "CustomResourceDefinition"].contains(&kind_of(o)))
         .collect();
@@ -545,6 +705,28 @@ async fn the_kustomize_alerts_component_matches_the_chart_with_alerts_enabled() 
             serde_yaml::to_string(&kustomize[key]).unwrap()
         );
     }
+}
+
+#[tokio::test]
+async fn the_kustomize_alerts_component_matches_the_chart_with_alerts_enabled() {
+    let cp = control_plane().await;
+    assert_chart_matches_kustomize(cp, &[], "kustomize-alerts-overlay", &["alerts"]);
+}
+
+#[tokio::test]
+async fn the_kustomize_alerts_register_component_matches_the_chart_with_registration() {
+    let cp = control_plane().await;
+    assert_chart_matches_kustomize(
+        cp,
+        &[
+            "--set",
+            "alerts.register=true",
+            "--set",
+            "alerts.webhookUrl=https://leaf-alerts.example.com/alerts",
+        ],
+        "kustomize-alerts-register-overlay",
+        &["alerts", "alerts-register"],
+    );
 }
 
 #[tokio::test]

@@ -8,8 +8,10 @@
 //! - [`handler`]: maps a credential id to its TrimbleConnection through the controller's
 //!   `CredentialIndex`, [`dedupe`]s retries, and triggers a reconcile at once (a hint: the
 //!   reconcile GETs the credential from Leaf, the truth).
-//! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API, its safe
-//!   replacement, `eventRegisteredTwice` handling, and the replay of failed calls.
+//! - [`registration`]: opt-in registration of our webhook with Leaf's Alerts API: ours is the id
+//!   we created (kept in the [`webhook_record`] ConfigMap, with the intent of a create in doubt),
+//!   its safe replacement, foreign webhooks (never deleted, reported), and the replay of failed
+//!   calls.
 //! - [`signing_secret`]: the signing secret from a Kubernetes Secret, watched.
 //! - [`routing`]: the leader labels its own Pod so that the receiver's Service routes to it.
 //! - whether alerts are healthy enough for polling to become the backstop is
@@ -32,6 +34,7 @@ pub mod registration;
 pub mod routing;
 pub mod signature;
 pub mod signing_secret;
+pub mod webhook_record;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,6 +110,9 @@ impl Alerts {
         let initial = health.registration();
         let all: Vec<&'static str> = Registration::ALL.iter().map(|r| r.as_str()).collect();
         ctx.metrics.alerts.set_webhook_state(initial.as_str(), &all);
+        if config.registration.is_some() {
+            ctx.metrics.alerts.set_foreign_webhook(None);
+        }
         let handler = Arc::new(AlertHandler::new(ctx.clone()));
         let receiver = Arc::new(receiver::Receiver::new(
             keys.clone(),
@@ -115,14 +121,16 @@ impl Alerts {
             ctx.metrics.clone(),
         ));
         let addr = receiver::serve(config.addr, receiver, shutdown).await?;
-        let registrar = config.registration.map(|registration| Registrar {
-            config: registration,
-            leaf: ctx.leaf.clone(),
-            account,
-            keys: keys.clone(),
-            handler: handler.clone(),
-            health: health.clone(),
-            metrics: ctx.metrics.clone(),
+        let registrar = config.registration.map(|registration| {
+            Registrar::new(
+                registration,
+                ctx.clone(),
+                account,
+                keys.clone(),
+                handler.clone(),
+                health.clone(),
+                config.pod.clone(),
+            )
         });
         Ok(Alerts {
             addr,

@@ -42,7 +42,8 @@ pub struct OwnPod {
 }
 
 impl OwnPod {
-    fn reference(&self) -> ObjectReference {
+    /// The Pod as the object of an Event.
+    pub(crate) fn reference(&self) -> ObjectReference {
         ObjectReference {
             api_version: Some("v1".to_string()),
             kind: Some("Pod".to_string()),

@@ -4,7 +4,8 @@
 
 use super::{Config, ConfigError, validate_origin};
 use crate::alerts::AlertsConfig;
-use crate::alerts::registration::RegistrationConfig;
+use crate::alerts::registration::{RecordLocation, RegistrationConfig};
+use crate::alerts::webhook_record;
 use crate::alerts::signing_secret::SecretLocation;
 use crate::controller::polling::HealthConfig;
 
@@ -21,6 +22,11 @@ impl Config {
                 .unwrap_or_else(|| self.leader_election_lease_name.clone()),
             url: self.alerts_webhook_url.clone().unwrap_or_default(),
             check_interval: self.alerts_check_interval,
+            // Next to the signing Secret: the Role that grants it grants the record.
+            record: RecordLocation {
+                namespace: secret.namespace.clone(),
+                name: webhook_record::record_name(&self.leader_election_lease_name),
+            },
         });
         Some(AlertsConfig {
             addr,
@@ -113,6 +119,10 @@ impl Config {
                 ConfigError::BadUrl { url, problem } => ConfigError::BadWebhookUrl { url, problem },
                 other => other,
             })?;
+            let record = webhook_record::record_name(&self.leader_election_lease_name);
+            if !webhook_record::valid_record_name(&record) {
+                return Err(ConfigError::BadWebhookRecordName(record));
+            }
         }
         Ok(())
     }
@@ -189,6 +199,22 @@ mod tests {
                 "scheme",
             ),
             (vec!["--alerts-register"], "receiver"),
+            (
+                vec![
+                    "--alerts-addr",
+                    "127.0.0.1:9000",
+                    "--alerts-secret-name",
+                    "ns/s",
+                    "--alerts-register",
+                    "--leaf-token",
+                    "t",
+                    "--alerts-webhook-url",
+                    "https://hooks.example.com/alerts",
+                    "--leader-election-lease-name",
+                    "Shard_A",
+                ],
+                "Shard_A-alerts-webhook",
+            ),
             (vec!["--alerts-quiet-limit", "0s"], "above 0"),
         ] {
             let error = parse(&args).validate().expect_err("invalid").to_string();
@@ -218,6 +244,14 @@ mod tests {
         assert_eq!(
             registration.name, "leaf-operator-shard-a",
             "the Lease name by default"
+        );
+        assert_eq!(
+            registration.record,
+            RecordLocation {
+                namespace: "ops".to_string(),
+                name: "leaf-operator-shard-a-alerts-webhook".to_string(),
+            },
+            "the record is named after the Lease, next to the signing Secret"
         );
         assert_eq!(
             alerts.health.backstop_interval,

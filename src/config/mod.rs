@@ -200,8 +200,9 @@ pub struct Config {
     #[arg(long, env = "LEAF_ALERTS_WEBHOOK_URL")]
     pub alerts_webhook_url: Option<String>,
 
-    /// Name of our webhook at Leaf: how the operator finds its own registration after a restart.
-    /// Default: the leader-election Lease name (so each shard has its own).
+    /// Name of our webhook at Leaf. Which webhook is ours is decided by the id the operator
+    /// created, kept in ConfigMap `<lease name>-alerts-webhook` next to the signing Secret; the
+    /// name only labels it at Leaf. Default: the leader-election Lease name.
     #[arg(long, env = "LEAF_ALERTS_WEBHOOK_NAME")]
     pub alerts_webhook_name: Option<String>,
 
@@ -344,6 +345,10 @@ pub enum ConfigError {
         "--alerts-webhook-url (LEAF_ALERTS_WEBHOOK_URL) {url:?} is not a valid http(s) URL: {problem}"
     )]
     BadWebhookUrl { url: String, problem: String },
+    #[error(
+        "--alerts-register keeps the id of its webhook in ConfigMap {0:?} (the Lease name + \"-alerts-webhook\"), which is not a valid name: shorten --leader-election-lease-name (LEADER_ELECTION_LEASE_NAME)"
+    )]
+    BadWebhookRecordName(String),
     #[error("{0} must be above 0")]
     ZeroDuration(&'static str),
     #[error(

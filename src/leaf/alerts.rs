@@ -56,6 +56,10 @@ pub enum CreateWebhookError {
         "Leaf answered eventRegisteredTwice: another webhook of this Leaf account already listens to one of the events"
     )]
     EventRegisteredTwice,
+    /// 2xx, but neither a readable `Location` nor a body with an id: the webhook was created
+    /// and its id is unknown (the registration finds it in the list).
+    #[error("Leaf created the webhook but named no id (no readable Location header or body)")]
+    CreatedWithoutId,
     #[error(transparent)]
     Leaf(LeafError),
 }
@@ -189,7 +193,8 @@ impl LeafClient {
     }
 
     /// `POST /webhooks`: 201, the new id being the last segment of `Location` (else the body's
-    /// `id`).
+    /// `id`). A success without either is [`CreateWebhookError::CreatedWithoutId`], not an
+    /// error that could pass for "nothing was created".
     pub async fn create_webhook(
         &self,
         account: &LeafAccount,
@@ -239,12 +244,7 @@ impl LeafClient {
                 .map(|w| w.id)
                 .filter(|id| !id.is_empty())
         });
-        id.ok_or_else(|| {
-            CreateWebhookError::Leaf(LeafError::InvalidResponse {
-                detail: "the webhook was created but Leaf named no id (no Location header)"
-                    .to_string(),
-            })
-        })
+        id.ok_or(CreateWebhookError::CreatedWithoutId)
     }
 
     /// `DELETE /webhooks/{id}`: 204; one already gone (404) is success.

@@ -37,6 +37,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameMatchLabels {
+    name: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     mode: &'static str,
 }
@@ -54,6 +59,8 @@ struct ResultLabels {
 
 /// The polling modes, as metric labels.
 pub const POLLING_MODES: [&str; 2] = ["backstop", "normal"];
+/// The `name` labels of `alerts_foreign_webhook`: whether the foreign webhook has our name.
+pub const FOREIGN_NAMES: [&str; 2] = ["same", "other"];
 
 fn alert_to_status_histogram() -> Histogram {
     // 10 ms .. about 82 s: an alert normally shows within a second; minutes mean a backlog.
@@ -72,6 +79,7 @@ pub struct AlertsMetrics {
     connections_waited: Counter,
     webhook_state: Family<StateLabels, Gauge>,
     event_registered_twice: Counter,
+    foreign_webhook: Family<NameMatchLabels, Gauge>,
     polling_mode: Family<ModeLabels, Gauge>,
     polling_switches: Family<SwitchLabels, Counter>,
     alert_to_status: Family<ResultLabels, Histogram, fn() -> Histogram>,
@@ -89,6 +97,7 @@ impl Default for AlertsMetrics {
             connections_waited: Counter::default(),
             webhook_state: Family::default(),
             event_registered_twice: Counter::default(),
+            foreign_webhook: Family::default(),
             polling_mode: Family::default(),
             polling_switches: Family::default(),
             alert_to_status: Family::new_with_constructor(alert_to_status_histogram),
@@ -142,6 +151,11 @@ impl AlertsMetrics {
             "alerts_event_registered_twice",
             "Times the credentials events were found owned by a webhook that is not this operator's (Leaf's eventRegisteredTwice)",
             self.event_registered_twice.clone(),
+        );
+        registry.register(
+            "alerts_foreign_webhook",
+            "1 while a Leaf webhook this operator did not create holds the credentials events (it is never deleted), by name: same (this operator's webhook name: most likely another cluster or deployment on the same Leaf account) or other",
+            self.foreign_webhook.clone(),
         );
         registry.register(
             "alerts_polling_mode",
@@ -209,6 +223,16 @@ impl AlertsMetrics {
 
     pub fn event_registered_twice(&self) {
         self.event_registered_twice.inc();
+    }
+
+    /// Sets the foreign webhook's `name` label (one of [`FOREIGN_NAMES`]) to 1 and the other to
+    /// 0; `None`: both 0 (nothing foreign holds our events).
+    pub fn set_foreign_webhook(&self, name: Option<&'static str>) {
+        for other in FOREIGN_NAMES {
+            self.foreign_webhook
+                .get_or_create(&NameMatchLabels { name: other })
+                .set(i64::from(Some(other) == name));
+        }
     }
 
     /// Sets the polling `mode` (one of [`POLLING_MODES`]) to 1 and the other to 0.

@@ -149,6 +149,10 @@ pub(crate) struct AlertsState {
     /// Whether the registration confirmation carries `X-Leaf-Signature` (Leaf does not say).
     pub confirmation_signed: bool,
     pub tamper: AlertTamper,
+    /// The next N webhook creates are applied but their answer is lost: 503, or (with
+    /// `lost_answer_created`) 201 without a `Location` or a body.
+    pub lose_create_answers: u32,
+    pub lost_answer_created: bool,
     held: Vec<Delivery>,
     /// The state itself, for delivery tasks started under its lock.
     pub(crate) shared: Weak<Mutex<Inner>>,
@@ -163,6 +167,8 @@ impl Default for AlertsState {
             time_scale: 1.0,
             confirmation_signed: false,
             tamper: AlertTamper::default(),
+            lose_create_answers: 0,
+            lost_answer_created: false,
             held: Vec::new(),
             shared: Weak::new(),
         }
@@ -576,6 +582,15 @@ fn create_webhook(state: &mut Inner, body: &str) -> Response {
     };
     state.alerts.webhooks.push(webhook.clone());
     state.alerts.confirm(&webhook);
+    if state.alerts.lose_create_answers > 0 {
+        // Applied, but the client learns nothing of it (a gateway timing out, a 503 after the
+        // write, a body and header lost).
+        state.alerts.lose_create_answers -= 1;
+        if state.alerts.lost_answer_created {
+            return StatusCode::CREATED.into_response();
+        }
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
     let mut response = (StatusCode::CREATED, Json(webhook_json(&webhook))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("{WEBHOOKS}/{}", webhook.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -650,6 +665,15 @@ impl Handle {
     /// Whether the registration confirmation is signed (default: not).
     pub fn set_confirmation_signed(&self, on: bool) {
         self.alerts(|s| s.alerts.confirmation_signed = on);
+    }
+
+    /// The next `n` webhook creates are applied but answered 503 (`created: false`) or 201
+    /// without `Location` and body (`created: true`), as when an answer is lost.
+    pub fn lose_webhook_create_answers(&self, n: u32, created: bool) {
+        self.alerts(|s| {
+            s.alerts.lose_create_answers = n;
+            s.alerts.lost_answer_created = created;
+        });
     }
 
     /// Replaces the tamper settings for the next deliveries.

@@ -1,8 +1,12 @@
 //! Helpers of the alerts tests: an operator with the receiver on a known port, signed and forged
 //! posts, raw HTTP for chunked bodies, and reading single metric samples.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -237,4 +241,61 @@ pub async fn read_until_closed(
 pub fn leaf_timestamp(offset_secs: i64) -> String {
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset_secs);
     at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The webhook name `with_alerts` registers under.
+pub const WEBHOOK_NAME: &str = "leaf-operator-test";
+/// The ConfigMap where the operator keeps the id of its webhook (the default Lease name +
+/// `-alerts-webhook`, next to the signing Secret).
+pub const WEBHOOK_RECORD: &str = "leaf-operator-alerts-webhook";
+
+/// The data of the webhook record ConfigMap in the test's namespace, if it exists.
+pub async fn webhook_record(f: &Fixture) -> Option<BTreeMap<String, String>> {
+    Api::<ConfigMap>::namespaced(f.client.clone(), &f.namespace)
+        .get_opt(WEBHOOK_RECORD)
+        .await
+        .expect("read the webhook record")
+        .map(|cm| cm.data.unwrap_or_default())
+}
+
+/// Waits until the webhook record holds webhook `id` and no create in doubt; returns its data.
+pub async fn wait_record_id(f: &Fixture, id: &str) -> BTreeMap<String, String> {
+    wait_until(
+        &format!("the webhook record to hold {id} and no create in doubt"),
+        Duration::from_secs(60),
+        || async {
+            let data = webhook_record(f).await.unwrap_or_default();
+            let settled = data.get("webhookId").map(String::as_str) == Some(id)
+                && !data.keys().any(|k| k.starts_with("create"));
+            if settled {
+                Ok(data)
+            } else {
+                Err(format!("{data:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// Waits for an Event about the operator's Pod `pod` with `reason` whose note contains
+/// `containing`; returns (type, note).
+pub async fn wait_pod_event(
+    f: &Fixture,
+    pod: &str,
+    reason: &str,
+    containing: &str,
+) -> (String, String) {
+    wait_until(
+        &format!("an Event {reason} about Pod {pod} saying {containing:?}"),
+        Duration::from_secs(60),
+        || async {
+            let events = f.events(pod).await;
+            events
+                .iter()
+                .find(|(_, r, note)| r == reason && note.contains(containing))
+                .map(|(kind, _, note)| (kind.clone(), note.clone()))
+                .ok_or_else(|| format!("{events:?}"))
+        },
+    )
+    .await
 }

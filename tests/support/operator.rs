@@ -277,6 +277,13 @@ impl Operator {
         self.spawn().await;
     }
 
+    /// Starts the process again with changed options (e.g. another setting after a kill).
+    pub async fn restart_with(&mut self, change: impl FnOnce(OperatorOptions) -> OperatorOptions) {
+        self.kill();
+        self.options = change(self.options.clone());
+        self.spawn().await;
+    }
+
     /// The complete output of every start so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -56,6 +56,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "leaf-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The ConfigMap where a registering operator keeps the id of its Leaf webhook: the Lease name + "-alerts-webhook" (src/alerts/webhook_record.rs). */}}
+{{- define "leaf-operator.webhookRecordName" -}}
+{{- printf "%s-alerts-webhook" (include "leaf-operator.leaseName" .) }}
+{{- end }}
+
 {{/* Where the default Leaf account's Secret is mounted (LEAF_ACCOUNT_DIR). */}}
 {{- define "leaf-operator.accountDir" -}}
 /etc/leaf-operator/leaf-account
