@@ -206,8 +206,8 @@ pub struct TrimbleConnectionStatus {
     pub pending_delete: Option<PendingDelete>,
 
     /// The last create of this resource's credential that Leaf confirmed. For a while after it
-    /// (the read-lag allowance) a read of Leaf that shows nothing, or the credential it replaced,
-    /// is not taken as the truth.
+    /// (the read-lag allowance) a read of Leaf that does not show that credential is not taken as
+    /// the truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_create: Option<LastCreate>,
 

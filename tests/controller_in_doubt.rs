@@ -54,38 +54,60 @@ async fn a_post_that_outlives_its_timeout_is_never_sent_again_and_is_recognised_
 }
 
 #[tokio::test]
-async fn a_post_lost_on_the_way_is_sent_again_only_after_the_window_and_a_fresh_get() {
+async fn a_post_whose_fate_stays_unknown_is_never_sent_again_and_asks_for_a_new_token() {
+    // The first credential POST's connection is dropped without an answer (and, here, without
+    // effect). Leaf offers no proof that it did nothing: a credential it made could have been
+    // removed before any read saw it, its single-use refresh token spent. So after the window and
+    // a fresh read showing nothing, the token is not sent again: a person supplies a new one.
     let f = Fixture::start_with("lost-post", Default::default(), |o: OperatorOptions| {
         o.in_doubt_margin("4s")
     })
     .await;
     let user = "user-lost-post";
-    // The first credential POST's connection is dropped without an answer (and without effect).
     f.standin
         .set_fault_path_filter(Some("/trimble-credentials"));
     f.standin.set_fault_method_filter(Some("POST"));
     f.standin.drop_next(1);
     f.create_farm_with_default_credentials(user).await;
-    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let tc = f.wait_reason("farm", "CredentialInvalid", WAIT).await;
+    let status = tc.status.unwrap();
+    let message = support::operator::condition(&status, "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains("got no answer") && message.contains("new refresh token"),
+        "{message}"
+    );
+    assert!(status.pending_create.is_none(), "the doubt is over");
+    assert_eq!(
+        status.sent_refresh_tokens.len(),
+        1,
+        "its token counts as sent"
+    );
+    let posts_before = posts(&f, user);
+    assert_eq!(posts_before.len(), 1, "{:?}", f.leaf_calls(user));
+    assert_eq!(posts_before[0].1, None, "the first one was dropped");
+    let calls = f.leaf_calls(user);
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("GET 404"),
+        "{calls:?}"
+    );
 
+    // A new token from the grower: created at once.
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-new")
+        .await;
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let stored = f.standin.credential(user).expect("created");
+    assert_eq!(stored.submitted_refresh_token, "refresh-new");
+    assert_eq!(tc.status.unwrap().credential_id, Some(stored.id));
     let posts = posts(&f, user);
     assert_eq!(posts.len(), 2, "{:?}", f.leaf_calls(user));
-    assert_eq!(posts[0].1, None, "the first one was dropped");
+    // 5 s to leave, then 5 s timeout + 4 s margin: the second POST went only after that.
     let gap = posts[1].0.duration_since(posts[0].0);
-    // 5 s timeout + 4 s margin, from the intent recorded just before the first POST.
     assert!(
-        gap >= jiff::SignedDuration::from_millis(8500),
+        gap >= jiff::SignedDuration::from_millis(9000),
         "sent again after {gap:?}"
-    );
-    let calls = f.leaf_calls(user);
-    let second = calls.iter().rposition(|c| c.starts_with("POST")).unwrap();
-    assert_eq!(
-        calls[second - 1],
-        "GET 404",
-        "a fresh GET before it: {calls:?}"
-    );
-    assert_eq!(
-        tc.status.unwrap().credential_id,
-        f.standin.credential(user).map(|c| c.id)
     );
 }

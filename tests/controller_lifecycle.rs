@@ -108,15 +108,17 @@ async fn a_rotation_whose_post_fails_once_is_finished_later_and_still_announced_
     let before = f.wait_reason("farm", "CredentialValid", WAIT).await;
     let old_id = before.status.clone().unwrap().credential_id.unwrap();
     f.standin.clear_requests();
-    // The rotation's calls for this user are GET, DELETE, POST: the third one fails with 503.
+    // The rotation's calls for this user are GET, DELETE, POST: the third one is refused with
+    // 429, an answer that proves it was not processed (a 5xx would leave the create in doubt,
+    // and its refresh token would never be sent again).
     f.standin
         .set_fault_path_filter(Some("/users/user-rotate-retry/trimble-credentials"));
-    f.standin.fail_every_nth(3, 503);
+    f.standin.fail_every_nth(3, 429);
 
     f.put_credentials("creds", "client-a", "secret-a", "refresh-2")
         .await;
     let (kind, note) = f.wait_event("farm", "Rotated", WAIT).await;
-    f.standin.fail_every_nth(0, 503);
+    f.standin.fail_every_nth(0, 429);
     assert_eq!(kind, "Normal");
     let stored = f
         .standin
@@ -138,7 +140,7 @@ async fn a_rotation_whose_post_fails_once_is_finished_later_and_still_announced_
             .iter()
             .filter(|c| c.starts_with("POST"))
             .collect::<Vec<_>>(),
-        vec!["POST 503", "POST 201"],
+        vec!["POST 429", "POST 201"],
         "{calls:?}"
     );
     let created = f

@@ -557,7 +557,7 @@ impl Registrar {
                     &desired,
                     stored.record.as_ref(),
                     Timestamp::now(),
-                    self.ctx.in_doubt_window,
+                    self.ctx.windows.send_budget + self.ctx.windows.after_send,
                 );
                 match decided {
                     Plan::Keep { id } => {

@@ -5,8 +5,8 @@
 use super::{Config, ConfigError, validate_origin};
 use crate::alerts::AlertsConfig;
 use crate::alerts::registration::{RecordLocation, RegistrationConfig};
-use crate::alerts::webhook_record;
 use crate::alerts::signing_secret::SecretLocation;
+use crate::alerts::webhook_record;
 use crate::controller::polling::HealthConfig;
 
 impl Config {

@@ -34,8 +34,6 @@ pub const CALLS_PER_MINUTE: usize = 30;
 /// A write the operator sent, as the world saw it leave.
 #[derive(Clone, Debug)]
 pub struct Sent {
-    pub id: u64,
-    pub token: Option<String>,
     pub client_id: Option<String>,
     pub incarnation: u32,
     pub sent_at: Timestamp,
@@ -137,7 +135,9 @@ impl Books {
             if ours {
                 self.violation(
                     now,
-                    format!("POST of refresh token {token}, which Leaf already used for this resource"),
+                    format!(
+                        "POST of refresh token {token}, which Leaf already used for this resource"
+                    ),
                 );
             } else if leaf.spent.contains(token) {
                 self.tally.predecessor_tokens += 1;
@@ -149,7 +149,9 @@ impl Books {
             if again {
                 self.violation(
                     now,
-                    format!("POST of refresh token {token} while an earlier POST of it may still land"),
+                    format!(
+                        "POST of refresh token {token} while an earlier POST of it may still land"
+                    ),
                 );
             }
         } else {
@@ -158,8 +160,6 @@ impl Books {
         self.sent.insert(
             id,
             Sent {
-                id,
-                token,
                 client_id,
                 incarnation,
                 sent_at: now,
@@ -188,7 +188,10 @@ impl Books {
                 ),
             );
         }
-        if self.latest_applied.is_none_or(|(latest, _)| sent_at >= latest) {
+        if self
+            .latest_applied
+            .is_none_or(|(latest, _)| sent_at >= latest)
+        {
             self.latest_applied = Some((sent_at, id));
         }
     }
@@ -213,6 +216,7 @@ impl Books {
         decided_on: Option<&str>,
         decided_at: Option<Timestamp>,
         policy: AdoptionPolicy,
+        window: Duration,
     ) {
         let incarnation = request.incarnation;
         let entitled = removed.is_ours(incarnation)
@@ -222,6 +226,11 @@ impl Books {
                 .is_some_and(|e| e.contains(&removed.id));
         let decided = decided_on == Some(removed.id.as_str());
         if decided && (entitled || policy == AdoptionPolicy::Replace) {
+            return;
+        }
+        if decided && self.indistinguishable(removed, incarnation, window) {
+            // The operator took it for its own create's (the same ambiguity as a claim).
+            self.tally.ambiguous_claims += 1;
             return;
         }
         // At the same instant as the read, but not shown by it: made after it (someone else's
@@ -265,8 +274,11 @@ impl Books {
         {
             return;
         }
-        let Some(cred) = leaf.credential.clone().filter(|c| c.id == id) else {
-            // A read that lags may show a credential that is gone; naming it claims nothing.
+        let Some(cred) = leaf.ever.get(id).cloned() else {
+            self.violation(
+                now,
+                format!("status claims credential {id}, which Leaf never held"),
+            );
             return;
         };
         let by_policy = policy == AdoptionPolicy::AdoptMatching
@@ -309,7 +321,10 @@ impl Books {
         let unanswered = self.sent.values().any(|sent| {
             sent.incarnation == incarnation
                 && !sent.answered
-                && sent.client_id.as_deref().is_some_and(|c| could_land(c, sent.sent_at))
+                && sent
+                    .client_id
+                    .as_deref()
+                    .is_some_and(|c| could_land(c, sent.sent_at))
         });
         let intended = self
             .intents
@@ -354,7 +369,11 @@ impl Books {
                 );
             }
         }
-        for flight in leaf.in_flight.iter().filter(|f| f.incarnation == incarnation) {
+        for flight in leaf
+            .in_flight
+            .iter()
+            .filter(|f| f.incarnation == incarnation)
+        {
             let covered = match &flight.write {
                 Write::Post { token, .. } => {
                     pending_token.as_deref() == Some(fingerprint(token).as_str())

@@ -6,7 +6,7 @@
 //! for which incarnation of the resource), which tokens Leaf has used, and when each write took
 //! effect. Nothing here asks the operator's code what it thinks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -73,7 +73,6 @@ pub enum Write {
 pub struct InFlight {
     pub id: u64,
     pub write: Write,
-    pub replica: usize,
     pub incarnation: u32,
     pub sent_at: Timestamp,
     pub lands_at: Timestamp,
@@ -113,8 +112,13 @@ pub struct LeafModel {
     pub user_exists: bool,
     /// Leaf's clock is the world's plus this.
     pub skew: SignedDuration,
+    /// How long reads lag behind each write of ours (a fault may set one write's own).
+    pub read_lag: Duration,
     /// Refresh tokens Leaf has used: Trimble's are single-use.
     pub spent: HashSet<String>,
+    /// Every credential Leaf ever held, by id (a claim is judged by what the credential was,
+    /// also when it is gone by the time the claim lands).
+    pub ever: HashMap<String, Cred>,
     next_id: u64,
 }
 
@@ -128,7 +132,9 @@ impl LeafModel {
             spends_on_conflict: false,
             user_exists: true,
             skew,
+            read_lag: Duration::ZERO,
             spent: HashSet::new(),
+            ever: HashMap::new(),
             next_id: 1,
         }
     }
@@ -177,7 +183,7 @@ impl LeafModel {
     ) -> Cred {
         let id = format!("cred-{}", self.next_id);
         self.next_id += 1;
-        Cred {
+        let cred = Cred {
             id,
             client_id: client_id.to_string(),
             token: token.to_string(),
@@ -185,7 +191,9 @@ impl LeafModel {
             created: now + self.skew,
             created_world: now,
             origin,
-        }
+        };
+        self.ever.insert(cred.id.clone(), cred.clone());
+        cred
     }
 
     /// A POST of ours arriving at `now`.

@@ -47,10 +47,8 @@ pub struct Replica {
     pub recent_crashes: u32,
     /// Cut off from the API server until then: renewals hang, reads and writes fail.
     pub cut_off_until: Option<Timestamp>,
-    /// When it stops leading because its lease could not be confirmed.
-    pub steps_down_at: Option<Timestamp>,
-    /// When it takes the Lease over (a standby).
-    pub acquires_at: Option<Timestamp>,
+    /// Its process is stopped until then (its lease loop with it).
+    pub paused_until: Option<Timestamp>,
 }
 
 impl Replica {
@@ -66,8 +64,7 @@ impl Replica {
             down_until: None,
             recent_crashes: 0,
             cut_off_until: None,
-            steps_down_at: None,
-            acquires_at: None,
+            paused_until: None,
         }
     }
 
@@ -82,11 +79,20 @@ impl Replica {
     pub fn cut_off(&self, now: Timestamp) -> bool {
         self.cut_off_until.is_some_and(|until| now < until)
     }
+
+    pub fn paused(&self, now: Timestamp) -> bool {
+        self.paused_until.is_some_and(|until| now < until)
+    }
 }
 
 /// The first tick of a loop with `period` and `phase` at or after `at` (ticks at `origin + phase +
 /// k·period`).
-pub fn next_tick(origin: Timestamp, phase: SignedDuration, period: Duration, at: Timestamp) -> Timestamp {
+pub fn next_tick(
+    origin: Timestamp,
+    phase: SignedDuration,
+    period: Duration,
+    at: Timestamp,
+) -> Timestamp {
     let period = SignedDuration::try_from(period).expect("period");
     let first = origin + phase;
     if at <= first {
@@ -99,7 +105,12 @@ pub fn next_tick(origin: Timestamp, phase: SignedDuration, period: Duration, at:
 }
 
 /// The last tick at or before `at`.
-pub fn last_tick(origin: Timestamp, phase: SignedDuration, period: Duration, at: Timestamp) -> Timestamp {
+pub fn last_tick(
+    origin: Timestamp,
+    phase: SignedDuration,
+    period: Duration,
+    at: Timestamp,
+) -> Timestamp {
     let next = next_tick(origin, phase, period, at);
     if next == at {
         at
@@ -122,5 +133,9 @@ pub fn fence_deadline(
 
 /// The margin the leader loop takes off (a mutation run sets 0).
 pub fn margin(zero: bool) -> Duration {
-    if zero { Duration::ZERO } else { EXPIRY_SAFETY_MARGIN }
+    if zero {
+        Duration::ZERO
+    } else {
+        EXPIRY_SAFETY_MARGIN
+    }
 }

@@ -36,8 +36,8 @@
 //! simulation`); those of the lease loop and the client are the simulation's own and run always.
 
 mod judge;
-mod lease;
 mod leaf;
+mod lease;
 mod ports;
 mod world;
 
@@ -54,7 +54,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 
 use judge::Tally;
 use leaf::OnExisting;
-use world::{Change, Fault, SecretState, Shape, SimMutations, World, reconcile};
+use world::{Aim, Aimed, Change, Fault, SecretState, Shape, SimMutations, World, reconcile};
 
 const DEFAULT_SEED: u64 = 20_261_206;
 const DEFAULT_CASES: u32 = 10_000;
@@ -66,8 +66,10 @@ enum Transition {
     Wait(u16),
     /// A watch event (a status write elsewhere, a resync): the leader reconciles now.
     Kick,
-    /// The next IO calls fail, slow down or see the world change this way.
-    Faults(Vec<Fault>),
+    /// The next IO calls (of a kind) fail, slow down or see the world change this way.
+    Faults(Vec<Aimed>),
+    /// Leaf's reads lag this many seconds behind each write of ours (0: none).
+    ReadLag(u8),
     Change(Change),
     NewClientAndToken,
     /// A token Leaf refuses.
@@ -125,8 +127,35 @@ fn fault() -> impl Strategy<Value = Fault> {
         2 => (1u8..40).prop_map(Fault::Slow),
         2 => (1u8..45).prop_map(Fault::SlowSend),
         1 => (1u8..60).prop_map(Fault::CutOff),
+        2 => (5u8..40).prop_map(Fault::Pause),
         2 => change().prop_map(Fault::Change),
     ]
+}
+
+/// A fault aimed at the next call, or at the next call of a kind (which makes the rare
+/// combinations, such as a POST that lands late, as likely as the common ones).
+fn aimed() -> impl Strategy<Value = Aimed> {
+    let aim = prop_oneof![
+        3 => Just(Aim::Next),
+        2 => Just(Aim::Read),
+        2 => Just(Aim::Post),
+        2 => Just(Aim::Delete),
+        1 => Just(Aim::Status),
+    ];
+    (aim, fault()).prop_map(|(aim, fault)| Aimed { aim, fault })
+}
+
+/// Faults for the next calls, whatever they are, in this order (for spelled-out schedules).
+fn next_calls(faults: Vec<Fault>) -> Transition {
+    Transition::Faults(
+        faults
+            .into_iter()
+            .map(|fault| Aimed {
+                aim: Aim::Next,
+                fault,
+            })
+            .collect(),
+    )
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -172,7 +201,8 @@ impl ReferenceStateMachine for Reference {
         prop_oneof![
             8 => (1u16..600).prop_map(Transition::Wait),
             3 => Just(Transition::Kick),
-            9 => proptest::collection::vec(fault(), 1..6).prop_map(Transition::Faults),
+            9 => proptest::collection::vec(aimed(), 1..6).prop_map(Transition::Faults),
+            1 => prop_oneof![Just(0u8), 1u8..50].prop_map(Transition::ReadLag),
             3 => change().prop_map(Transition::Change),
             1 => Just(Transition::NewClientAndToken),
             1 => Just(Transition::BadToken),
@@ -235,9 +265,14 @@ fn wait(cell: &Mutex<World>, seconds: u64) {
         let w = cell.lock().expect("world");
         w.now + SignedDuration::from_secs(seconds as i64)
     };
-    loop {
+    for step in 0.. {
         run_due(cell);
         let mut w = cell.lock().expect("world");
+        if step > 20_000 {
+            // Far more events than any schedule makes: the model itself is stuck.
+            let now = w.now;
+            w.violation(format!("the simulated world is stuck at {now}"));
+        }
         if !w.books.violations.is_empty() {
             // Stop here: the invariant check after this transition reports it (and shrinking
             // stays quick even when a broken rule makes every instant a hot loop).
@@ -270,6 +305,9 @@ fn apply_transition(cell: &Mutex<World>, transition: Transition) {
             }
             Transition::Kick => w.poke(),
             Transition::Faults(faults) => w.faults.extend(faults),
+            Transition::ReadLag(secs) => {
+                w.leaf.read_lag = std::time::Duration::from_secs(u64::from(secs));
+            }
             Transition::Change(change) => w.change(&change),
             Transition::NewClientAndToken => {
                 let token = w.fresh_token();
@@ -372,6 +410,7 @@ fn converge(cell: &Mutex<World>) {
         let mut w = cell.lock().expect("world");
         w.faults.clear();
         w.outage = false;
+        w.leaf.read_lag = std::time::Duration::ZERO;
         w.heal();
     }
     // Let every write in flight land, every doubt resolve, a leader take over.
@@ -449,7 +488,7 @@ fn converge(cell: &Mutex<World>) {
     assert!(w.books.violations.is_empty(), "{:#?}", w.books.violations);
 }
 
-/// The simulation-side mutations of this thread's runs (see [`world::SimMutations`]).
+// The simulation-side mutations of this thread's runs (see `world::SimMutations`).
 thread_local! {
     static SIM_MUTATIONS: std::cell::Cell<SimMutations> = const { std::cell::Cell::new(SimMutations {
         fence_margin_zero: false,
@@ -701,7 +740,10 @@ fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
     let tally = cell.lock().expect("world").books.tally.clone();
     if std::env::var("SIM_DEBUG").is_ok() {
         let w = cell.lock().expect("world");
-        eprintln!("tally {tally:?}\nstatus {:#?}\nleaf {:?}", w.object.status, w.leaf.credential);
+        eprintln!(
+            "tally {tally:?}\nstatus {:#?}\nleaf {:?}",
+            w.object.status, w.leaf.credential
+        );
     }
     Simulation::teardown(cell, state);
     tally
@@ -709,28 +751,64 @@ fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
 
 #[test]
 fn simulation_scenario_debug() {
-    let state = (AdoptionPolicy::AdoptMatching, Shape {
-        skews: [SignedDuration::from_millis(-240), SignedDuration::from_millis(714)],
-        phases: [SignedDuration::ZERO, SignedDuration::from_millis(2046)],
-        leaf_skew: SignedDuration::ZERO,
-    });
+    let state = (
+        AdoptionPolicy::AdoptMatching,
+        Shape {
+            skews: [SignedDuration::from_millis(500), SignedDuration::ZERO],
+            phases: [SignedDuration::ZERO, SignedDuration::ZERO],
+            leaf_skew: SignedDuration::ZERO,
+        },
+    );
     let mut cell = Simulation::init_test(&state);
     for transition in vec![
+        Transition::Faults(vec![Aimed {
+            aim: Aim::Read,
+            fault: Fault::TimeoutLost,
+        }]),
+        Transition::DeleteSecret,
+        Transition::OnExisting(OnExisting::SilentReplace),
+        Transition::Faults(vec![Aimed {
+            aim: Aim::Post,
+            fault: Fault::TimeoutLate(18),
+        }]),
+        Transition::Faults(vec![
+            Aimed {
+                aim: Aim::Next,
+                fault: Fault::TimeoutLate(0),
+            },
+            Aimed {
+                aim: Aim::Status,
+                fault: Fault::ServerErrorApplied { status: 500 },
+            },
+        ]),
+        Transition::BadToken,
         Transition::Wait(1),
-        Transition::Faults(vec![Fault::CrashBefore, Fault::TimeoutLost]),
         Transition::Change(Change::NewToken),
-        Transition::Faults(vec![Fault::Change(Change::CredentialVanishes), Fault::CrashBefore, Fault::CutOff(17), Fault::SlowSend(34)]),
-        Transition::Wait(1),
-        Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(1)]),
-        Transition::Wait(25),
-        Transition::Delete(DeletionPolicy::Orphan),
-        Transition::Wait(1),
+        Transition::Faults(vec![Aimed {
+            aim: Aim::Next,
+            fault: Fault::SlowSend(14),
+        }]),
+        Transition::Change(Change::ForeignAppears { same_client: true }),
+        Transition::Wait(5),
     ] {
         eprintln!("--- {transition:?}");
         cell = Simulation::apply(cell, &state, transition);
         let w = cell.lock().unwrap();
-        eprintln!("now {} leader {:?} lease {:?} frozen {} status pending {:?} violations {:?}", w.now, w.leader(), w.lease, w.lease_frozen, w.object.status.pending_create, w.books.violations);
+        eprintln!(
+            "now {} leader {:?} lease {:?} frozen {} status id {:?} pending {:?} {:?} violations {:?} reason {:?}",
+            w.now,
+            w.leader(),
+            w.lease,
+            w.lease_frozen,
+            w.object.status.credential_id,
+            w.object.status.pending_create.is_some(),
+            w.object.status.pending_delete.is_some(),
+            w.books.violations,
+            leaf_operator::controller::status::ready_message(&w.object.status)
+        );
     }
+    eprintln!("--- teardown");
+    Simulation::teardown(cell, state);
 }
 
 #[test]
@@ -759,7 +837,7 @@ fn simulation_scenario_a_late_rotation_delete_never_removes_the_replacement() {
         vec![
             Transition::Wait(3),
             // The rotation's read, its intent's write, then its DELETE.
-            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(25)]),
+            next_calls(vec![Fault::Lag(1), Fault::Lag(1), Fault::TimeoutLate(25)]),
             Transition::Change(Change::NewToken),
             Transition::Wait(200),
         ],
@@ -773,9 +851,11 @@ fn simulation_scenario_a_post_answered_503_after_it_was_applied_is_resumed() {
     let tally = scenario(
         AdoptionPolicy::Never,
         vec![
-            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::ServerErrorApplied {
-                status: 503,
-            }]),
+            next_calls(vec![
+                Fault::Lag(1),
+                Fault::Lag(1),
+                Fault::ServerErrorApplied { status: 503 },
+            ]),
             Transition::Wait(200),
         ],
     );
@@ -789,7 +869,7 @@ fn simulation_scenario_a_write_slowed_past_its_deadline_is_not_sent() {
         vec![
             // GET, the intent's write, then the POST's login and rate limiter take 40 s: past
             // the 30 s send budget, it never leaves.
-            Transition::Faults(vec![Fault::Lag(1), Fault::Lag(1), Fault::SlowSend(40)]),
+            next_calls(vec![Fault::Lag(1), Fault::Lag(1), Fault::SlowSend(40)]),
             Transition::Wait(60),
         ],
     );
@@ -803,7 +883,7 @@ fn simulation_scenario_a_leader_cut_off_mid_create_hands_over_without_a_second_p
         vec![
             // The leader is cut off from the API server right after its POST left (which lands
             // 40 s later): the standby takes over, finds the intent, and waits for the landing.
-            Transition::Faults(vec![
+            next_calls(vec![
                 Fault::Lag(1),
                 Fault::Lag(1),
                 Fault::CutOff(50),

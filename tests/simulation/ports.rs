@@ -21,7 +21,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
 use crate::leaf::{DeleteAnswer, InFlight, PostAnswer, Write};
-use crate::world::{Arrival, Fault, LATEST_LANDING, LONGEST_LAG, World};
+use crate::world::{Aim, Arrival, Fault, LATEST_LANDING, LONGEST_LAG, World};
 
 /// How one simulated IO call ends.
 enum Io<T> {
@@ -61,17 +61,27 @@ impl<'w> SimPorts<'w> {
 
     /// The frame of every call: changes of the world and slowness first, then the call's own
     /// fault (an outage answers every Leaf call with 503 without consuming one).
-    fn begin(&self, w: &mut World, leaf_call: bool) -> Io<Option<Fault>> {
+    fn begin(&self, w: &mut World, aim: Aim) -> Io<Option<Fault>> {
         if !self.alive(w) {
             return Io::Dead;
         }
+        let leaf_call = aim != Aim::Status;
         loop {
             if leaf_call && w.outage {
                 return Io::Answer(Some(Fault::ServerError503));
             }
-            match w.next_fault() {
+            match w.next_fault(aim) {
                 Some(Fault::Change(change)) => w.change(&change),
                 Some(Fault::CutOff(secs)) => w.cut_off(self.replica, u64::from(secs)),
+                Some(Fault::Pause(secs)) => {
+                    // Everything of this process stops, this call included, then goes on.
+                    w.pause(self.replica, u64::from(secs));
+                    let to = w.now + SignedDuration::from_secs(i64::from(secs));
+                    w.advance_to(to);
+                    if !self.alive(w) {
+                        return Io::Dead;
+                    }
+                }
                 Some(Fault::CrashBefore) => {
                     w.crash(self.replica);
                     return Io::Dead;
@@ -79,10 +89,8 @@ impl<'w> SimPorts<'w> {
                 fault => {
                     if std::env::var("SIM_DEBUG").is_ok() {
                         eprintln!(
-                            "{} replica {} {} call, fault {fault:?}",
-                            w.now,
-                            self.replica,
-                            if leaf_call { "Leaf" } else { "status" }
+                            "{} replica {} {aim:?} call, fault {fault:?}",
+                            w.now, self.replica
                         );
                     }
                     return Io::Answer(fault);
@@ -102,12 +110,9 @@ impl<'w> SimPorts<'w> {
         *self.last_read.lock().expect("last read") = (seen.map(str::to_string), Some(at));
     }
 
-    fn read<T>(
-        &self,
-        read: impl FnOnce(&mut World) -> T,
-    ) -> Io<Result<T, LeafError>> {
+    fn read<T>(&self, read: impl FnOnce(&mut World) -> T) -> Io<Result<T, LeafError>> {
         self.with(|w| {
-            let fault = match self.begin(w, true) {
+            let fault = match self.begin(w, Aim::Read) {
                 Io::Dead => return Io::Dead,
                 Io::Answer(fault) => fault,
             };
@@ -120,9 +125,7 @@ impl<'w> SimPorts<'w> {
                 }
                 Some(Fault::TimeoutLost | Fault::TimeoutLate(_)) => Io::Answer(Err(timeout())),
                 Some(
-                    Fault::ServerError
-                    | Fault::ServerError503
-                    | Fault::ServerErrorApplied { .. },
+                    Fault::ServerError | Fault::ServerError503 | Fault::ServerErrorApplied { .. },
                 ) => Io::Answer(Err(answer(503, None, "upstream failure", false))),
                 Some(Fault::RateLimited(value)) => {
                     Io::Answer(Err(answer(429, Some(&value), "Too many requests", false)))
@@ -141,13 +144,13 @@ impl<'w> SimPorts<'w> {
     }
 
     /// A write (POST or DELETE) that may leave until `send_by` (the replica's clock).
-    fn send(
-        &self,
-        write: Write,
-        send_by: Timestamp,
-    ) -> Io<Result<Arrival, LeafError>> {
+    fn send(&self, write: Write, send_by: Timestamp) -> Io<Result<Arrival, LeafError>> {
+        let aim = match write {
+            Write::Post { .. } => Aim::Post,
+            Write::Delete => Aim::Delete,
+        };
         self.with(|w| {
-            let mut fault = match self.begin(w, true) {
+            let mut fault = match self.begin(w, aim) {
                 Io::Dead => return Io::Dead,
                 Io::Answer(fault) => fault,
             };
@@ -186,12 +189,11 @@ impl<'w> SimPorts<'w> {
             let (decided_on, decided_at) = self.last_read.lock().expect("last read").clone();
             let lag = match fault {
                 Some(Fault::Lag(secs)) => Duration::from_secs(u64::from(secs)).min(LONGEST_LAG),
-                _ => Duration::ZERO,
+                _ => w.leaf.read_lag,
             };
             let mut flight = InFlight {
                 id,
                 write,
-                replica: self.replica,
                 incarnation,
                 sent_at: now,
                 lands_at: now,
@@ -370,12 +372,9 @@ impl Ports for SimPorts<'_> {
         }
     }
 
-    async fn write_status(
-        &self,
-        status: &TrimbleConnectionStatus,
-    ) -> Result<(), StatusWriteError> {
+    async fn write_status(&self, status: &TrimbleConnectionStatus) -> Result<(), StatusWriteError> {
         let done = self.with(|w| {
-            let fault = match self.begin(w, false) {
+            let fault = match self.begin(w, Aim::Status) {
                 Io::Dead => return Io::Dead,
                 Io::Answer(fault) => fault,
             };

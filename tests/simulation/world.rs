@@ -28,8 +28,8 @@ use leaf_operator::leaf::LeafAccount;
 use leaf_operator::secret::{self, SecretError, TrimbleSecret};
 
 use crate::judge::Books;
-use crate::lease::{self, CONFIRM_EVERY, LEASE_DURATION, Lease, POLL_EVERY, RENEW_EVERY, Replica};
 use crate::leaf::{Cred, DeleteAnswer, InFlight, LeafModel, Origin, PostAnswer, Write};
+use crate::lease::{self, CONFIRM_EVERY, LEASE_DURATION, Lease, POLL_EVERY, RENEW_EVERY, Replica};
 use crate::ports::SimPorts;
 
 /// The client's request timeout and the operator's in-doubt margin, as configured by default.
@@ -43,6 +43,25 @@ pub const LONGEST_LAG: Duration = Duration::from_secs(50);
 
 pub fn windows() -> Windows {
     Windows::new(REQUEST_TIMEOUT, IN_DOUBT_MARGIN)
+}
+
+/// Which IO call a fault is aimed at: the next one, whatever it is, or the next of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aim {
+    Next,
+    /// A GET of the credential or its events.
+    Read,
+    Post,
+    Delete,
+    /// A status write to the API server.
+    Status,
+}
+
+/// A fault waiting for the call it is aimed at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aimed {
+    pub aim: Aim,
+    pub fault: Fault,
 }
 
 /// A change of the world that may happen while a reconcile waits on an IO call.
@@ -83,6 +102,9 @@ pub enum Fault {
     CutOff(u8),
     /// The world changes while the call is under way (between the operator's read and its write).
     Change(Change),
+    /// The replica's whole process stops for this long at this call (a long pause of the
+    /// runtime, a frozen VM): its lease loop stops too, then everything resumes where it was.
+    Pause(u8),
 }
 
 /// A Secret as it may be in the API server.
@@ -133,7 +155,7 @@ pub struct World {
     /// The lease's holder stopped renewing (cut off, crashed, stepped down).
     pub lease_frozen: bool,
     /// The next IO calls fail or change the world this way.
-    pub faults: VecDeque<Fault>,
+    pub faults: VecDeque<Aimed>,
     /// Leaf is down: every call answers 503 (nothing happens) until it is back.
     pub outage: bool,
     /// Alerts healthy: periodic checks run at the backstop pace.
@@ -229,7 +251,10 @@ impl World {
 
     /// The replica that runs the controller now, if any.
     pub fn leader(&self) -> Option<usize> {
-        (0..2).find(|&r| self.replicas[r].leading && self.replicas[r].up(self.now))
+        (0..2).find(|&r| {
+            let replica = &self.replicas[r];
+            replica.leading && replica.up(self.now) && !replica.paused(self.now)
+        })
     }
 
     /// When the holder last renewed, seen at `now`: its last renew tick while it renews
@@ -255,12 +280,15 @@ impl World {
             if replica.leading
                 && self.lease.holder == Some(r)
                 && !replica.cut_off(self.now)
+                && !replica.paused(self.now)
                 && replica.up(self.now)
             {
                 let renewed = self.renewed();
-                replica
-                    .fence
-                    .hold_until(lease::fence_deadline(|t| self.instant_at(t), renewed, margin));
+                replica.fence.hold_until(lease::fence_deadline(
+                    |t| self.instant_at(t),
+                    renewed,
+                    margin,
+                ));
             }
         }
     }
@@ -276,7 +304,7 @@ impl World {
     /// When a cut-off leader gives up (its lease could not be confirmed before it would expire).
     fn step_down_time(&self, r: usize) -> Option<Timestamp> {
         let replica = &self.replicas[r];
-        if !replica.leading || !replica.up(self.now) {
+        if !replica.leading || !replica.up(self.now) || replica.paused(self.now) {
             return None;
         }
         let holds = self.lease.holder == Some(r);
@@ -304,7 +332,11 @@ impl World {
     /// When standby `r` takes the Lease over.
     fn acquire_time(&self, r: usize) -> Option<Timestamp> {
         let replica = &self.replicas[r];
-        if replica.leading || !replica.up(self.now) || replica.cut_off(self.now) {
+        if replica.leading
+            || !replica.up(self.now)
+            || replica.cut_off(self.now)
+            || replica.paused(self.now)
+        {
             return None;
         }
         let from = match self.lease.holder {
@@ -320,7 +352,12 @@ impl World {
                 (expired - replica.skew).max(self.now)
             }
         };
-        Some(lease::next_tick(self.start_time, replica.phase, POLL_EVERY, from))
+        Some(lease::next_tick(
+            self.start_time,
+            replica.phase,
+            POLL_EVERY,
+            from,
+        ))
     }
 
     /// When a holder whose cut-off ended renews again.
@@ -330,7 +367,8 @@ impl World {
             && self.lease_frozen
             && replica.leading
             && replica.up(self.now)
-            && !replica.cut_off(self.now))
+            && !replica.cut_off(self.now)
+            && !replica.paused(self.now))
         .then(|| lease::next_tick(self.start_time, replica.phase, RENEW_EVERY, self.now))
     }
 
@@ -388,10 +426,18 @@ impl World {
         }
     }
 
+    /// Replica `r`'s process stops for `secs` (its lease loop with it).
+    pub fn pause(&mut self, r: usize, secs: u64) {
+        let until = self.now + SignedDuration::from_secs(secs as i64);
+        self.replicas[r].paused_until = Some(until);
+        self.freeze_lease(r);
+    }
+
     /// Everything recovers: no cut-off, every replica up.
     pub fn heal(&mut self) {
         for replica in &mut self.replicas {
             replica.cut_off_until = None;
+            replica.paused_until = None;
             replica.recent_crashes = 0;
         }
     }
@@ -402,13 +448,26 @@ impl World {
     pub fn wants_reconcile(&self) -> Option<usize> {
         let r = self.leader()?;
         let replica = &self.replicas[r];
-        (!self.object.gone
-            && (replica.triggered || replica.due.is_some_and(|due| due <= self.now)))
-        .then_some(r)
+        (!self.object.gone && (replica.triggered || replica.due.is_some_and(|due| due <= self.now)))
+            .then_some(r)
     }
 
-    /// The next time something happens on its own.
+    /// The next time something happens on its own, a requeue of the leader included (the
+    /// driver runs the reconcile then).
     pub fn next_event(&self) -> Option<Timestamp> {
+        let due = self
+            .leader()
+            .and_then(|r| self.replicas[r].due)
+            .filter(|_| !self.object.gone);
+        match (self.next_world_event(), due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next time the world itself changes: a write landing, a lease event, a restart, the
+    /// end of a cut-off or a pause.
+    fn next_world_event(&self) -> Option<Timestamp> {
         let mut next = self.leaf.next_landing();
         let mut consider = |t: Option<Timestamp>| {
             if let Some(t) = t {
@@ -417,11 +476,9 @@ impl World {
         };
         for r in 0..2 {
             let replica = &self.replicas[r];
-            if replica.leading && !self.object.gone {
-                consider(replica.due);
-            }
             consider(replica.down_until.filter(|t| *t > self.now));
             consider(replica.cut_off_until.filter(|t| *t > self.now));
+            consider(replica.paused_until.filter(|t| *t > self.now));
             consider(self.step_down_time(r));
             consider(self.acquire_time(r));
             consider(self.renew_time(r));
@@ -429,31 +486,31 @@ impl World {
         next
     }
 
-    /// Moves the clock to `to`, handling each event on the way at its own time.
+    /// Moves the clock to `to`, handling each change of the world on the way at its own time
+    /// (reconciles that come due meanwhile are the driver's: a call in progress holds them up).
     pub fn advance_to(&mut self, to: Timestamp) {
-        while let Some(next) = self.next_event().filter(|t| *t <= to) {
-            let next = next.max(self.now);
-            self.now = next;
-            self.handle_events();
-            if self.next_event() == Some(next) && self.stuck_at(next) {
+        let mut same_instant = 0;
+        while let Some(next) = self.next_world_event().filter(|t| *t <= to) {
+            same_instant = if next <= self.now {
+                same_instant + 1
+            } else {
+                0
+            };
+            if same_instant > 10 {
+                // Handling an instant again and again: a model error, not a schedule.
+                let now = self.now;
+                self.books
+                    .violation(now, format!("the simulated world is stuck at {now}"));
                 break;
             }
+            self.now = next.max(self.now);
+            self.handle_events();
         }
         if to > self.now {
             self.now = to;
             self.handle_events();
         }
         self.refresh_fences();
-    }
-
-    /// Events at `now` that handling did not consume (only requeues, handled by the driver).
-    fn stuck_at(&self, at: Timestamp) -> bool {
-        self.leaf.next_landing() != Some(at)
-            && (0..2).all(|r| {
-                self.step_down_time(r) != Some(at)
-                    && self.acquire_time(r) != Some(at)
-                    && self.renew_time(r) != Some(at)
-            })
     }
 
     fn handle_events(&mut self) {
@@ -464,6 +521,9 @@ impl World {
         for r in 0..2 {
             if self.replicas[r].cut_off_until.is_some_and(|t| t <= now) {
                 self.replicas[r].cut_off_until = None;
+            }
+            if self.replicas[r].paused_until.is_some_and(|t| t <= now) {
+                self.replicas[r].paused_until = None;
             }
             if self.replicas[r].down_until.is_some_and(|t| t <= now) {
                 // Restarted: a standby until its lease loop acquires.
@@ -539,6 +599,7 @@ impl World {
             flight.decided_on.as_deref(),
             flight.decided_at,
             flight.policy,
+            windows().after_send + windows().send_budget,
         );
     }
 
@@ -610,11 +671,23 @@ impl World {
             let policy = self.object.spec.adoption_policy;
             let client = self.secret_client().map(str::to_string);
             let window = windows().after_send + windows().send_budget;
-            self.books
-                .claims(now, incarnation, &id, &self.leaf, policy, client.as_deref(), window);
+            self.books.claims(
+                now,
+                incarnation,
+                &id,
+                &self.leaf,
+                policy,
+                client.as_deref(),
+                window,
+            );
         }
         let new_intent = status.pending_create.as_ref().is_some_and(|p| {
-            self.object.status.pending_create.as_ref().map(|q| &q.started_at) != Some(&p.started_at)
+            self.object
+                .status
+                .pending_create
+                .as_ref()
+                .map(|q| &q.started_at)
+                != Some(&p.started_at)
         });
         if new_intent && let Some(client) = self.secret_client() {
             let client = client.to_string();
@@ -688,7 +761,11 @@ impl World {
                 self.poke();
             }
             Change::ForeignAppears { same_client } => {
-                let client = if *same_client { "client-a" } else { "client-elsewhere" };
+                let client = if *same_client {
+                    "client-a"
+                } else {
+                    "client-elsewhere"
+                };
                 let token = format!("foreign-{}", self.fresh_token());
                 let cred = self.leaf.new_cred(client, &token, Origin::Foreign, now);
                 self.leaf.set_settled(Some(cred));
@@ -704,8 +781,13 @@ impl World {
         }
     }
 
-    pub fn next_fault(&mut self) -> Option<Fault> {
-        self.faults.pop_front()
+    /// The first fault aimed at a call of kind `aim` (or at the next call, whatever it is).
+    pub fn next_fault(&mut self, aim: Aim) -> Option<Fault> {
+        let at = self
+            .faults
+            .iter()
+            .position(|f| f.aim == Aim::Next || f.aim == aim)?;
+        self.faults.remove(at).map(|f| f.fault)
     }
 }
 
@@ -747,7 +829,8 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
             let instant = w.instant();
             let wait = requeue(&w.replicas[r].schedules, &uid, None, Ended::Failed, instant);
             let now = w.now;
-            w.replicas[r].due = wait.map(|d| now + SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX));
+            w.replicas[r].due =
+                wait.map(|d| now + SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX));
             return;
         }
         let tc = w.tc();
@@ -772,7 +855,13 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
                 instant,
             },
         );
-        (observed, deleting, tc.metadata.generation, format!("uid-{}", w.object.incarnation), w.object.incarnation)
+        (
+            observed,
+            deleting,
+            tc.metadata.generation,
+            format!("uid-{}", w.object.incarnation),
+            w.object.incarnation,
+        )
     };
     let (mut observed, deleting, generation, uid, incarnation) = prepared;
     let secret = observed.secret.take();
@@ -792,9 +881,13 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
     // never: one poll finishes the reconcile, or the process died at one of its awaits and the
     // future is dropped there.
     let ran = if deleting {
-        engine::cleanup(&ports, input).now_or_never().map(Ran::Cleaned)
+        engine::cleanup(&ports, input)
+            .now_or_never()
+            .map(Ran::Cleaned)
     } else {
-        engine::apply(&ports, input).now_or_never().map(Ran::Applied)
+        engine::apply(&ports, input)
+            .now_or_never()
+            .map(Ran::Applied)
     };
     let mut w = cell.lock().expect("world");
     if w.object.incarnation != incarnation || !w.replicas[r].leading {
@@ -810,12 +903,20 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
             w.check_tracked();
             return;
         }
-        Some(Ran::Applied(Ok(applied))) => {
-            requeue(schedules, &uid, Some(&pace), Ended::Applied(applied), instant)
-        }
-        Some(Ran::Cleaned(Ok(cleaned))) => {
-            requeue(schedules, &uid, Some(&pace), Ended::Cleaned(cleaned), instant)
-        }
+        Some(Ran::Applied(Ok(applied))) => requeue(
+            schedules,
+            &uid,
+            Some(&pace),
+            Ended::Applied(applied),
+            instant,
+        ),
+        Some(Ran::Cleaned(Ok(cleaned))) => requeue(
+            schedules,
+            &uid,
+            Some(&pace),
+            Ended::Cleaned(cleaned),
+            instant,
+        ),
         Some(Ran::Applied(Err(_)) | Ran::Cleaned(Err(_))) => {
             requeue(schedules, &uid, Some(&pace), Ended::Interrupted, instant)
         }
@@ -828,6 +929,18 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
     }
     w.replicas[r].due =
         wait.map(|d| now + SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX));
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let next = match &ran {
+            Some(Ran::Applied(Ok(Applied::Done(finished)))) => format!("{finished:?}"),
+            Some(Ran::Applied(Ok(Applied::Quiet(q)))) => format!("quiet {q:?}"),
+            Some(Ran::Cleaned(Ok(c))) => format!("{c:?}"),
+            _ => "interrupted".to_string(),
+        };
+        eprintln!(
+            "{now} replica {r} reconciled: {next}, due {:?}",
+            w.replicas[r].due
+        );
+    }
     if let Some(Ran::Cleaned(Ok(Cleaned::Released))) = ran {
         w.release();
     }

@@ -29,8 +29,9 @@ pub enum Step {
     /// A DELETE of ours may still land: nothing is sent for `left` (the gate normally says so
     /// before any read).
     AwaitDelete { left: Duration },
-    /// Leaf's read shows nothing, or the credential our last create replaced, within the
-    /// read-lag allowance after that create: look again after `left`, conclude nothing.
+    /// Leaf's read does not show our credential within the read-lag allowance after our last
+    /// create (nothing, what it replaced, or a state older still): look again after `left`,
+    /// conclude nothing.
     AwaitSettle { left: Duration },
     /// Take over a foreign credential whose clientId matches the Secret's (AdoptMatching).
     Adopt { credential: Credential },
@@ -154,7 +155,9 @@ fn sent_in(f: &Facts, pending: &PendingCreate) -> bool {
             },
             Some(sent),
         ) => refresh_token_hash == sent,
-        (SecretFact::Present { fingerprint, .. }, None) => *fingerprint == pending.secret_fingerprint,
+        (SecretFact::Present { fingerprint, .. }, None) => {
+            *fingerprint == pending.secret_fingerprint
+        }
         _ => false,
     }
 }
@@ -178,8 +181,9 @@ pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
 }
 
 /// `Some(left)` when what Leaf shows may be a read that lags behind our last confirmed create:
-/// nothing where our credential should be, or the credential that create replaced. Within the
-/// read-lag allowance neither is taken as the truth.
+/// anything but the credential it made (nothing, the one it replaced, or what was there before
+/// that, which the read may show too). Within the read-lag allowance none of it is taken as the
+/// truth: not "ours is gone", not "foreign".
 pub fn settling(f: &Facts, seen: Option<&Credential>) -> Option<Duration> {
     if mutation::on(Mutation::NoReadLag) {
         return None;
@@ -191,10 +195,7 @@ pub fn settling(f: &Facts, seen: Option<&Credential>) -> Option<Duration> {
     }
     let lagging = match seen {
         None => f.status.credential_id.is_some(),
-        Some(credential) => {
-            last.replaced_credential_id.as_deref() == Some(credential.id.as_str())
-                && f.status.credential_id.as_deref() != Some(credential.id.as_str())
-        }
+        Some(credential) => f.status.credential_id.as_deref() != Some(credential.id.as_str()),
     };
     lagging.then_some(left)
 }
@@ -390,7 +391,15 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: None, unresolved: false }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedNewValues {
+                            vanished: None,
+                            unresolved: false
+                        }
+                    )
+                },
             ),
             // --- item 1: a credential that is not ours is foreign
             row(
@@ -509,7 +518,15 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: None, unresolved: true }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedNewValues {
+                            vanished: None,
+                            unresolved: true
+                        }
+                    )
+                },
             ),
             row(
                 "doubt closed, Leaf shows nothing, the Secret has a new token since: create",
@@ -642,7 +659,15 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { vanished: Some(_), .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedNewValues {
+                            vanished: Some(_),
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "ours, Secret changed: rotate",
@@ -735,7 +760,15 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::NeedNewValues { unresolved: true, .. }),
+                |s| {
+                    matches!(
+                        s,
+                        Step::NeedNewValues {
+                            unresolved: true,
+                            ..
+                        }
+                    )
+                },
             ),
             row(
                 "in doubt, the POST's credential appeared: resume, no POST",
@@ -829,7 +862,13 @@ mod tests {
         }
         let f = Facts { status, ..facts() };
         assert!(
-            matches!(choose(&f, None), Step::NeedNewValues { unresolved: true, .. }),
+            matches!(
+                choose(&f, None),
+                Step::NeedNewValues {
+                    unresolved: true,
+                    ..
+                }
+            ),
             "closed at once, and its values are never sent again"
         );
     }
@@ -879,14 +918,24 @@ mod tests {
         assert!(
             matches!(
                 choose(&recent(5), Some(&cred("other", CLIENT_OTHER, "OK"))),
+                Step::AwaitSettle { .. }
+            ),
+            "a third credential may be an older state still: decided once reads caught up"
+        );
+        assert!(
+            matches!(
+                choose(&recent(30), Some(&cred("other", CLIENT_OTHER, "OK"))),
                 Step::Foreign { .. }
             ),
-            "a third credential is no lag"
+            "after the allowance it is what Leaf holds"
         );
         assert!(
             matches!(
                 choose(&recent(60), None),
-                Step::NeedNewValues { vanished: Some(_), .. }
+                Step::NeedNewValues {
+                    vanished: Some(_),
+                    ..
+                }
             ),
             "after the allowance a 404 is believed"
         );

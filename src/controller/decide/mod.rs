@@ -27,8 +27,8 @@
 //!   us; they are sent only on a change of the Secret, or with `adoptionPolicy: Replace` once the
 //!   adopted credential is dead.
 //! - Leaf's reads may lag: within the read-lag allowance after our last confirmed create
-//!   (`status.lastCreate`), a GET that shows nothing, or the credential that create replaced, is
-//!   not taken as the truth (no "ours is gone", no "foreign", no release of the finalizer).
+//!   (`status.lastCreate`), a GET that does not show the credential it made is not taken as the
+//!   truth (no "ours is gone", no "foreign", no release of the finalizer).
 //!
 //! ## The state table (apply)
 //!
@@ -39,7 +39,7 @@
 //! | create, window open | any | nothing, or not made by the pending POST | any | any | `AwaitInDoubt` |
 //! | create | any | made by the pending POST | any | any | `Resume` |
 //! | create, window closed | - | - | - | - | as below, with the doubt cleared |
-//! | no | X, created < read lag ago | nothing, or the one X replaced | any | any | `AwaitSettle` |
+//! | no | X, created < read lag ago | anything but X | any | any | `AwaitSettle` |
 //! | no | none | nothing | new values | any | `Create` |
 //! | no | none | nothing | values or token sent before | any | `NeedNewValues` |
 //! | no | none/X | Y (foreign) | clientId matches | AdoptMatching | `Adopt` |
@@ -168,6 +168,16 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The same facts at `now`: an executor's transitions are computed at the moment of the
+    /// answer they interpret (an intent's start, a confirmation's time), not at the moment the
+    /// facts were gathered, which a slow read may have made seconds old.
+    pub fn at(&self, now: Timestamp) -> Facts {
+        Facts {
+            now,
+            ..self.clone()
+        }
+    }
+
     /// The resource owns a credential, or may be creating or deleting one.
     pub fn owns_anything(&self) -> bool {
         self.status.credential_id.is_some()

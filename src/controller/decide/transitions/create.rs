@@ -5,7 +5,9 @@
 //! server before the POST. From then on the create is in doubt until an answer proves its effect
 //! ([`super::super::answers`]), or a GET shows the credential it made, or its window closes.
 
-use super::{Transition, fill, forget_credential, leaf_failed, remember_sent, secret_name, user};
+use super::{
+    Transition, close_doubt, fill, forget_credential, leaf_failed, remember_sent, secret_name, user,
+};
 use crate::controller::decide::answers::{self, Effect, Write};
 use crate::controller::decide::{Facts, Next, SecretFact};
 use crate::controller::status::{self, Outcome, SecretNote};
@@ -39,6 +41,8 @@ pub fn intent(
     let mut next = super::base(f, current);
     // A rotation's DELETE, if any, is over once this is written: its answer came.
     next.pending_delete = None;
+    // An earlier create whose doubt closed unresolved may have used its token: never again.
+    close_doubt(&mut next);
     next.pending_create = Some(pending.clone());
     let outcome = if rotating {
         Outcome::new(
@@ -458,6 +462,30 @@ mod tests {
             crate::controller::decide::choose(&never, Some(&theirs)),
             crate::controller::decide::Step::Foreign { .. }
         ));
+    }
+
+    #[test]
+    fn a_new_intent_keeps_the_token_of_an_unresolved_one_as_sent() {
+        // Found by the simulation: a create whose doubt closed unresolved, then a create of new
+        // values; the Secret later went back to the first token, which Leaf had used.
+        let mut f = facts();
+        f.status = in_doubt(status_owning(None), FP_A, CLIENT_A, 300);
+        let earlier = f.status.pending_create.clone().map(|p| PendingCreate {
+            refresh_token_fingerprint: Some(refresh_hash(TOKEN_A)),
+            ..p
+        });
+        f.status.pending_create = earlier;
+        f.secret = present_with_token(FP_B, CLIENT_A, TOKEN_B);
+        let (t, pending) = intent(&f, &f.status, false).expect("intent");
+        assert_eq!(
+            pending.refresh_token_fingerprint.as_deref(),
+            Some(refresh_hash(TOKEN_B).as_str())
+        );
+        assert!(
+            t.status
+                .sent_refresh_tokens
+                .contains(&refresh_hash(TOKEN_A))
+        );
     }
 
     #[test]

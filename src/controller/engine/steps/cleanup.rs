@@ -48,6 +48,7 @@ pub(in crate::controller::engine) async fn run<P: Ports>(
             if !ports.may_write() {
                 return Err(Interrupted::Fenced("the DELETE"));
             }
+            let f = &f.at(ports.now());
             let (intent, pending) =
                 delete::intent(f, w.current(), &credential.id, Purpose::Cleanup);
             w.write(intent.status, &intent.outcome).await?;
@@ -60,6 +61,7 @@ pub(in crate::controller::engine) async fn run<P: Ports>(
             if let Err(LeafError::NotSent(NotSent::Fenced)) = &answer {
                 return Err(Interrupted::Fenced("the DELETE"));
             }
+            let f = &f.at(ports.now());
             match delete::after(f, w.current().clone(), &pending, answer, Purpose::Cleanup) {
                 AfterDelete::Gone { notice, .. } => {
                     info!(credential = %credential.id, "deleted the Trimble credential");

@@ -16,7 +16,7 @@ pub(super) async fn create<P: Ports>(
     input: &Input<'_>,
     rotating: bool,
 ) -> Result<Finished, Interrupted> {
-    let f = &input.facts;
+    let f = &input.facts.at(w.ports.now());
     let (Some(secret), Some((intent, pending))) = (
         input.secret,
         transitions::create::intent(f, w.current(), rotating),
@@ -53,6 +53,7 @@ pub(super) async fn create<P: Ports>(
         Err(error) => warn!(%error, "creating the Trimble credential in Leaf failed"),
     }
     let with_intent: TrimbleConnectionStatus = w.current().clone();
+    let f = &input.facts.at(w.ports.now());
     let transition = transitions::create::after(f, with_intent, &pending, answer, events, rotating);
     w.finish(transition).await
 }

@@ -19,7 +19,8 @@ pub(super) async fn execute<P: Ports>(
     input: &Input<'_>,
     step: Step,
 ) -> Result<Finished, Interrupted> {
-    let f = &input.facts;
+    // After the read the step was chosen from: its transition is computed at this moment.
+    let f = &input.facts.at(w.ports.now());
     let transition = match step {
         Step::Create { replacing } => {
             return create::create(w, input, replacing.is_some()).await;

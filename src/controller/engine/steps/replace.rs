@@ -21,7 +21,7 @@ pub(super) async fn replace<P: Ports>(
     credential: &Credential,
     purpose: Purpose,
 ) -> Result<Finished, Interrupted> {
-    let f = &input.facts;
+    let f = &input.facts.at(w.ports.now());
     if input.secret.is_none() {
         // Never delete what could not be replaced at once.
         let waiting = hold::need_secret(f, w.current(), Some(credential));
@@ -45,6 +45,7 @@ pub(super) async fn replace<P: Ports>(
     if let Err(error) = &answer {
         warn!(%error, credential = %credential.id, "deleting the Trimble credential in Leaf failed");
     }
+    let f = &input.facts.at(w.ports.now());
     match delete::after(f, w.current().clone(), &pending, answer, purpose) {
         AfterDelete::Gone { .. } => {
             info!(credential = %credential.id, ?purpose, "deleted the Trimble credential; creating ours");
