@@ -284,7 +284,9 @@ impl Books {
         let by_policy = policy == AdoptionPolicy::AdoptMatching
             && secret_client == Some(cred.client_id.as_str());
         let ours = cred.is_ours(incarnation);
-        let ambiguous = !ours && !by_policy && self.indistinguishable(&cred, incarnation, window);
+        // Taken, perhaps, for what a create of ours in doubt made (even where the policy would
+        // allow adopting it): that create's POST may then still be on its way.
+        let ambiguous = !ours && self.indistinguishable(&cred, incarnation, window);
         if ours || by_policy || ambiguous {
             if ambiguous {
                 self.tally.ambiguous_claims += 1;

@@ -638,11 +638,20 @@ fn simulation_of_schedules_with_faults_at_every_await() {
     );
 }
 
-/// Whether a run of generated schedules with a mutation active fails (the mutation is caught).
-/// The failing schedule's panic is printed: it shows what caught it.
-fn caught(cases: u32) -> bool {
+/// What caught a mutation in a run of generated schedules with it active (None: nothing): the
+/// first line of the invariant's complaint.
+fn caught(cases: u32) -> Option<String> {
     let (seed, _) = seed_and_cases();
-    run(seed, cases, false).is_err()
+    run(seed, cases, false).err().map(|failure| {
+        failure
+            .lines()
+            .find(|line| line.trim_start().starts_with("\"at "))
+            .unwrap_or(&failure)
+            .trim()
+            .chars()
+            .take(240)
+            .collect()
+    })
 }
 
 /// Cases a mutation run tries before it counts as not caught (`SIM_MUTATION_CASES`).
@@ -653,36 +662,119 @@ fn mutation_cases() -> u32 {
         .unwrap_or(3000)
 }
 
-/// Fails unless the simulation catches the lease loop or client made wrong by `mutation`.
-fn assert_sim_mutation_caught(mutation: SimMutations) {
+/// Fails unless the simulation catches the lease loop or client made wrong by `mutation`: in
+/// generated schedules, or else in `spelled_out` (the schedule that shows the rule at work,
+/// which passes with the rule intact: see its own test).
+fn assert_sim_mutation_caught(mutation: SimMutations, spelled_out: Option<fn()>) {
     SIM_MUTATIONS.with(|m| m.set(mutation));
-    let caught = caught(mutation_cases());
+    let generated = caught(mutation_cases());
+    let by_scenario = generated.is_none()
+        && spelled_out.is_some_and(|run| std::panic::catch_unwind(run).is_err());
     SIM_MUTATIONS.with(|m| m.set(SimMutations::default()));
-    assert!(caught, "{mutation:?} was not caught");
+    match (&generated, by_scenario) {
+        (Some(why), _) => eprintln!("mutation {mutation:?}: caught by generated schedules: {why}"),
+        (None, true) => eprintln!("mutation {mutation:?}: caught by its spelled-out schedule"),
+        (None, false) => {}
+    }
+    assert!(
+        generated.is_some() || by_scenario,
+        "{mutation:?} was not caught"
+    );
+}
+
+/// The leader, its clock 1.4 s behind the standby's, freezes for 12 s right before its first
+/// POST: the standby takes the Lease 12.3 s after the last renewal, and the leader resumes at
+/// 13.5 s. Its fence (3 s taken off the 15 s lease) stopped holding at 12 s: the POST is never
+/// sent by a replica the Lease no longer names.
+fn scenario_a_frozen_leader_resumes_after_the_standby_took_over() {
+    let tally = scenario_in(
+        AdoptionPolicy::AdoptMatching,
+        Shape {
+            skews: [
+                SignedDuration::from_millis(-1400),
+                SignedDuration::from_millis(1400),
+            ],
+            phases: [SignedDuration::ZERO, SignedDuration::from_millis(300)],
+            leaf_skew: SignedDuration::ZERO,
+        },
+        vec![
+            Transition::Faults(vec![Aimed {
+                aim: Aim::Post,
+                fault: Fault::Pause(12),
+            }]),
+            Transition::Wait(60),
+        ],
+    );
+    assert!(tally.leader_changes >= 1, "{tally:?}");
+    assert!(tally.fenced >= 1, "the fence stopped the POST: {tally:?}");
+}
+
+#[test]
+fn simulation_scenario_a_frozen_leader_resumes_after_the_standby_took_over() {
+    scenario_a_frozen_leader_resumes_after_the_standby_took_over();
+}
+
+/// The POST's login and rate-limit waits take 40 s, past its 30 s send budget, and the request
+/// would then land 85 s after it left: beyond the window the operator waits out.
+fn scenario_a_send_slowed_past_its_deadline_that_would_land_late() {
+    let tally = scenario(
+        AdoptionPolicy::AdoptMatching,
+        vec![
+            Transition::Faults(vec![
+                Aimed {
+                    aim: Aim::Post,
+                    fault: Fault::SlowSend(40),
+                },
+                Aimed {
+                    aim: Aim::Post,
+                    fault: Fault::TimeoutLate(85),
+                },
+            ]),
+            Transition::Wait(300),
+        ],
+    );
+    assert_eq!(
+        tally.late_landings, 0,
+        "never sent, so never landed: {tally:?}"
+    );
+}
+
+#[test]
+fn simulation_scenario_a_send_slowed_past_its_deadline_is_never_sent() {
+    scenario_a_send_slowed_past_its_deadline_that_would_land_late();
 }
 
 #[test]
 fn mutation_caught_a_fence_without_safety_margin() {
-    assert_sim_mutation_caught(SimMutations {
-        fence_margin_zero: true,
-        ..SimMutations::default()
-    });
+    assert_sim_mutation_caught(
+        SimMutations {
+            fence_margin_zero: true,
+            ..SimMutations::default()
+        },
+        Some(scenario_a_frozen_leader_resumes_after_the_standby_took_over),
+    );
 }
 
 #[test]
 fn mutation_caught_a_client_that_ignores_the_fence() {
-    assert_sim_mutation_caught(SimMutations {
-        no_fence: true,
-        ..SimMutations::default()
-    });
+    assert_sim_mutation_caught(
+        SimMutations {
+            no_fence: true,
+            ..SimMutations::default()
+        },
+        Some(scenario_a_frozen_leader_resumes_after_the_standby_took_over),
+    );
 }
 
 #[test]
 fn mutation_caught_a_client_that_ignores_the_send_deadline() {
-    assert_sim_mutation_caught(SimMutations {
-        no_send_deadline: true,
-        ..SimMutations::default()
-    });
+    assert_sim_mutation_caught(
+        SimMutations {
+            no_send_deadline: true,
+            ..SimMutations::default()
+        },
+        Some(scenario_a_send_slowed_past_its_deadline_that_would_land_late),
+    );
 }
 
 /// Fails unless the simulation catches the decision core made wrong by `wrong`.
@@ -692,7 +784,8 @@ fn assert_core_mutation_caught(wrong: leaf_operator::controller::decide::mutatio
     mutation::set(Some(wrong));
     let caught = caught(mutation_cases());
     mutation::set(None);
-    assert!(caught, "{wrong:?} was not caught");
+    let why = caught.unwrap_or_else(|| panic!("{wrong:?} was not caught"));
+    eprintln!("mutation {wrong:?}: caught by generated schedules: {why}");
 }
 
 #[cfg(feature = "mutations")]
@@ -731,7 +824,12 @@ mod core_mutations {
 
 /// A schedule spelled out, run like a generated one (teardown included).
 fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
-    let state = (policy, Shape::default());
+    scenario_in(policy, Shape::default(), transitions)
+}
+
+/// [`scenario`] in a world of another shape.
+fn scenario_in(policy: AdoptionPolicy, shape: Shape, transitions: Vec<Transition>) -> Tally {
+    let state = (policy, shape);
     let mut cell = Simulation::init_test(&state);
     for transition in transitions {
         cell = Simulation::apply(cell, &state, transition);
@@ -747,68 +845,6 @@ fn scenario(policy: AdoptionPolicy, transitions: Vec<Transition>) -> Tally {
     }
     Simulation::teardown(cell, state);
     tally
-}
-
-#[test]
-fn simulation_scenario_debug() {
-    let state = (
-        AdoptionPolicy::AdoptMatching,
-        Shape {
-            skews: [SignedDuration::from_millis(500), SignedDuration::ZERO],
-            phases: [SignedDuration::ZERO, SignedDuration::ZERO],
-            leaf_skew: SignedDuration::ZERO,
-        },
-    );
-    let mut cell = Simulation::init_test(&state);
-    for transition in vec![
-        Transition::Faults(vec![Aimed {
-            aim: Aim::Read,
-            fault: Fault::TimeoutLost,
-        }]),
-        Transition::DeleteSecret,
-        Transition::OnExisting(OnExisting::SilentReplace),
-        Transition::Faults(vec![Aimed {
-            aim: Aim::Post,
-            fault: Fault::TimeoutLate(18),
-        }]),
-        Transition::Faults(vec![
-            Aimed {
-                aim: Aim::Next,
-                fault: Fault::TimeoutLate(0),
-            },
-            Aimed {
-                aim: Aim::Status,
-                fault: Fault::ServerErrorApplied { status: 500 },
-            },
-        ]),
-        Transition::BadToken,
-        Transition::Wait(1),
-        Transition::Change(Change::NewToken),
-        Transition::Faults(vec![Aimed {
-            aim: Aim::Next,
-            fault: Fault::SlowSend(14),
-        }]),
-        Transition::Change(Change::ForeignAppears { same_client: true }),
-        Transition::Wait(5),
-    ] {
-        eprintln!("--- {transition:?}");
-        cell = Simulation::apply(cell, &state, transition);
-        let w = cell.lock().unwrap();
-        eprintln!(
-            "now {} leader {:?} lease {:?} frozen {} status id {:?} pending {:?} {:?} violations {:?} reason {:?}",
-            w.now,
-            w.leader(),
-            w.lease,
-            w.lease_frozen,
-            w.object.status.credential_id,
-            w.object.status.pending_create.is_some(),
-            w.object.status.pending_delete.is_some(),
-            w.books.violations,
-            leaf_operator::controller::status::ready_message(&w.object.status)
-        );
-    }
-    eprintln!("--- teardown");
-    Simulation::teardown(cell, state);
 }
 
 #[test]

@@ -161,7 +161,9 @@ impl<'w> SimPorts<'w> {
                 if !self.pass(w, secs) {
                     return Io::Dead;
                 }
-                fault = None;
+                // What happens to the write once it leaves is a fault of its own (it may, say,
+                // land late as well).
+                fault = w.next_fault(aim);
             }
             let replica = &w.replicas[self.replica];
             let deadline = if w.mutations.no_send_deadline {
