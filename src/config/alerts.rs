@@ -133,6 +133,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::parse;
+    use crate::alerts::registration::RecordLocation;
     use crate::controller::polling::Registration;
 
     #[test]

@@ -53,6 +53,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use crate::controller::decide::Windows;
     use std::time::Duration;
 
     use super::super::parse;

@@ -80,7 +80,7 @@ pub enum Doubt {
     /// Nothing is in doubt.
     None,
     /// The POST recorded in the pending create made this credential.
-    Landed(Credential, PendingCreate),
+    Landed(Credential),
     /// It may still create one for this long.
     Open(Duration),
     /// The window closed without a credential of it: nothing of that POST exists.
@@ -101,11 +101,14 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
     // its refresh token: its credential could have been made and removed (or replaced) before
     // any read saw it. Leaf offers no proof that it did not, so that token is never sent again.
     let suspect = match resolve_doubt(f, seen) {
-        Doubt::Landed(credential, pending) => {
-            return Step::Resume {
-                credential,
-                pending,
-            };
+        Doubt::Landed(credential) => {
+            if let Some(pending) = f.status.pending_create.clone() {
+                return Step::Resume {
+                    credential,
+                    pending,
+                };
+            }
+            false
         }
         Doubt::Open(left) => return Step::AwaitInDoubt { left },
         Doubt::NothingLanded => {
@@ -170,7 +173,7 @@ pub fn resolve_doubt(f: &Facts, seen: Option<&Credential>) -> Doubt {
     if let Some(credential) = seen
         && made_by(f, pending, credential)
     {
-        return Doubt::Landed(credential.clone(), pending.clone());
+        return Doubt::Landed(credential.clone());
     }
     let left = f.windows.create_left(pending, f.now);
     if left.is_zero() {

@@ -108,7 +108,7 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> CleanupStep {
         }
     }
     match resolve_doubt(f, seen) {
-        Doubt::Landed(credential, _) => return CleanupStep::Delete(credential),
+        Doubt::Landed(credential) => return CleanupStep::Delete(credential),
         Doubt::Open(left) => return CleanupStep::AwaitInDoubt(left),
         Doubt::NothingLanded if f.status.credential_id.is_none() => {
             return CleanupStep::Release(match seen {
