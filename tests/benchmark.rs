@@ -35,13 +35,18 @@ use leaf_standin::{StandIn, StandInConfig};
 use support::bench::{ProcessStats, env_or, process_stats};
 use support::operator::{LEAF_PASSWORD, LEAF_USERNAME, Operator, OperatorOptions};
 
-/// Leaf calls a create needs at least: GET (is there one already?) and POST. The login is shared
-/// by all resources and not counted per resource.
-const CALLS_PER_CREATE: f64 = 2.0;
-/// Rotation: GET, DELETE the old credential, POST the new one.
-const CALLS_PER_ROTATE: f64 = 3.0;
-/// Deletion: DELETE.
-const CALLS_PER_DELETE: f64 = 1.0;
+/// Leaf calls a create needs at least: GET (is there one already?), POST, and the new
+/// credential's events (read with the create while polling, so that the first periodic check has
+/// nothing new to write). The login is shared by all resources and not counted per resource.
+const CALLS_PER_CREATE: f64 = 3.0;
+/// Rotation: GET, DELETE the old credential, POST the new one, its events.
+const CALLS_PER_ROTATE: f64 = 4.0;
+/// Deletion: GET (a DELETE is sent only right after a read showed our credential), DELETE.
+const CALLS_PER_DELETE: f64 = 2.0;
+/// API-server writes of the TrimbleConnection per create, the user's own create included: the
+/// finalizer, the intent before the POST and the result after it (a crash-safe create needs all
+/// three).
+const WRITES_PER_CREATE: u64 = 4;
 /// How many API requests the benchmark itself keeps in flight when applying objects.
 const CLIENT_PARALLELISM: usize = 32;
 /// Path marker of the per-resource Leaf users (the startup probe uses another one).
@@ -981,6 +986,16 @@ async fn benchmark_smoke_n50() {
         0,
         "no failed Leaf call while creating: {}",
         r.create_calls.summary()
+    );
+    assert!(
+        r.create_tc_writes <= WRITES_PER_CREATE * n,
+        "{} TrimbleConnection writes for {n} creates (at most {WRITES_PER_CREATE} each, the create included)",
+        r.create_tc_writes
+    );
+    assert_eq!(
+        (r.warmup_tc_writes, r.warmup_events),
+        (0, 0),
+        "the first periodic check after a create writes nothing: its events were recorded with it"
     );
     // The ideal is a lower bound the rate limiter enforces; far below it means a broken measurement.
     assert!(

@@ -45,7 +45,6 @@ async fn a_wrong_leaf_user_id_is_its_own_reason_naming_the_spec_field() {
 #[tokio::test]
 async fn request_timeout_too_early_and_redirects_are_retried_not_rejections() {
     let f = Fixture::start("retryable").await;
-    f.put_default_credentials().await;
     // Only the credential POSTs fail (a login is a POST too).
     f.standin
         .set_fault_path_filter(Some("/trimble-credentials"));
@@ -53,7 +52,11 @@ async fn request_timeout_too_early_and_redirects_are_retried_not_rejections() {
     for (code, user) in [(408, "user-408"), (425, "user-425"), (307, "user-307")] {
         f.standin.fail_every_nth(1, code);
         let name = format!("farm-{code}");
-        f.create_tc(&name, user, "creds", serde_json::json!({}))
+        // A Secret per resource: one refresh token is never shared by two Leaf users.
+        let secret = format!("creds-{code}");
+        f.put_credentials(&secret, "client-a", "secret-a", &format!("refresh-{code}"))
+            .await;
+        f.create_tc(&name, user, &secret, serde_json::json!({}))
             .await;
         let tc = f.wait_reason(&name, "LeafUnavailable", WAIT).await;
         let message = condition(tc.status.as_ref().unwrap(), "Ready")
@@ -81,13 +84,15 @@ async fn a_refused_login_is_shared_by_every_resource_and_retried_at_once_when_th
         &[("username", "team-b"), ("password", "wrong-password-Zz9")],
     )
     .await;
-    f.put_default_credentials().await;
     let names: Vec<String> = (0..8).map(|i| format!("farm-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
+        let secret = format!("creds-{i}");
+        f.put_credentials(&secret, "client-a", "secret-a", &format!("refresh-{i}"))
+            .await;
         f.create_tc(
             name,
             &format!("user-login-{i}"),
-            "creds",
+            &secret,
             serde_json::json!({"leafAuthSecretRef": {"name": "team-b-leaf"}}),
         )
         .await;
@@ -121,7 +126,6 @@ async fn a_refused_login_is_shared_by_every_resource_and_retried_at_once_when_th
 #[tokio::test]
 async fn absurd_retry_after_values_never_crash_the_operator() {
     let mut f = Fixture::start("retry-after").await;
-    f.put_default_credentials().await;
     for (i, value) in [
         "1e20",
         "18446744073709551615",
@@ -134,10 +138,13 @@ async fn absurd_retry_after_values_never_crash_the_operator() {
         f.standin
             .rate_limit_next(1, RetryAfter::Raw(value.to_string()));
         let name = format!("farm-{i}");
+        let secret = format!("creds-{i}");
+        f.put_credentials(&secret, "client-a", "secret-a", &format!("refresh-{i}"))
+            .await;
         f.create_tc(
             &name,
             &format!("user-ra-{i}"),
-            "creds",
+            &secret,
             serde_json::json!({}),
         )
         .await;

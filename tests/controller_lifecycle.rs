@@ -46,7 +46,11 @@ async fn creates_the_credential_and_reports_ready_with_an_event() {
     );
     assert_eq!(stored.client_id, "client-a");
     assert_eq!(stored.submitted_refresh_token, "refresh-a");
-    assert_eq!(f.leaf_calls("user-create"), vec!["GET 404", "POST 201"]);
+    // The create reads the credential's events at once, so that the first check writes nothing.
+    assert_eq!(
+        f.leaf_calls("user-create"),
+        vec!["GET 404", "POST 201", "GET events 200"]
+    );
     let (kind, note) = f.wait_event("farm", "Created", WAIT).await;
     assert_eq!(kind, "Normal");
     assert!(note.contains(&stored.id), "{note}");
@@ -108,17 +112,17 @@ async fn a_rotation_whose_post_fails_once_is_finished_later_and_still_announced_
     let before = f.wait_reason("farm", "CredentialValid", WAIT).await;
     let old_id = before.status.clone().unwrap().credential_id.unwrap();
     f.standin.clear_requests();
-    // The rotation's calls for this user are GET, DELETE, POST: the third one is refused with
-    // 429, an answer that proves it was not processed (a 5xx would leave the create in doubt,
-    // and its refresh token would never be sent again).
+    // The rotation's POST is refused once with 429, an answer that proves it was not processed
+    // (a 5xx would leave the create in doubt, and its refresh token would never be sent again).
     f.standin
         .set_fault_path_filter(Some("/users/user-rotate-retry/trimble-credentials"));
-    f.standin.fail_every_nth(3, 429);
+    f.standin.set_fault_method_filter(Some("POST"));
+    f.standin
+        .rate_limit_next(1, leaf_standin::RetryAfter::Seconds(1));
 
     f.put_credentials("creds", "client-a", "secret-a", "refresh-2")
         .await;
     let (kind, note) = f.wait_event("farm", "Rotated", WAIT).await;
-    f.standin.fail_every_nth(0, 429);
     assert_eq!(kind, "Normal");
     let stored = f
         .standin

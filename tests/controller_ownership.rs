@@ -26,10 +26,12 @@ async fn a_credential_that_replaced_ours_is_foreign_never_claimed_rotated_or_del
     let theirs = f.standin.seed_credential(user, "client-other");
     f.standin.clear_requests();
 
-    let tc = f.poke_and_wait("farm", WAIT).await;
+    // Within the read-lag allowance after our create (2 s here) a read that misses ours is not
+    // believed yet; after it, the stranger is named.
+    f.poke("farm").await;
+    let tc = f.wait_reason("farm", "Conflict", WAIT).await;
     let status = tc.status.clone().unwrap();
     let ready = condition(&status, "Ready").unwrap();
-    assert_eq!(ready.reason, "Conflict", "{}", ready.message);
     assert!(
         ready.message.contains(&ours) && ready.message.contains(&theirs.id),
         "the message names both credentials: {}",
@@ -70,10 +72,12 @@ async fn deleting_a_resource_whose_credential_was_replaced_outside_deletes_nothi
     // Deleted before any check saw the replacement: the status still names ours.
     f.delete_tc("farm").await;
     f.wait_gone("farm", WAIT).await;
-    assert_eq!(
-        f.leaf_calls(user),
-        vec!["GET 200"],
-        "one GET, and no DELETE of a credential that is not ours"
+    // One GET, or two when the first came within the read-lag allowance after our create (it
+    // is not believed then: the resource looks again), and no DELETE of what is not ours.
+    let calls = f.leaf_calls(user);
+    assert!(
+        !calls.is_empty() && calls.len() <= 2 && calls.iter().all(|c| c == "GET 200"),
+        "{calls:?}"
     );
     assert_eq!(
         f.standin.credential(user).map(|c| c.id),
@@ -113,7 +117,7 @@ async fn a_rotation_never_deletes_a_credential_it_does_not_own() {
 }
 
 #[tokio::test]
-async fn already_exists_backs_off_per_object_and_starves_no_other_resource() {
+async fn already_exists_never_resends_the_token_and_starves_no_other_resource() {
     let f = Fixture::start("exists").await;
     let stuck = "user-exists";
     // A credential Leaf's GET does not show yet (read lag), so the POST meets a 409.
@@ -127,40 +131,33 @@ async fn already_exists_backs_off_per_object_and_starves_no_other_resource() {
     })
     .await;
 
-    // Another resource is served meanwhile, and promptly.
-    f.create_tc("other", "user-other", "creds", serde_json::json!({}))
+    // Another resource is served meanwhile, and promptly (with a Secret of its own: one refresh
+    // token is never sent for two Leaf users).
+    f.put_credentials("other-creds", "client-a", "secret-a", "refresh-other")
+        .await;
+    f.create_tc("other", "user-other", "other-creds", serde_json::json!({}))
         .await;
     f.wait_reason("other", "CredentialValid", Duration::from_secs(20))
         .await;
 
-    // The stuck one tries again, but only after its in-doubt window (5 s timeout + 2 s margin
-    // here): its own schedule, not the process's rate limit, bounds it.
-    let posts = support::wait_until("a second POST for the stuck user", WAIT, || async {
-        let posts = post_times(&f, stuck);
-        if posts.len() >= 2 {
-            Ok(posts)
-        } else {
-            Err(format!("{:?}", f.leaf_calls(stuck)))
-        }
-    })
-    .await;
-    let gap = posts[1].duration_since(posts[0]);
-    assert!(
-        gap >= jiff::SignedDuration::from_millis(6500),
-        "the POST was repeated after {gap:?}: {:?}",
-        f.leaf_calls(stuck)
+    // Leaf may have exchanged the token with Trimble before it refused: the token counts as
+    // sent. Reads still show nothing, so the resource asks for a new token, never POSTing it
+    // again, and looks at Leaf on its own backoff, not in a loop.
+    let tc = f
+        .wait_until_status("stuck", WAIT, |s| {
+            condition(s, "Ready").is_some_and(|c| c.message.contains("was sent to Leaf before"))
+        })
+        .await;
+    assert_eq!(
+        condition(tc.status.as_ref().unwrap(), "Ready")
+            .unwrap()
+            .reason,
+        "CredentialInvalid"
     );
+    f.poke_and_wait("stuck", WAIT).await;
     let calls = f.leaf_calls(stuck);
-    let gets_between = calls
-        .iter()
-        .skip_while(|c| !c.starts_with("POST"))
-        .skip(1)
-        .take_while(|c| !c.starts_with("POST"))
-        .count();
-    assert!(
-        gets_between <= 8,
-        "{gets_between} calls between two POSTs: {calls:?}"
-    );
+    assert_eq!(f.count_calls(stuck, "POST"), 1, "{calls:?}");
+    assert!(calls.len() <= 8, "{} calls: {calls:?}", calls.len());
     assert!(
         !calls.iter().any(|c| c.starts_with("DELETE")),
         "a 409 is never a reason to delete: {calls:?}"
@@ -168,17 +165,8 @@ async fn already_exists_backs_off_per_object_and_starves_no_other_resource() {
 
     // Once Leaf shows it, it is what it is: someone else's, a Conflict.
     f.standin.hide_credentials(false);
+    f.poke("stuck").await;
     f.wait_reason("stuck", "Conflict", WAIT).await;
     assert_eq!(f.standin.credential(stuck).map(|c| c.id), Some(theirs.id));
-}
-
-/// Arrival times of the POSTs for `user`, oldest first.
-fn post_times(f: &Fixture, user: &str) -> Vec<jiff::Timestamp> {
-    let marker = format!("/users/{user}/trimble-credentials");
-    f.standin
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with(&marker))
-        .filter_map(|r| r.at.parse().ok())
-        .collect()
+    assert_eq!(f.count_calls(stuck, "POST"), 1);
 }

@@ -119,7 +119,7 @@ async fn adoption_policy_replace_deletes_the_existing_credential_and_creates_our
     f.wait_reason("farm", "CredentialValid", WAIT).await;
     assert_eq!(
         f.leaf_calls("user-replace"),
-        vec!["GET 200", "DELETE 204", "POST 201"]
+        vec!["GET 200", "DELETE 204", "POST 201", "GET events 200"]
     );
     assert_ne!(f.standin.credential("user-replace").unwrap().id, seeded.id);
     f.wait_event("farm", "Created", WAIT).await;

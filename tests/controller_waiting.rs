@@ -65,7 +65,10 @@ async fn a_late_secret_is_a_wait_not_an_error_and_creation_follows_at_once() {
         .wait_reason("farm", "CredentialValid", Duration::from_secs(20))
         .await;
     assert_ready(&tc);
-    assert_eq!(f.leaf_calls("user-late"), vec!["GET 404", "POST 201"]);
+    assert_eq!(
+        f.leaf_calls("user-late"),
+        vec!["GET 404", "POST 201", "GET events 200"]
+    );
     let reasons = f.event_reasons("farm").await;
     assert_eq!(
         reasons.iter().filter(|r| *r == "SecretNotFound").count(),
@@ -222,7 +225,7 @@ async fn leaf_429_retry_after_is_honoured() {
     let statuses: Vec<_> = calls.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
-        vec![Some(429), Some(429), Some(404), Some(201)],
+        vec![Some(429), Some(429), Some(404), Some(201), Some(200)],
         "{calls:?}"
     );
     let times: Vec<jiff::Timestamp> = calls.iter().map(|r| r.at.parse().expect("time")).collect();

@@ -6,7 +6,10 @@
 //!   once, so the second POST of it would be refused, or worse, spend what the first one needs.
 //!
 //! The order is (creationTimestamp, namespace, name), which every replica computes the same way
-//! from its store; the loser sends nothing to Leaf.
+//! from its store; the loser sends nothing to Leaf. For a shared Secret two things come before
+//! age: a resource that loses its Leaf user sends nothing, so it holds no Secret either; and one
+//! that already has a credential in Leaf keeps the Secret, so that a newer one whose Leaf-user
+//! conflict ends later does not take over a token that was already used.
 
 use kube::ResourceExt;
 
@@ -45,13 +48,21 @@ pub fn winner_over<'a>(
         })
 }
 
-/// The `namespace/name` of an older resource for another Leaf user whose refresh token comes from
-/// the same Secret key as `tc`'s.
+/// The `namespace/name` of the resource for another Leaf user that holds the Secret key `tc`'s
+/// refresh token comes from: among those not losing their own Leaf user, one with a credential
+/// before one without, then the older.
 pub fn secret_owner_over<'a>(
     tc: &TrimbleConnection,
-    others: impl IntoIterator<Item = &'a TrimbleConnection>,
+    others: impl IntoIterator<Item = &'a TrimbleConnection> + Clone,
 ) -> Option<String> {
-    let mine = key(tc);
+    let rank = |tc: &TrimbleConnection| {
+        let has_credential = tc
+            .status
+            .as_ref()
+            .is_some_and(|s| s.credential_id.is_some());
+        (!has_credential, key(tc))
+    };
+    let mine = rank(tc);
     let source = |other: &TrimbleConnection| {
         (
             other.namespace(),
@@ -61,11 +72,13 @@ pub fn secret_owner_over<'a>(
     };
     let my_source = source(tc);
     others
+        .clone()
         .into_iter()
         .filter(|other| other.spec.leaf_user_id != tc.spec.leaf_user_id)
         .filter(|other| other.uid() != tc.uid() || other.uid().is_none())
         .filter(|other| source(other) == my_source)
-        .map(|other| (key(other), other))
+        .filter(|other| winner_over(other, others.clone()).is_none())
+        .map(|other| (rank(other), other))
         .filter(|(other_key, _)| *other_key < mine)
         .min_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, other)| {
@@ -146,6 +159,35 @@ mod tests {
         assert_eq!(
             check(&same_user, [old, same_user.clone()].iter()),
             ConflictFact::LosesTo("a/old".to_string())
+        );
+    }
+
+    #[test]
+    fn a_resource_that_loses_its_leaf_user_holds_no_secret_and_a_credential_keeps_it() {
+        let winner = tc("a", "winner", "u1", "2026-01-01T00:00:00Z");
+        let dup = tc("b", "dup", "u1", "2026-01-02T00:00:00Z");
+        let own = tc("b", "own", "u2", "2026-01-03T00:00:00Z");
+        let all = [winner.clone(), dup.clone(), own.clone()];
+        // dup sends nothing (it loses u1), so own may use the Secret they share.
+        assert_eq!(check(&own, all.iter()), ConflictFact::Clear);
+        assert_eq!(
+            check(&dup, all.iter()),
+            ConflictFact::LosesTo("a/winner".to_string())
+        );
+        // The winner goes away after own made its credential: own keeps the Secret.
+        let mut own_with_credential = own.clone();
+        own_with_credential.status = Some(crate::crd::TrimbleConnectionStatus {
+            credential_id: Some("c1".to_string()),
+            ..Default::default()
+        });
+        let after = [dup.clone(), own_with_credential.clone()];
+        assert_eq!(
+            check(&dup, after.iter()),
+            ConflictFact::SecretSharedWith("b/own".to_string())
+        );
+        assert_eq!(
+            check(&own_with_credential, after.iter()),
+            ConflictFact::Clear
         );
     }
 

@@ -6,8 +6,9 @@
 //! backstop interval; otherwise (no receiver, registration missing or owned by another consumer,
 //! or Leaf silent for longer than `quiet_limit`) it falls back to each resource's own interval.
 //!
-//! "Heard from Leaf" is a verified delivery, a signed confirmation, or a registration check that
-//! found our webhook intact. Silence alone is normal for a quiet fleet, which is why the
+//! "Heard from Leaf" is a fresh verified delivery (its timestamp within minutes of now: a replay
+//! of an old one does not count), the first signed confirmation under a signing secret, or a
+//! registration check that found our webhook intact (`alerts::freshness`). Silence alone is normal for a quiet fleet, which is why the
 //! registration check counts: it proves every `check_interval` that the webhook still exists.
 
 use std::sync::Mutex;

@@ -693,7 +693,15 @@ impl World {
             let client = client.to_string();
             self.books.intents.push((incarnation, client, now));
         }
-        self.object.status = status.clone();
+        // Stored as the API server stores it: the operator's merge patch applied to what was
+        // there, so a field the patch forgets to remove stays, as it would on a real server.
+        let mut stored = serde_json::json!({ "status": &self.object.status });
+        json_patch::merge(
+            &mut stored,
+            &leaf_operator::controller::reconcile::status_patch::status_patch(status),
+        );
+        self.object.status =
+            serde_json::from_value(stored["status"].take()).expect("a status the CRD accepts");
         // Our own write comes back through the watch.
         if let Some(r) = self.leader() {
             self.replicas[r].triggered = true;

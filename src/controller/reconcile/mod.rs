@@ -13,7 +13,7 @@ mod finalizer;
 mod kube_ports;
 pub mod observe;
 pub mod requeue;
-mod status_patch;
+pub mod status_patch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
