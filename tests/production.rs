@@ -33,22 +33,22 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 // --- Kubernetes helpers ----------------------------------------------------------------------
 
-async fn create_secret(client: &kube::Client, namespace: &str, name: &str, refresh_token: &str) {
-    let secret = objects::credentials(name, "trimble-app", "app-secret-value", refresh_token);
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap_or_else(|e| panic!("failed to create Secret {namespace}/{name}: {e}"));
-}
-
-/// Creates TrimbleConnection `name` for `leaf_user`, retrying while the API server refuses.
-async fn create_connection(
-    api: &Api<TrimbleConnection>,
-    name: &str,
-    leaf_user: &str,
-    secret: &str,
-) {
-    let tc = objects::trimble_connection(name, leaf_user, secret, serde_json::json!({}));
+/// Creates TrimbleConnection `name` for `leaf_user` with a Secret of its own (`{name}-creds`: a
+/// refresh token is never shared by two Leaf users), retrying while the API server refuses.
+async fn create_connection(api: &Api<TrimbleConnection>, name: &str, leaf_user: &str) {
+    let secret_name = format!("{name}-creds");
+    let secrets: Api<Secret> = Api::namespaced(
+        api.clone().into_client(),
+        api.namespace().expect("a namespaced Api"),
+    );
+    let secret = objects::credentials(
+        &secret_name,
+        "trimble-app",
+        "app-secret-value",
+        &format!("refresh-{name}"),
+    );
+    objects::create_retrying(&secrets, &secret).await;
+    let tc = objects::trimble_connection(name, leaf_user, &secret_name, serde_json::json!({}));
     objects::create_retrying(api, &tc).await;
 }
 
@@ -220,14 +220,7 @@ async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
 
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
     for i in 1..=3 {
-        create_secret(&client, &ns, &format!("creds-{i}"), &format!("refresh-{i}")).await;
-        create_connection(
-            &api,
-            &format!("tc-{i}"),
-            &format!("user-{i}"),
-            &format!("creds-{i}"),
-        )
-        .await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_all_ready(&api, 3, Duration::from_secs(60)).await;
 
@@ -285,7 +278,7 @@ async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
         );
     }
     assert!(
-        !text.contains("refresh-1") && !text.contains("app-secret-value"),
+        !text.contains("refresh-tc-1") && !text.contains("app-secret-value"),
         "no secret in metrics"
     );
 
@@ -293,7 +286,7 @@ async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({"stringData": {"refreshToken": "refresh-1-rotated"}});
     secrets
-        .patch("creds-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch("tc-1-creds", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch Secret");
     wait_until(
@@ -315,8 +308,7 @@ async fn metrics_and_probes_follow_a_lifecycle_and_a_leaf_outage() {
     // A Leaf outage: the resource reports it, the probes stay up, calls back off, then recovery.
     standin.set_outage(true);
     let before = standin.requests().len();
-    create_secret(&client, &ns, "creds-4", "refresh-4").await;
-    create_connection(&api, "tc-4", "user-4", "creds-4").await;
+    create_connection(&api, "tc-4", "user-4").await;
     wait_until(
         "tc-4 to report LeafUnavailable",
         Duration::from_secs(30),
@@ -468,7 +460,6 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
     .await;
     let lease = "leaf-operator";
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
-    create_secret(&client, &ns, "creds", "refresh").await;
 
     let mut a = elected(cp, &ns, &standin.origin(), "token-a", "op-a");
     wait_until(
@@ -498,7 +489,7 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
     .await;
 
     for i in 0..5 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_all_ready(&api, 5, Duration::from_secs(60)).await;
     let requests = standin.requests();
@@ -523,7 +514,7 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
     a.kill();
     let killed = Instant::now();
     for i in 5..10 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_until(
         "op-b to take over the lease",
@@ -604,7 +595,7 @@ async fn only_the_leader_calls_leaf_a_killed_leader_is_replaced_and_sigterm_hand
         handed_over <= Duration::from_secs(8),
         "op-c took over {handed_over:?} after SIGTERM"
     );
-    create_connection(&api, "tc-10", "user-10", "creds").await;
+    create_connection(&api, "tc-10", "user-10").await;
     wait_all_ready(&api, 11, Duration::from_secs(60)).await;
     assert_exactly_one_create_each(&standin, &["user-10".to_string()]);
     let last_create = standin
@@ -638,9 +629,8 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
     )
     .await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
-    create_secret(&client, &ns, "creds", "refresh").await;
     for i in 0..10 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     // Mid-run: once every resource has looked its credential up (404), the creates follow and
     // take 2 s at Leaf; the API server crashes while they are in flight.
@@ -684,7 +674,7 @@ async fn api_server_and_etcd_restarts_lose_nothing_and_duplicate_nothing() {
     let client = cp.client();
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
     for i in 10..20 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_all_ready(&api, 20, Duration::from_secs(90)).await;
     let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
@@ -721,14 +711,11 @@ async fn kill_9_during_a_burst_of_200_creates_then_restart_gives_one_credential_
     )
     .await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
-    create_secret(&client, &ns, "creds", "refresh").await;
     const COUNT: usize = 200;
     let creating = futures::stream::iter(0..COUNT)
         .map(|i| {
             let api = api.clone();
-            async move {
-                create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await
-            }
+            async move { create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<()>>();
@@ -756,6 +743,68 @@ async fn kill_9_during_a_burst_of_200_creates_then_restart_gives_one_credential_
         "the kill must land mid-burst ({at_kill} creates already)"
     );
     operator.restart().await;
+    // A POST in flight at the kill still lands (Leaf finishes what reached it) and is found
+    // without a second POST. A resource killed after writing its intent and before its POST left
+    // cannot know it never left: its token is never sent again and it asks for a new one.
+    let settled = wait_until(
+        "every resource Ready, or asking for a new token",
+        Duration::from_secs(180),
+        || async {
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut asking = Vec::new();
+            for tc in &list.items {
+                let name = tc.metadata.name.clone().unwrap_or_default();
+                let ready = tc
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+                match ready {
+                    Some(c) if c.status == "True" => {}
+                    Some(c)
+                        if c.reason == "CredentialInvalid"
+                            && c.message.contains("never sent again") =>
+                    {
+                        asking.push(name)
+                    }
+                    other => return Err(format!("{name}: {other:?}")),
+                }
+            }
+            if list.items.len() == COUNT {
+                Ok(asking)
+            } else {
+                Err(format!("{} exist", list.items.len()))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "{} of {COUNT} asked for a new token: {settled:?}",
+        settled.len()
+    );
+    let per_user = creates_per_user(&standin);
+    for name in &settled {
+        let user = name.replace("tc-", "user-");
+        assert_eq!(
+            per_user.get(&user).copied().unwrap_or_default().0,
+            0,
+            "{name} asks for a new token, but its POST reached Leaf (Leaf processes what reached it)"
+        );
+        assert!(standin.credential(&user).is_none());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let patch =
+            serde_json::json!({"stringData": {"refreshToken": format!("refresh-{name}-new")}});
+        secrets
+            .patch(
+                &format!("{name}-creds"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("a new token");
+    }
     wait_all_ready(&api, COUNT, Duration::from_secs(180)).await;
     let users: Vec<String> = (0..COUNT).map(|i| format!("user-{i}")).collect();
     assert_exactly_one_create_each(&standin, &users);
@@ -779,8 +828,7 @@ async fn json_logs_put_each_reconcile_in_a_span_with_name_and_namespace() {
     );
     let _ = replica.wait_http_addr().await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
-    create_secret(&client, &ns, "creds", "refresh-json").await;
-    create_connection(&api, "tc-json", "user-json", "creds").await;
+    create_connection(&api, "tc-json", "user-json").await;
     wait_all_ready(&api, 1, Duration::from_secs(60)).await;
     let log = replica.log();
     let lines: Vec<serde_json::Value> = log
@@ -809,7 +857,7 @@ async fn json_logs_put_each_reconcile_in_a_span_with_name_and_namespace() {
         tail(&log)
     );
     assert!(
-        !log.contains("refresh-json") && !log.contains("app-secret-value"),
+        !log.contains("refresh-tc-json") && !log.contains("app-secret-value"),
         "no secret in the logs"
     );
 }
@@ -829,7 +877,6 @@ async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_
     })
     .await;
     let api: Api<TrimbleConnection> = Api::namespaced(client.clone(), &ns);
-    create_secret(&client, &ns, "creds", "refresh").await;
     let a = elected(cp, &ns, &standin.origin(), "token-a", "op-a");
     let b = elected(cp, &ns, &standin.origin(), "token-b", "op-b");
     let (a_addr, b_addr) = (a.wait_http_addr().await, b.wait_http_addr().await);
@@ -846,7 +893,7 @@ async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_
     })
     .await;
     for i in 0..3 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_all_ready(&api, 3, Duration::from_secs(60)).await;
 
@@ -884,7 +931,7 @@ async fn a_leader_that_cannot_reach_the_api_server_stops_and_one_leader_resumes_
     )
     .await;
     for i in 3..6 {
-        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}"), "creds").await;
+        create_connection(&api, &format!("tc-{i}"), &format!("user-{i}")).await;
     }
     wait_all_ready(&api, 6, Duration::from_secs(60)).await;
     let users: Vec<String> = (0..6).map(|i| format!("user-{i}")).collect();

@@ -160,10 +160,16 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
     // Made right after the increment, before any await: if the client gives up before the
     // detached task holds it (this future is dropped), the count still goes back down.
     let pending = detain.delay.map(|_| LatePending(shared.clone()));
-    if !latency.is_zero() {
+    // A credential write that reached Leaf is processed whatever its client does (a server does
+    // not cancel a POST because the caller hung up): it runs detached, latency included.
+    let credential_write = path.contains("/trimble-credentials")
+        && (method.eq_ignore_ascii_case("POST") || method.eq_ignore_ascii_case("DELETE"));
+    let detached = matches!(decision, Decision::Pass)
+        && (detain.hold || detain.delay.is_some() || credential_write);
+    if !detached && !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if matches!(decision, Decision::Pass) && (detain.hold || detain.delay.is_some()) {
+    if detached {
         // Read the whole body before waiting: a request that reached Leaf is processed whatever
         // its client does, and the part of a body not yet read when the client hangs up would be
         // lost with the connection.
@@ -175,6 +181,9 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
         // dropped (a write that lands after the client's timeout).
         let task_shared = shared.clone();
         let task = tokio::spawn(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             if detain.hold {
                 wait_for_release(&task_shared, &method).await;
             }
