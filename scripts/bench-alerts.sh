@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the alerts benchmark of issue 12 (tests/benchmark_alerts.rs) against the release-built
-# operator and appends the results to target/bench-alerts.md:
+# Runs the alerts benchmark (tests/benchmark_alerts.rs; BENCHMARKS.md, "Leaf alerts at 20,000
+# connections") against the release-built operator and appends the results to
+# target/bench-alerts.md:
 #
 #   scripts/bench-alerts.sh                  # N = 5,000 and 20,000 (one shard), then 2 shards of 10,000
 #   scripts/bench-alerts.sh 20000            # one size, one shard

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the benchmark's peer: Crossplane's provider-http, the generic HTTP
-# provider a platform team would wire Leaf with instead of this operator (issue 13). Built from its
-# Go module like scripts/test-tools.sh builds the control plane: `go install` of a released version
+# provider a platform team would wire Leaf with instead of this operator (BENCHMARKS.md, "Side by
+# side"). Built from its Go module like scripts/test-tools.sh builds the control plane: `go install` of a released version
 # whose go.mod has no replace lines, CGO_ENABLED=0, cached outside the checkout keyed by version,
 # concurrent callers serialised with flock. Its CRDs are copied from the module's package/crds.
 # Prints the directory holding `provider-http` and `crds/` on its last line.

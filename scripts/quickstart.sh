@@ -99,15 +99,16 @@ for tool in cargo openssl curl; do
   command -v "$tool" >/dev/null || die "'$tool' is needed; install it first (see README.md)"
 done
 
-say "Control-plane binaries (built from Go modules on first use: 6-25 minutes, then cached)"
+say "Control-plane binaries (built from Go modules on first use, then cached; times: README.md, Measured times)"
 bin="$(scripts/test-tools.sh | tail -n 1)"
 echo "$bin"
 
 say "Building leaf-operator and leaf-standin"
 cargo build -p leaf-operator --bin leaf-operator && cargo build -p leaf-standin --bin leaf-standin
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
-[[ -x "$target/leaf-operator" ]] || die "no $target/leaf-operator after the build: is src/main.rs the operator yet?"
-[[ -x "$target/leaf-standin" ]] || die "no $target/leaf-standin after the build"
+missing="if cargo printed an error above, fix that first; otherwise cargo put the binary elsewhere (build.target-dir or build.target in a .cargo/config.toml): this script looks in \${CARGO_TARGET_DIR:-target}/debug"
+[[ -x "$target/leaf-operator" ]] || die "no $target/leaf-operator after the build: $missing"
+[[ -x "$target/leaf-standin" ]] || die "no $target/leaf-standin after the build: $missing"
 
 say "Starting etcd and kube-apiserver on loopback"
 pki="$work/pki"

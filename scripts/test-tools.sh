@@ -47,7 +47,7 @@ if have_all; then
   exit 0
 fi
 
-echo "building the test control plane (kube-apiserver $K8S_VERSION, kubectl, etcd $ETCD_VERSION, helm $HELM_VERSION) into $BIN_DIR; the first build takes 6-25 minutes" >&2
+echo "building the test control plane (kube-apiserver $K8S_VERSION, kubectl, etcd $ETCD_VERSION, helm $HELM_VERSION) into $BIN_DIR; the first build takes minutes (measured times: README.md, Measured times)" >&2
 
 export CGO_ENABLED=0
 work="$(mktemp -d)"
@@ -58,7 +58,7 @@ staging_version="v0.${K8S_VERSION#v1.}"
 
 if [[ ! -x "$BIN_DIR/kube-apiserver" || ! -x "$BIN_DIR/kubectl" ]]; then
   # k8s.io/kubernetes points its staging modules at ./staging with replace lines, so `go install`
-  # of it fails by design (kubernetes issue 79384). A wrapper module replaces each with its
+  # of it fails by design (kubernetes/kubernetes#79384). A wrapper module replaces each with its
   # published version instead.
   mkdir -p "$work/k8s" && cd "$work/k8s"
   go mod init leaf-operator/k8s-tools >/dev/null 2>&1
