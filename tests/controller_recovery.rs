@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use leaf_operator::crd::FINALIZER;
-use leaf_operator::secret::fingerprint;
 use std::str::FromStr;
 
 use support::operator::{
