@@ -90,6 +90,24 @@ pub struct TrimbleConnectionSpec {
     /// While true the operator makes no Leaf calls and changes nothing, until set back to false.
     #[serde(default)]
     pub suspend: bool,
+
+    /// `Full` (default): the operator creates, rotates, adopts, replaces and deletes the credential.
+    /// `Observe`: it only reads Leaf and reports what it would do (reason `ObserveOnly`, with an
+    /// Event that says "would create", "would rotate", ...), never sending a create or a delete;
+    /// deleting the resource then leaves the credential in Leaf. For pointing the operator at an
+    /// existing Leaf account before letting it act.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+}
+
+/// Whether the operator may change the Leaf credential or only observe it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, rotate, adopt, replace and delete as the other fields say.
+    #[default]
+    Full,
+    /// Read Leaf and report what would be done; never write to Leaf.
+    Observe,
 }
 
 /// Reference to the Secret with the Trimble application's and the grower's credentials.

@@ -38,6 +38,9 @@ pub enum Reason {
     LeafUserNotFound,
     Conflict,
     Suspended,
+    /// `managementPolicy: Observe` (or `--observe-only`) held back a write to Leaf: the message
+    /// (and the Event) says what would have been done.
+    ObserveOnly,
     Deleting,
     // Event-only reasons.
     Created,

@@ -531,3 +531,149 @@ async fn two_resources_for_one_leaf_user_created_in_the_same_second_agree_on_the
     let loser_status = loser.get("farm").await.unwrap().status.unwrap();
     assert!(loser_status.credential_id.is_none() && loser_status.pending_create.is_none());
 }
+
+/// Leaf calls of `user` that write (POST or DELETE).
+fn writes(f: &Fixture, user: &str) -> Vec<String> {
+    f.leaf_calls(user)
+        .into_iter()
+        .filter(|c| c.starts_with("POST") || c.starts_with("DELETE"))
+        .collect()
+}
+
+#[tokio::test]
+async fn observe_only_reads_leaf_says_what_it_would_do_and_never_writes() {
+    // The deployment-wide switch: every resource is handled as managementPolicy Observe.
+    let f = Fixture::start_with("observe-only", Default::default(), |o| {
+        o.env("OBSERVE_ONLY", "true")
+    })
+    .await;
+    f.put_credentials("creds-new", "client-a", "secret-a", "refresh-new")
+        .await;
+    f.put_credentials("creds-adopt", "client-a", "secret-a", "refresh-adopt")
+        .await;
+    let existing = f.standin.seed_credential("user-obs-adopt", "client-a");
+    f.create_tc("new", "user-obs-new", "creds-new", serde_json::json!({}))
+        .await;
+    f.create_tc(
+        "adopt",
+        "user-obs-adopt",
+        "creds-adopt",
+        serde_json::json!({}),
+    )
+    .await;
+
+    let new = f.wait_reason("new", "ObserveOnly", WAIT).await;
+    let message = support::operator::condition(new.status.as_ref().unwrap(), "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains("would create") && message.contains("user-obs-new"),
+        "{message}"
+    );
+    let (kind, note) = f.wait_event("new", "ObserveOnly", WAIT).await;
+    assert_eq!(kind, "Normal");
+    assert!(note.contains("would create"), "{note}");
+
+    // A credential AdoptMatching would take is reported, not claimed.
+    let adopt = f.wait_reason("adopt", "ObserveOnly", WAIT).await;
+    let status = adopt.status.clone().unwrap();
+    let message = &support::operator::condition(&status, "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("would adopt") && message.contains(&existing.id),
+        "{message}"
+    );
+    assert_eq!(status.credential_id, None, "nothing is claimed");
+
+    // Looked at again (a person asks): the same answer, and still no write.
+    f.poke_and_wait("new", WAIT).await;
+    f.delete_tc("adopt").await;
+    f.wait_gone("adopt", WAIT).await;
+    assert_eq!(
+        f.standin.credential("user-obs-adopt").map(|c| c.id),
+        Some(existing.id)
+    );
+    assert!(f.standin.credential("user-obs-new").is_none());
+    for user in ["user-obs-new", "user-obs-adopt"] {
+        assert!(
+            writes(&f, user).is_empty(),
+            "{user}: {:?}",
+            f.leaf_calls(user)
+        );
+        assert!(!f.leaf_calls(user).is_empty(), "{user}: Leaf was read");
+    }
+    // One Event for the create that would happen, however often it was looked at.
+    let announced = f
+        .event_reasons("new")
+        .await
+        .iter()
+        .filter(|r| *r == "ObserveOnly")
+        .count();
+    assert_eq!(announced, 1);
+}
+
+#[tokio::test]
+async fn observe_policy_on_an_owned_credential_keeps_checking_it_but_never_rotates_or_deletes() {
+    let f = Fixture::start("observe-owned").await;
+    let user = "user-obs-owned";
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-1")
+        .await;
+    f.create_tc("farm", user, "creds", serde_json::json!({}))
+        .await;
+    let ready = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let ours = ready.status.unwrap().credential_id.expect("created");
+
+    f.tcs
+        .patch(
+            "farm",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"managementPolicy": "Observe"}})),
+        )
+        .await
+        .expect("switch to Observe");
+    // Its own credential is still checked: nothing to hold back.
+    f.poke_and_wait("farm", WAIT).await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let before = writes(&f, user).len();
+
+    // A changed Secret: the rotation is reported, not done.
+    f.put_credentials("creds", "client-a", "secret-a", "refresh-2")
+        .await;
+    let tc = f.wait_reason("farm", "ObserveOnly", WAIT).await;
+    let message = &support::operator::condition(tc.status.as_ref().unwrap(), "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("would rotate") && message.contains(&ours),
+        "{message}"
+    );
+    assert_eq!(
+        tc.status.unwrap().credential_id.as_deref(),
+        Some(ours.as_str())
+    );
+
+    // Deleting it leaves the credential in Leaf, and says what would have been deleted.
+    f.delete_tc("farm").await;
+    f.wait_gone("farm", WAIT).await;
+    support::wait_until("an Event that says what would be deleted", WAIT, || async {
+        let events = f.events("farm").await;
+        if events
+            .iter()
+            .any(|(_, r, n)| r == "ObserveOnly" && n.contains("would delete") && n.contains(&ours))
+        {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
+    assert_eq!(f.standin.credential(user).map(|c| c.id), Some(ours));
+    assert_eq!(
+        writes(&f, user).len(),
+        before,
+        "no write after Observe was set: {:?}",
+        f.leaf_calls(user)
+    );
+}

@@ -391,6 +391,9 @@ fn expected_kstatus(reason: Reason) -> Option<&'static str> {
         // A user's deliberate pause: kstatus has no word for it, so it waits (docs/gitops.md says
         // not to health-check suspended connections); Argo CD shows Suspended.
         Reason::Suspended => Some("InProgress"),
+        // managementPolicy Observe held back a write: waiting for a person to let it act, which
+        // is not a failure of the platform; kstatus waits (Argo CD: Progressing).
+        Reason::ObserveOnly => Some("InProgress"),
         // The object has a deletionTimestamp; kstatus reports that before any condition.
         Reason::Deleting => Some("Terminating"),
         Reason::Created

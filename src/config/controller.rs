@@ -28,6 +28,7 @@ impl Config {
             concurrency: self.concurrency,
             label_selector: self.label_selector(),
             alerts_health,
+            observe_only: self.observe_only,
         }
     }
 

@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// Observe only: every TrimbleConnection is handled as `managementPolicy: Observe` whatever
+    /// its spec says. The operator reads Leaf and reports what it would do, and never creates or
+    /// deletes a credential: for pointing it at an existing Leaf account first.
+    #[arg(long, env = "OBSERVE_ONLY", default_value_t = false, action = ArgAction::Set)]
+    pub observe_only: bool,
+
     /// Process-wide limit on requests sent to Leaf per second.
     #[arg(long, env = "LEAF_REQUESTS_PER_SECOND", default_value_t = 10.0)]
     pub leaf_requests_per_second: f64,
@@ -246,6 +252,7 @@ impl std::fmt::Debug for Config {
             .field("leaf_account_dir", &self.leaf_account_dir)
             .field("watch_namespaces", &self.watch_namespaces)
             .field("concurrency", &self.concurrency)
+            .field("observe_only", &self.observe_only)
             .field("leaf_requests_per_second", &self.leaf_requests_per_second)
             .field("leaf_burst", &self.leaf_burst)
             .field("leaf_timeout", &self.leaf_timeout)

@@ -87,6 +87,8 @@ pub struct Settings {
     /// are off and every resource is checked at its own interval). The alerts module reports to
     /// the same value; the schedule only reads it.
     pub alerts_health: Option<Arc<polling::AlertsHealth>>,
+    /// `--observe-only`: every resource is handled as `managementPolicy: Observe`.
+    pub observe_only: bool,
 }
 
 /// Everything a reconcile needs, shared by all of them.
@@ -125,6 +127,8 @@ pub struct Context {
     pub triggers: trigger::Triggers,
     /// Label selector of the TrimbleConnection watch (`--label-selector`): this shard's share.
     label_selector: Option<String>,
+    /// `--observe-only`: no resource writes to Leaf, whatever its `managementPolicy`.
+    pub observe_only: bool,
     /// Whether Leaf's alerts are healthy (None: no receiver): while they are, periodic checks are
     /// only a backstop. Read through [`Context::polling`].
     alerts_health: Option<Arc<polling::AlertsHealth>>,
@@ -157,6 +161,7 @@ impl Context {
             triggers: trigger::Triggers::default(),
             label_selector: settings.label_selector,
             alerts_health: settings.alerts_health,
+            observe_only: settings.observe_only,
         }
     }
 

@@ -861,6 +861,7 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
                 windows: windows(),
                 now: replica_now,
                 instant,
+                observe_only: false,
             },
         );
         (

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::choose::{Doubt, resolve_doubt, settling};
 use super::{AccountFact, ConflictFact, Facts};
 use crate::controller::status::Outcome;
-use crate::crd::DeletionPolicy;
+use crate::crd::{DeletionPolicy, ManagementPolicy};
 use crate::leaf::Credential;
 
 /// Before any Leaf call.
@@ -38,6 +38,8 @@ pub enum Release {
     ConflictLoser(String),
     /// `deletionPolicy: Orphan`.
     Orphan,
+    /// `managementPolicy: Observe`: a DELETE would have been sent; nothing is.
+    Observe,
     /// No Leaf account to delete with (its Secret is gone, as when a namespace is deleted).
     NoAccount(Outcome),
     /// Leaf has nothing of ours any more.
@@ -89,6 +91,9 @@ pub fn gate(f: &Facts) -> CleanupGate {
     }
     if f.spec.deletion_policy == DeletionPolicy::Orphan {
         return CleanupGate::Release(Release::Orphan);
+    }
+    if f.spec.management_policy == ManagementPolicy::Observe {
+        return CleanupGate::Release(Release::Observe);
     }
     if let AccountFact::Unusable { outcome, .. } = &f.account {
         return CleanupGate::Release(Release::NoAccount(outcome.clone()));

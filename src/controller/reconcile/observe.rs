@@ -18,7 +18,7 @@ use crate::controller::decide::gate::SECRET_NOT_FOUND_RECHECK;
 use crate::controller::decide::{AccountFact, ConflictFact, Facts, Next, SecretFact, Windows};
 use crate::controller::polling::Polling;
 use crate::controller::status::Outcome;
-use crate::crd::{RECONCILE_REQUESTED_AT_ANNOTATION, TrimbleConnection};
+use crate::crd::{ManagementPolicy, RECONCILE_REQUESTED_AT_ANNOTATION, TrimbleConnection};
 use crate::leaf::LeafAccount;
 use crate::reason::Reason;
 use crate::secret::{self, SecretError, TrimbleSecret, client_id_fingerprint};
@@ -80,6 +80,8 @@ pub struct Surroundings<'a> {
     pub windows: Windows,
     pub now: jiff::Timestamp,
     pub instant: Instant,
+    /// `--observe-only`: handle the resource as `managementPolicy: Observe`.
+    pub observe_only: bool,
 }
 
 /// Reads the Secrets and checks the stores for `tc`, then builds its facts.
@@ -102,6 +104,7 @@ pub(super) async fn observe(
             windows: ctx.windows,
             now: jiff::Timestamp::now(),
             instant: Instant::now(),
+            observe_only: ctx.observe_only,
         },
     ))
 }
@@ -169,7 +172,13 @@ pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) ->
     let generation_new = tc.meta().generation != status.observed_generation;
     Observed {
         facts: Facts {
-            spec: tc.spec.clone(),
+            spec: {
+                let mut spec = tc.spec.clone();
+                if around.observe_only {
+                    spec.management_policy = ManagementPolicy::Observe;
+                }
+                spec
+            },
             status,
             secret: secret_fact,
             account: account_fact,

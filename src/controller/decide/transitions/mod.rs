@@ -11,12 +11,14 @@
 //!   that was in doubt;
 //! - [`delete`]: the intent before a DELETE (rotation, replacement, deletion) and its answer;
 //! - [`look`]: the periodic check of our credential and the adoption of a matching one;
-//! - [`hold`]: the steps that write nothing to Leaf (waits, conflicts, values that cannot be sent).
+//! - [`hold`]: the steps that write nothing to Leaf (waits, conflicts, values that cannot be sent);
+//! - [`observe`]: what `managementPolicy: Observe` reports instead of a write.
 
 pub mod create;
 pub mod delete;
 pub mod hold;
 pub mod look;
+pub mod observe;
 pub mod release;
 
 use super::{Facts, SENT_TOKENS_KEPT, SecretFact};

@@ -31,6 +31,14 @@ pub fn notice(f: &Facts, release: &Release) -> Option<Notice> {
                 "Left Trimble credential {shown} of Leaf user {user} in Leaf (deletionPolicy: Orphan)"
             ),
         ),
+        Release::Observe => (
+            Reason::ObserveOnly,
+            "Observe",
+            format!(
+                "Observe only: would delete Trimble credential {shown} of Leaf user {user} (deletionPolicy: Delete); \
+                 it is left in Leaf"
+            ),
+        ),
         Release::NoAccount(outcome) => (
             outcome.reason,
             "Delete",

@@ -11,7 +11,9 @@ use super::{Finished, Input, Interrupted, Ports};
 use crate::controller::decide::Next;
 use crate::controller::decide::Step;
 use crate::controller::decide::transitions::delete::{self, Purpose};
+use crate::controller::decide::transitions::observe::{self, Would};
 use crate::controller::decide::transitions::{self, Transition, hold, look};
+use crate::crd::ManagementPolicy;
 
 /// Runs the executor of `step`.
 pub(super) async fn execute<P: Ports>(
@@ -21,6 +23,11 @@ pub(super) async fn execute<P: Ports>(
 ) -> Result<Finished, Interrupted> {
     // After the read the step was chosen from: its transition is computed at this moment.
     let f = &input.facts.at(w.ports.now());
+    if f.spec.management_policy == ManagementPolicy::Observe
+        && let Some(what) = held_back(&step)
+    {
+        return w.finish(observe::would(f, w.current(), what)).await;
+    }
     let transition = match step {
         Step::Create { replacing } => {
             return create::create(w, input, replacing.is_some()).await;
@@ -76,4 +83,18 @@ pub(super) async fn execute<P: Ports>(
         Step::NeedSecret { credential } => hold::need_secret(f, w.current(), credential.as_ref()),
     };
     w.finish(transition).await
+}
+
+/// What `managementPolicy: Observe` holds back of `step`: every write to Leaf, and the adoption
+/// (a claim that later writes would act on). None: the step runs as under `Full`.
+fn held_back(step: &Step) -> Option<Would<'_>> {
+    match step {
+        // Also the create that finishes a rotation or replacement whose DELETE was sent under
+        // Full: nothing more is written once Observe is set.
+        Step::Create { .. } => Some(Would::Create),
+        Step::Rotate { credential } => Some(Would::Rotate(credential)),
+        Step::Replace { credential } => Some(Would::Replace(credential)),
+        Step::Adopt { credential } => Some(Would::Adopt(credential)),
+        _ => None,
+    }
 }
