@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
@@ -19,6 +17,7 @@ use serde_yaml::Value;
 
 use leaf_standin::{StandIn, StandInConfig};
 use support::alerts::{SIGNING_SECRET, free_port, receiver_url};
+use support::install::assert_chart_matches_components;
 use support::operator::{Operator, OperatorOptions};
 use support::{ControlPlane, control_plane, repo_root, wait_until};
 
@@ -623,44 +622,6 @@ async fn a_registering_operator_as_the_charts_service_account_keeps_exactly_its_
     );
 }
 
-/// `kubectl kustomize` of an overlay (written under target/`dir`) of `deploy/` with `components`
-/// (names under deploy/components, in order).
-fn kustomize_with_components(cp: &ControlPlane, dir: &str, components: &[&str]) -> String {
-    let dir: PathBuf = repo_root().join("target").join(dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut overlay = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy\ncomponents:\n".to_string();
-    for component in components {
-        overlay.push_str(&format!("  - ../../deploy/components/{component}\n"));
-    }
-    std::fs::write(dir.join("kustomization.yaml"), overlay).unwrap();
-    expect_success(
-        &format!("kubectl kustomize (deploy/ + components {components:?})"),
-        &cp.kubectl(&["kustomize", dir.to_str().unwrap()]),
-    )
-}
-
-/// What must agree between the chart and kustomize: all but labels and annotations, with the
-/// container's environment in name order (a component appends where the chart interleaves).
-fn comparable(object: &Value) -> Value {
-    let mut object = object.clone();
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_mapping_mut) {
-        metadata.remove("labels");
-        metadata.remove("annotations");
-    }
-    if let Some(env) = object
-        .get_mut("spec")
-        .and_then(|s| s.get_mut("template"))
-        .and_then(|t| t.get_mut("spec"))
-        .and_then(|s| s.get_mut("containers"))
-        .and_then(|c| c.get_mut(0))
-        .and_then(|c| c.get_mut("env"))
-        .and_then(Value::as_sequence_mut)
-    {
-        env.sort_by_key(|e| e["name"].as_str().unwrap_or_default().to_string());
-    }
-    object
-}
-
 /// The chart rendered with `values` and the kustomize overlay with `components` are the same
 /// objects (but labels, annotations and the order of the environment).
 fn assert_chart_matches_kustomize(
@@ -676,35 +637,7 @@ fn assert_chart_matches_kustomize(
         "alerts.secretName=leaf-alerts",
     ];
     args.extend_from_slice(values);
-    let chart = documents(&helm_template(cp, "leaf-operator", "leaf-operator", &args));
-    let kustomize: Vec<Value> = documents(&kustomize_with_components(cp, dir, components))
-        .into_iter()
-        .filter(|o| !["Namespace", "CustomResourceDefinition"].contains(&kind_of(o)))
-        .collect();
-    let index = |objects: &[Value]| -> BTreeMap<(String, String), Value> {
-        objects
-            .iter()
-            .map(|o| {
-                (
-                    (kind_of(o).to_string(), name_of(o).to_string()),
-                    comparable(o),
-                )
-            })
-            .collect()
-    };
-    let (chart, kustomize) = (index(&chart), index(&kustomize));
-    assert_eq!(
-        chart.keys().collect::<Vec<_>>(),
-        kustomize.keys().collect::<Vec<_>>()
-    );
-    for (key, chart_object) in &chart {
-        assert!(
-            chart_object == &kustomize[key],
-            "{key:?} differs:\n--- chart ---\n{}\n--- kustomize ---\n{}",
-            serde_yaml::to_string(chart_object).unwrap(),
-            serde_yaml::to_string(&kustomize[key]).unwrap()
-        );
-    }
+    assert_chart_matches_components(cp, &args, dir, components);
 }
 
 #[tokio::test]

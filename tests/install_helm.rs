@@ -68,6 +68,30 @@ async fn helm_values_schema_rejects_a_typo_and_a_bad_value() {
         ("replicaCout=2", "replicaCout"),
         ("logging.format=yaml", "/logging/format"),
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("commonLabels.team=1", "/commonLabels/team"),
+        ("global.priorityClassName=1", "/global/priorityClassName"),
+        ("image.registry=not a registry", "/image/registry"),
+        (
+            "serviceAccount.automount=maybe",
+            "/serviceAccount/automount",
+        ),
+        ("crds.enabled=yes", "/crds/enabled"),
+        ("crds.install=yes", "/crds/install"),
+        ("extraObjects=3", "/extraObjects"),
+        ("extraEnvFrom[0].configMap.name=x", "/extraEnvFrom/0"),
+        ("deploymentAnnotations.a=1", "/deploymentAnnotations/a"),
+        (
+            "metrics.serviceMonitor.honorLabels=yes",
+            "/metrics/serviceMonitor/honorLabels",
+        ),
+        (
+            "metrics.serviceMonitor.namespace=Not_A_Namespace",
+            "/metrics/serviceMonitor/namespace",
+        ),
+        (
+            "metrics.serviceMonitor.relabelings=x",
+            "/metrics/serviceMonitor/relabelings",
+        ),
     ] {
         let output = cp.helm(&["template", "x", chart, "--set", set]);
         let stderr = text(&output.stderr);
@@ -866,5 +890,430 @@ extraEnv:
     assert!(
         find(&without, "PodDisruptionBudget").is_empty(),
         "podDisruptionBudget.enabled=false"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conventions of cert-manager's and external-secrets' charts
+// ---------------------------------------------------------------------------------------------
+
+/// Every optional object on: the chart's full set of kinds (no CRD installed for the monitoring
+/// ones, so these manifests are only rendered).
+const EVERYTHING: &[&str] = &[
+    "--set",
+    "replicaCount=2",
+    "--set",
+    "watchNamespaces={team-a,team-b}",
+    "--set",
+    "networkPolicy.enabled=true",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.prometheusRule.enabled=true",
+    "--set",
+    "metrics.dashboard.enabled=true",
+    "--set",
+    "alerts.enabled=true",
+    "--set",
+    "alerts.secretName=leaf-webhook",
+    "--set",
+    "alerts.register=true",
+    "--set",
+    "alerts.ingress.enabled=true",
+    "--set",
+    "alerts.ingress.host=leaf-alerts.example.com",
+];
+
+#[tokio::test]
+async fn common_labels_and_global_labels_are_on_every_object_and_the_chart_key_wins() {
+    let cp = control_plane().await;
+    let mut args = EVERYTHING.to_vec();
+    args.extend([
+        "--set",
+        "global.commonLabels.team=platform",
+        "--set",
+        "global.commonLabels.tier=shared",
+        "--set",
+        "commonLabels.team=farm-data",
+        // The chart's own labels are not overridden (the selector depends on them).
+        "--set",
+        "commonLabels.app\\.kubernetes\\.io/name=hijacked",
+    ]);
+    let objects = documents(&helm_template(cp, "lo-labels", "lo-labels", &args));
+    let kinds: BTreeSet<&str> = objects.iter().map(kind_of).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Ingress",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} rendered: {kinds:?}");
+    }
+    for object in &objects {
+        let labels = &object["metadata"]["labels"];
+        let what = format!(
+            "{} {}",
+            kind_of(object),
+            object["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        assert_eq!(
+            labels["team"].as_str(),
+            Some("farm-data"),
+            "{what}: commonLabels wins over global"
+        );
+        assert_eq!(
+            labels["tier"].as_str(),
+            Some("shared"),
+            "{what}: global.commonLabels"
+        );
+        assert_eq!(
+            labels["app.kubernetes.io/name"].as_str(),
+            Some("leaf-operator"),
+            "{what}: commonLabels replaced a chart label"
+        );
+    }
+    let template = &one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        template["team"].as_str(),
+        Some("farm-data"),
+        "the Pod has the common labels"
+    );
+    assert_eq!(
+        template["app.kubernetes.io/name"].as_str(),
+        Some("leaf-operator")
+    );
+
+    // Without them, nothing is added.
+    let plain = documents(&helm_template(cp, "lo-labels", "lo-labels", &[]));
+    for object in &plain {
+        assert!(object["metadata"]["labels"]["team"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn global_pull_secrets_are_joined_and_global_priority_class_is_the_default() {
+    let cp = control_plane().await;
+    let pod = |args: &[&str]| -> Value {
+        let objects = documents(&helm_template(cp, "lo-global", "lo-global", args));
+        one(&objects, "Deployment")["spec"]["template"]["spec"].clone()
+    };
+    let names = |pod: &Value| -> Vec<String> {
+        pod["imagePullSecrets"]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|s| s["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let defaults = pod(&[]);
+    assert!(defaults["imagePullSecrets"].is_null() && defaults["priorityClassName"].is_null());
+
+    let global = [
+        "--set",
+        "global.imagePullSecrets[0].name=platform-pull",
+        "--set",
+        "global.imagePullSecrets[1].name=shared-pull",
+        "--set",
+        "global.priorityClassName=platform-critical",
+        // A key of another chart under global is allowed.
+        "--set",
+        "global.otherChart.enabled=true",
+    ];
+    let only_global = pod(&global);
+    assert_eq!(names(&only_global), ["platform-pull", "shared-pull"]);
+    assert_eq!(
+        only_global["priorityClassName"].as_str(),
+        Some("platform-critical")
+    );
+
+    let mut both = global.to_vec();
+    both.extend([
+        "--set",
+        "imagePullSecrets[0].name=shared-pull",
+        "--set",
+        "imagePullSecrets[1].name=leaf-pull",
+        "--set",
+        "priorityClassName=leaf-priority",
+    ]);
+    let both = pod(&both);
+    assert_eq!(
+        names(&both),
+        ["platform-pull", "shared-pull", "leaf-pull"],
+        "global first, then the chart's, each name once"
+    );
+    assert_eq!(both["priorityClassName"].as_str(), Some("leaf-priority"));
+}
+
+#[tokio::test]
+async fn registry_annotations_env_from_and_service_account_automount_render_and_apply() {
+    let cp = control_plane().await;
+    chart_installed_with_crd().await;
+    let namespace = cp.create_namespace("helm-conventions").await;
+    let manifest = helm_template(
+        cp,
+        "lo-conv",
+        &namespace,
+        &[
+            "--set",
+            "crds.enabled=false",
+            "--set",
+            "image.registry=registry.example.com:5000/",
+            "--set",
+            "image.repository=platform/leaf-operator",
+            "--set",
+            "image.tag=1.2.3",
+            // An annotation is a string: --set would make `true` a boolean, which the schema refuses.
+            "--set-string",
+            "deploymentAnnotations.reloader\\.stakater\\.com/auto=true",
+            "--set",
+            "extraEnvFrom[0].configMapRef.name=proxy-settings",
+            "--set",
+            "extraEnvFrom[1].secretRef.name=proxy-credentials",
+            "--set",
+            "extraEnvFrom[1].prefix=PROXY_",
+            "--set",
+            "serviceAccount.automount=false",
+        ],
+    );
+    let objects = documents(&manifest);
+    let deployment = one(&objects, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"].as_str(),
+        Some("registry.example.com:5000/platform/leaf-operator:1.2.3")
+    );
+    assert_eq!(
+        deployment["metadata"]["annotations"]["reloader.stakater.com/auto"].as_str(),
+        Some("true")
+    );
+    assert!(
+        deployment["spec"]["template"]["metadata"]["annotations"].is_null(),
+        "deploymentAnnotations reached the Pod"
+    );
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"].as_str(),
+        Some("proxy-settings")
+    );
+    assert_eq!(
+        container["envFrom"][1]["secretRef"]["name"].as_str(),
+        Some("proxy-credentials")
+    );
+    assert_eq!(container["envFrom"][1]["prefix"].as_str(), Some("PROXY_"));
+    assert_eq!(
+        one(&objects, "ServiceAccount")["automountServiceAccountToken"].as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["automountServiceAccountToken"].as_bool(),
+        Some(true),
+        "the operator's Pod needs its API token whatever the ServiceAccount says"
+    );
+    expect_success(
+        "kubectl apply --dry-run=server (registry, annotations, envFrom, automount)",
+        &server_dry_run(cp, &manifest),
+    );
+
+    // A digest pins the image after the registry; without a registry the repository is the name.
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let set_digest = format!("image.digest={digest}");
+    let pinned = documents(&helm_template(
+        cp,
+        "lo-conv",
+        &namespace,
+        &[
+            "--set",
+            "image.registry=registry.example.com",
+            "--set",
+            &set_digest,
+        ],
+    ));
+    assert_eq!(
+        one(&pinned, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some(format!("registry.example.com/leaf-operator@{digest}").as_str())
+    );
+    let defaults = documents(&helm_template(cp, "lo-conv", &namespace, &[]));
+    assert_eq!(
+        one(&defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some("leaf-operator:0.1.0")
+    );
+    assert_eq!(
+        one(&defaults, "ServiceAccount")["automountServiceAccountToken"].as_bool(),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn extra_objects_are_rendered_through_tpl_as_maps_or_strings() {
+    let cp = control_plane().await;
+    chart_installed_with_crd().await;
+    let namespace = cp.create_namespace("helm-extra").await;
+    let values = tempfile::NamedTempFile::new().unwrap();
+    fs::write(
+        values.path(),
+        r#"
+crds:
+  enabled: false
+extraObjects:
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: '{{ include "leaf-operator.fullname" . }}-proxy'
+    data:
+      release: '{{ .Release.Name }}'
+      concurrency: '{{ .Values.concurrency }}'
+  - |
+    apiVersion: v1
+    kind: Secret
+    metadata:
+      name: {{ .Release.Name }}-from-a-string
+    stringData:
+      namespace: {{ .Release.Namespace }}
+"#,
+    )
+    .unwrap();
+    let manifest = helm_template(
+        cp,
+        "lo-extra",
+        &namespace,
+        &["--values", values.path().to_str().unwrap()],
+    );
+    let objects = documents(&manifest);
+    let config_map = find(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"].as_str() == Some("lo-extra-leaf-operator-proxy"))
+        .expect("the extra ConfigMap, its name through tpl");
+    assert_eq!(config_map["data"]["release"].as_str(), Some("lo-extra"));
+    assert_eq!(config_map["data"]["concurrency"].as_str(), Some("16"));
+    let secret = one(&objects, "Secret");
+    assert_eq!(
+        secret["metadata"]["name"].as_str(),
+        Some("lo-extra-from-a-string")
+    );
+    assert_eq!(
+        secret["stringData"]["namespace"].as_str(),
+        Some(namespace.as_str())
+    );
+    expect_success(
+        "kubectl apply --dry-run=server (extraObjects)",
+        &server_dry_run(cp, &manifest),
+    );
+}
+
+#[tokio::test]
+async fn crds_enabled_and_its_deprecated_alias_crds_install_both_turn_the_crd_off() {
+    let cp = control_plane().await;
+    let crds = |args: &[&str]| -> usize {
+        find(
+            &documents(&helm_template(cp, "lo-crds", "lo-crds", args)),
+            "CustomResourceDefinition",
+        )
+        .len()
+    };
+    assert_eq!(crds(&[]), 1, "the CRD is on by default");
+    assert_eq!(crds(&["--set", "crds.enabled=true"]), 1);
+    assert_eq!(
+        crds(&["--set", "crds.enabled=false"]),
+        0,
+        "crds.enabled=false"
+    );
+    assert_eq!(
+        crds(&["--set", "crds.install=false"]),
+        0,
+        "the alias crds.install=false"
+    );
+    assert_eq!(crds(&["--set", "crds.install=true"]), 1);
+    assert_eq!(
+        crds(&["--set", "crds.install=true", "--set", "crds.enabled=false"]),
+        0,
+        "either false turns it off"
+    );
+    let values: Value =
+        serde_yaml::from_str(&fs::read_to_string(repo(CHART).join("values.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values["crds"]["enabled"].as_bool(), Some(true));
+    assert!(
+        values["crds"]["install"].is_null(),
+        "a default for the deprecated crds.install would override crds.enabled=false"
+    );
+}
+
+#[tokio::test]
+async fn the_service_monitor_takes_namespace_annotations_relabelings_and_honor_labels() {
+    let cp = control_plane().await;
+    let monitor = |args: &[&str]| -> Value {
+        let mut all = vec!["--set", "metrics.serviceMonitor.enabled=true"];
+        all.extend_from_slice(args);
+        one(
+            &documents(&helm_template(cp, "lo-sm", "lo-sm", &all)),
+            "ServiceMonitor",
+        )
+        .clone()
+    };
+    let defaults = monitor(&[]);
+    assert_eq!(defaults["metadata"]["namespace"].as_str(), Some("lo-sm"));
+    assert!(defaults["metadata"]["annotations"].is_null());
+    let endpoint = &defaults["spec"]["endpoints"][0];
+    // The shipped alerts group by the TrimbleConnection's own namespace label.
+    assert_eq!(endpoint["honorLabels"].as_bool(), Some(true));
+    assert!(endpoint["relabelings"].is_null() && endpoint["metricRelabelings"].is_null());
+    let rules = fs::read_to_string(repo(CHART).join("files/prometheus/alerts.yaml")).unwrap();
+    assert!(
+        rules.contains("by (namespace, name, reason)"),
+        "the alerts no longer group by the connection's namespace: honorLabels may default to false"
+    );
+
+    let values = tempfile::NamedTempFile::new().unwrap();
+    fs::write(
+        values.path(),
+        r#"
+metrics:
+  serviceMonitor:
+    enabled: true
+    namespace: monitoring
+    annotations:
+      example.com/owner: platform
+    honorLabels: false
+    relabelings:
+      - action: replace
+        targetLabel: cluster
+        replacement: production
+    metricRelabelings:
+      - action: drop
+        sourceLabels: [__name__]
+        regex: process_.*
+"#,
+    )
+    .unwrap();
+    let custom = monitor(&["--values", values.path().to_str().unwrap()]);
+    assert_eq!(custom["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(
+        custom["metadata"]["annotations"]["example.com/owner"].as_str(),
+        Some("platform")
+    );
+    assert_eq!(
+        custom["spec"]["namespaceSelector"]["matchNames"][0].as_str(),
+        Some("lo-sm"),
+        "it still scrapes the release namespace"
+    );
+    let endpoint = &custom["spec"]["endpoints"][0];
+    assert_eq!(endpoint["honorLabels"].as_bool(), Some(false));
+    assert_eq!(
+        endpoint["relabelings"][0]["targetLabel"].as_str(),
+        Some("cluster")
+    );
+    assert_eq!(
+        endpoint["metricRelabelings"][0]["regex"].as_str(),
+        Some("process_.*")
     );
 }

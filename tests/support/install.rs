@@ -101,6 +101,86 @@ pub fn helm_template(cp: &ControlPlane, release: &str, namespace: &str, args: &[
     expect_success(&format!("helm template {args:?}"), &cp.helm(&all))
 }
 
+/// `kubectl kustomize` of an overlay (written under target/`dir`) of `deploy/` with `components`
+/// (names under deploy/components, in order).
+pub fn kustomize_with_components(cp: &ControlPlane, dir: &str, components: &[&str]) -> String {
+    let dir: PathBuf = repo_root().join("target").join(dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut overlay = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy\ncomponents:\n".to_string();
+    for component in components {
+        overlay.push_str(&format!("  - ../../deploy/components/{component}\n"));
+    }
+    fs::write(dir.join("kustomization.yaml"), overlay).unwrap();
+    expect_success(
+        &format!("kubectl kustomize (deploy/ + components {components:?})"),
+        &cp.kubectl(&["kustomize", dir.to_str().unwrap()]),
+    )
+}
+
+/// What must agree between the chart and kustomize: all but labels and annotations, with the
+/// container's environment in name order (a component appends where the chart interleaves).
+pub fn comparable(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_mapping_mut) {
+        metadata.remove("labels");
+        metadata.remove("annotations");
+    }
+    if let Some(env) = object
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("template"))
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(|s| s.get_mut("containers"))
+        .and_then(|c| c.get_mut(0))
+        .and_then(|c| c.get_mut("env"))
+        .and_then(Value::as_sequence_mut)
+    {
+        env.sort_by_key(|e| e["name"].as_str().unwrap_or_default().to_string());
+    }
+    object
+}
+
+/// The chart rendered with `values` (release and namespace `leaf-operator`) and the kustomize
+/// overlay of `deploy/` with `components` are the same objects (but the Namespace, the CRD,
+/// labels, annotations and the order of the environment).
+pub fn assert_chart_matches_components(
+    cp: &ControlPlane,
+    values: &[&str],
+    dir: &str,
+    components: &[&str],
+) {
+    let chart = documents(&helm_template(cp, "leaf-operator", "leaf-operator", values));
+    let kustomize: Vec<Value> = documents(&kustomize_with_components(cp, dir, components))
+        .into_iter()
+        .filter(|o| !["Namespace", "CustomResourceDefinition"].contains(&kind_of(o)))
+        .collect();
+    let index = |objects: &[Value]| -> BTreeMap<(String, String), Value> {
+        objects
+            .iter()
+            .filter(|o| kind_of(o) != "CustomResourceDefinition")
+            .map(|o| {
+                (
+                    (kind_of(o).to_string(), name_of(o).to_string()),
+                    comparable(o),
+                )
+            })
+            .collect()
+    };
+    let (chart, kustomize) = (index(&chart), index(&kustomize));
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        kustomize.keys().collect::<Vec<_>>(),
+        "the chart with {values:?} and deploy/ with {components:?} create different objects"
+    );
+    for (key, chart_object) in &chart {
+        assert!(
+            chart_object == &kustomize[key],
+            "{key:?} differs:\n--- chart ---\n{}\n--- kustomize ---\n{}",
+            serde_yaml::to_string(chart_object).unwrap(),
+            serde_yaml::to_string(&kustomize[key]).unwrap()
+        );
+    }
+}
+
 /// `kubectl apply --dry-run=server` of `manifest`; returns the output (the caller checks it).
 pub fn server_dry_run(cp: &ControlPlane, manifest: &str) -> Output {
     cp.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], manifest)

@@ -33,6 +33,37 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: leaf-operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with include "leaf-operator.commonLabels" . | fromYaml }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+commonLabels over global.commonLabels (the chart's key wins), without the chart's own labels
+above: those stay as the chart sets them (the selector depends on them).
+*/}}
+{{- define "leaf-operator.commonLabels" -}}
+{{- $labels := merge (dict) (.Values.commonLabels | default dict) ((.Values.global | default dict).commonLabels | default dict) }}
+{{- range $key := list "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/component" "app.kubernetes.io/part-of" "app.kubernetes.io/managed-by" }}
+{{- $_ := unset $labels $key }}
+{{- end }}
+{{- if $labels }}{{ toYaml $labels }}{{ end }}
+{{- end }}
+
+{{/* global.imagePullSecrets followed by imagePullSecrets, each name once. */}}
+{{- define "leaf-operator.imagePullSecrets" -}}
+{{- $secrets := concat ((.Values.global | default dict).imagePullSecrets | default list) (.Values.imagePullSecrets | default list) | uniq }}
+{{- if $secrets }}{{ toYaml $secrets }}{{ end }}
+{{- end }}
+
+{{/* priorityClassName, else global.priorityClassName. */}}
+{{- define "leaf-operator.priorityClassName" -}}
+{{- default ((.Values.global | default dict).priorityClassName | default "") .Values.priorityClassName }}
+{{- end }}
+
+{{/* The CRD is rendered unless crds.enabled or its deprecated alias crds.install is false. */}}
+{{- define "leaf-operator.crdsEnabled" -}}
+{{- if and (ne (toString .Values.crds.enabled) "false") (ne (toString .Values.crds.install) "false") }}true{{ end }}
 {{- end }}
 
 {{- define "leaf-operator.serviceAccountName" -}}
@@ -43,11 +74,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* [registry/]repository, then @digest or :tag. */}}
 {{- define "leaf-operator.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
