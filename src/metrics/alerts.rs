@@ -124,7 +124,7 @@ impl AlertsMetrics {
         );
         registry.register(
             "alerts_handled",
-            "Readable alerts by source and outcome (triggered, duplicate, unmanaged, other_provider, confirmation, confirmation_unsigned, ignored_type)",
+            "Alert bodies handled, by source and outcome (triggered, duplicate, unmanaged, other_provider, confirmation, confirmation_unsigned, ignored_type, malformed)",
             self.handled.clone(),
         );
         registry.register(
