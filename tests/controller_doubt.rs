@@ -50,9 +50,7 @@ async fn a_rotation_delete_that_lands_late_never_removes_the_replacement() {
     // created removes it. Nothing is sent for the user until the DELETE's window has closed.
     let f = fixture("late-delete").await;
     let user = "user-late-delete";
-    f.create_farm_with_default_credentials(user).await;
-    let created = f.wait_reason("farm", "CredentialValid", WAIT).await;
-    let old = created.status.unwrap().credential_id.expect("an id");
+    let old = f.ready_farm(user, WAIT).await;
 
     // The rotation's DELETE lands 8 s after it arrived, 3 s after the client gave up on it.
     f.standin.late_next("DELETE", 1, Duration::from_secs(8));
@@ -95,8 +93,7 @@ async fn a_deletion_whose_delete_lands_late_keeps_the_finalizer_until_it_landed(
     // resource created after it for the same Leaf user cannot lose its credential to it.
     let f = fixture("late-cleanup").await;
     let user = "user-late-cleanup";
-    f.create_farm_with_default_credentials(user).await;
-    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    f.ready_farm(user, WAIT).await;
 
     f.standin.late_next("DELETE", 1, Duration::from_secs(8));
     f.delete_tc("farm").await;
@@ -200,8 +197,7 @@ async fn deleting_right_after_a_create_does_not_believe_a_lagging_404() {
     let f = fixture("lag-delete").await;
     let user = "user-lag-delete";
     f.standin.set_read_lag(Duration::from_secs(4));
-    f.create_farm_with_default_credentials(user).await;
-    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    f.ready_farm(user, WAIT).await;
     f.delete_tc("farm").await;
     f.wait_gone("farm", WAIT).await;
     assert!(
@@ -218,9 +214,7 @@ async fn a_read_that_still_shows_the_replaced_credential_is_not_a_foreign_one() 
     // not a credential of someone else's to adopt or to report as a conflict.
     let f = fixture("lag-rotate").await;
     let user = "user-lag-rotate";
-    f.create_farm_with_default_credentials(user).await;
-    let first = f.wait_reason("farm", "CredentialValid", WAIT).await;
-    let old = first.status.unwrap().credential_id.expect("an id");
+    let old = f.ready_farm(user, WAIT).await;
     f.standin.set_read_lag(Duration::from_secs(6));
     f.put_credentials("creds", "client-a", "secret-a", "refresh-b")
         .await;

@@ -10,18 +10,11 @@ use support::operator::{Fixture, condition};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A Ready `farm` for `user` with the default Secret; returns the id of its credential.
-async fn ready_farm(f: &Fixture, user: &str) -> String {
-    f.create_farm_with_default_credentials(user).await;
-    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
-    tc.status.unwrap().credential_id.expect("a credential id")
-}
-
 #[tokio::test]
 async fn a_credential_that_replaced_ours_is_foreign_never_claimed_rotated_or_deleted() {
     let f = Fixture::start("foreign").await;
     let user = "user-foreign";
-    let ours = ready_farm(&f, user).await;
+    let ours = f.ready_farm(user, WAIT).await;
     // Our credential goes; the grower reconnects through another tool (another Trimble app).
     let theirs = f.standin.seed_credential(user, "client-other");
     f.standin.clear_requests();
@@ -66,7 +59,7 @@ async fn a_credential_that_replaced_ours_is_foreign_never_claimed_rotated_or_del
 async fn deleting_a_resource_whose_credential_was_replaced_outside_deletes_nothing_and_says_why() {
     let f = Fixture::start("delete-foreign").await;
     let user = "user-delete-foreign";
-    let ours = ready_farm(&f, user).await;
+    let ours = f.ready_farm(user, WAIT).await;
     let theirs = f.standin.seed_credential(user, "client-other");
     f.standin.clear_requests();
     // Deleted before any check saw the replacement: the status still names ours.
@@ -95,7 +88,7 @@ async fn deleting_a_resource_whose_credential_was_replaced_outside_deletes_nothi
 async fn a_rotation_never_deletes_a_credential_it_does_not_own() {
     let f = Fixture::start("rotate-foreign").await;
     let user = "user-rotate-foreign";
-    ready_farm(&f, user).await;
+    f.ready_farm(user, WAIT).await;
     let theirs = f.standin.seed_credential(user, "client-other");
     f.standin.clear_requests();
     f.put_credentials("creds", "client-a", "secret-a", "refresh-rotated")

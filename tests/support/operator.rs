@@ -474,6 +474,16 @@ impl Fixture {
             .await
     }
 
+    /// [`Fixture::create_farm_with_default_credentials`], then waits until `farm` is Ready with a
+    /// credential of its own; returns that credential's id.
+    pub async fn ready_farm(&self, user: &str, timeout: Duration) -> String {
+        self.create_farm_with_default_credentials(user).await;
+        let tc = self.wait_reason("farm", "CredentialValid", timeout).await;
+        tc.status
+            .and_then(|s| s.credential_id)
+            .expect("a credential id")
+    }
+
     /// Creates a TrimbleConnection; `extra` is merged into its spec.
     pub async fn create_tc(
         &self,
