@@ -41,11 +41,13 @@ pub const DEFAULT_REFRESH_INTERVAL: &str = "10m";
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Leaf User","type":"string","jsonPath":".spec.leafUserId"}"#,
     printcolumn = r#"{"name":"Credential","type":"string","jsonPath":".status.credentialStatus"}"#,
+    printcolumn = r#"{"name":"Grower Link","type":"string","jsonPath":".status.magicLink.secretName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Credential ID","type":"string","priority":1,"jsonPath":".status.credentialId"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.credentialsSecretRef) || (has(self.reauthorization) && (!has(self.reauthorization.policy) || self.reauthorization.policy == 'MagicLink'))").message("credentialsSecretRef is required unless reauthorization.policy is MagicLink (the grower then connects through a Leaf Magic Link)"))]
 pub struct TrimbleConnectionSpec {
     /// ID of the Leaf user that owns the Trimble credential. Immutable: to move a connection to
     /// another Leaf user, delete this resource and create a new one.
@@ -57,8 +59,11 @@ pub struct TrimbleConnectionSpec {
     pub leaf_user_id: String,
 
     /// Secret in the same namespace holding the Trimble application's clientId and clientSecret and
-    /// the grower's OAuth refresh token. It may be created after this resource.
-    pub credentials_secret_ref: CredentialsSecretRef,
+    /// the grower's OAuth refresh token. It may be created after this resource. Optional only with
+    /// `reauthorization.policy: MagicLink`: the grower then connects through a Leaf Magic Link and no
+    /// refresh token is ever handled here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
 
     /// Secret in the same namespace with the Leaf API account to use for this connection: key
     /// `token`, or keys `username` and `password`. Absent: the operator's default Leaf account.
@@ -98,6 +103,86 @@ pub struct TrimbleConnectionSpec {
     /// existing Leaf account before letting it act.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
+
+    /// What happens when the grower must authorize Trimble again (Leaf reports the credential
+    /// invalid or missing permission, or it vanished after its refresh token was spent), and how a
+    /// resource without `credentialsSecretRef` connects. Absent: the operator's default
+    /// (`--reauthorization-default`, `None` unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauthorization: Option<Reauthorization>,
+}
+
+/// Re-authorization by the grower through a Leaf Magic Link.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reauthorization {
+    /// `MagicLink` (default): issue a Leaf Magic Link for the grower and write it into a Secret
+    /// owned by this resource (reason `AwaitingGrower`); once the grower completes it, Leaf creates
+    /// the credential and the resource is Ready again. `None`: report and wait for a person to put
+    /// a new refresh token into the Secret.
+    #[serde(default)]
+    pub policy: ReauthorizationPolicy,
+    /// How long each link stays valid, as a duration between `15m` and `8760h` (Leaf's bounds:
+    /// 900 seconds to a year). Default `168h`. The operator renews a link before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(r"!self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('15m') && duration(self) <= duration('8760h'))").message("expiresIn must be between 15m and 8760h (Leaf's bounds: 900 seconds to a year)"))]
+    pub expires_in: Option<String>,
+    /// Name of the Secret the operator writes the link into (keys `link` and `expiresAt`), in this
+    /// resource's namespace and owned by it. Default: `<metadata.name>-magic-link`. Give the link
+    /// only to the grower: it is a bearer URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub link_secret_name: Option<String>,
+    /// The Trimble application's name as registered with Leaf (`/app-keys/Trimble/{appName}`),
+    /// checked before a link is issued. Absent: any Trimble application registered with Leaf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub app_name: Option<String>,
+    /// The look of the Magic Link page (Leaf's `settings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<LinkSettings>,
+}
+
+/// Whether the operator asks the grower to authorize again through a Magic Link.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReauthorizationPolicy {
+    /// Issue a Leaf Magic Link and wait for the grower.
+    #[default]
+    MagicLink,
+    /// Report and wait for a person to put new values into the Secret.
+    None,
+}
+
+/// The look of the Magic Link page, passed to Leaf as its `settings`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkSettings {
+    /// Company name shown on the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub company_name: Option<String>,
+    /// URL of the company logo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https://"))]
+    pub company_logo: Option<String>,
+    /// URL of the header image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https://"))]
+    pub header_image: Option<String>,
+    /// Background colour as `#RRGGBB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^#[0-9A-Fa-f]{6}$"))]
+    pub background_color: Option<String>,
+    /// Show the Leaf user's name on the page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub show_leaf_user_name: Option<bool>,
+    /// Let the grower disconnect from Trimble at the end of the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect_enabled: Option<bool>,
 }
 
 /// Whether the operator may change the Leaf credential or only observe it.
@@ -229,6 +314,17 @@ pub struct TrimbleConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_create: Option<LastCreate>,
 
+    /// How the credential came to this resource: `Secret` (created from the Secret's refresh
+    /// token), `Adopted` (found in Leaf and taken over), or `MagicLink` (the grower completed a
+    /// Magic Link this resource issued; the Secret's refresh token is never sent over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_source: Option<CredentialSource>,
+
+    /// The Magic Link out for the grower, while there is one. The link itself (a bearer URL) is
+    /// only in the Secret named here, never in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magic_link: Option<MagicLinkStatus>,
+
     /// The last value of the `withleaf.io/reconcile-requested-at` annotation that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
@@ -269,6 +365,57 @@ pub struct PendingDelete {
     /// When the delete was started (RFC 3339).
     pub started_at: String,
     /// The latest moment the DELETE may leave the operator (RFC 3339).
+    pub send_by: String,
+}
+
+/// How the credential came to this resource.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CredentialSource {
+    /// Created from the Secret's refresh token.
+    Secret,
+    /// Found in Leaf and adopted.
+    Adopted,
+    /// Created by Leaf when the grower completed a Magic Link this resource issued.
+    MagicLink,
+}
+
+/// A Magic Link issued for the grower (or about to be).
+///
+/// Its optional fields are written as `null` when absent: the status is written with a JSON merge
+/// patch, which would otherwise keep a nested field (a cleared `pending`) that the new status no
+/// longer has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MagicLinkStatus {
+    /// The Secret (owned by this resource) holding the link and its expiry.
+    pub secret_name: String,
+    /// Short hash of the link's id (the id is the bearer part of the URL: never shown).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// When Leaf created the link (Leaf's clock, RFC 3339): a credential that appears for the Leaf
+    /// user after it, and that the link's use accounts for, came from the grower.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When the link expires (RFC 3339); the operator renews it before.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Set before the operator asks Leaf for a link and cleared once the answer is known, so that
+    /// a lost answer is found in Leaf's list rather than a second link issued.
+    #[serde(default)]
+    pub pending: Option<PendingLink>,
+    /// The link is no longer wanted (the credential is valid again, a person changed the Secret,
+    /// it is about to expire): it is deleted at Leaf before anything else is sent.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// A Magic Link create that was started but whose answer was not yet recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingLink {
+    /// When the create was started (RFC 3339).
+    pub started_at: String,
+    /// The latest moment the POST may leave the operator (RFC 3339).
     pub send_by: String,
 }
 

@@ -42,12 +42,27 @@ pub enum Reason {
     /// (and the Event) says what would have been done.
     ObserveOnly,
     Deleting,
+    /// Only the grower can make the connection work again, and a Magic Link for them is in the
+    /// Secret the message names: waiting for the grower, not a failure of the platform.
+    AwaitingGrower,
+    /// Preparing the grower's Magic Link (deleting the dead credential, issuing or renewing the
+    /// link).
+    Reauthorizing,
+    /// No Trimble application is registered with Leaf (`/app-keys/Trimble`), so no Magic Link can
+    /// be issued: a person must register it.
+    MagicLinkAppMissing,
     // Event-only reasons.
     Created,
     Adopted,
     Rotated,
     Deleted,
     Orphaned,
+    /// A Magic Link for the grower was issued (or renewed) and written into its Secret.
+    ReauthorizationLinkIssued,
+    /// The grower completed the Magic Link and Leaf created the credential.
+    ReauthorizationCompleted,
+    /// The grower's Magic Link was deleted at Leaf and its Secret removed.
+    MagicLinkDeleted,
     /// The resource went away without a DELETE in Leaf because the credential there is not the
     /// one this resource owns (or nothing of it was ever created).
     DeleteSkipped,
@@ -86,6 +101,7 @@ impl Reason {
                 | Reason::LeafUserNotFound
                 | Reason::Conflict
                 | Reason::LeafAuthFailed
+                | Reason::MagicLinkAppMissing
         )
     }
 
@@ -107,6 +123,8 @@ impl Reason {
                 | Reason::DeleteSkipped
                 | Reason::LeafCredentialEventError
                 | Reason::PollingFallback
+                | Reason::MagicLinkAppMissing
+                | Reason::ReauthorizationLinkIssued
         )
     }
 }

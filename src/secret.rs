@@ -89,6 +89,12 @@ pub fn refresh_token_fingerprint(refresh_token: &str) -> String {
     short_hash(b"trimble-refresh-token-v1\0", refresh_token)
 }
 
+/// Fingerprint of a Magic Link's id (the bearer part of its URL): the status tells links apart by
+/// it without holding anything that opens one.
+pub fn magic_link_fingerprint(id: &str) -> String {
+    short_hash(b"leaf-magic-link-id-v1\0", id)
+}
+
 fn short_hash(domain: &[u8], value: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(domain);

@@ -380,14 +380,19 @@ fn expected_kstatus(reason: Reason) -> Option<&'static str> {
         | Reason::LeafAuthFailed
         | Reason::CredentialRejected
         | Reason::LeafUserNotFound
-        | Reason::Conflict => Some("Failed"),
+        | Reason::Conflict
+        | Reason::MagicLinkAppMissing => Some("Failed"),
         // Leaf, Trimble or the Secret may come back on their own; the operator keeps checking.
         Reason::Creating
         | Reason::Rotating
         | Reason::SecretNotFound
         | Reason::LeafUnavailable
         | Reason::ProviderUnavailable
-        | Reason::CredentialStatusUnknown => Some("InProgress"),
+        | Reason::CredentialStatusUnknown
+        | Reason::Reauthorizing => Some("InProgress"),
+        // Waiting for the grower to complete a Magic Link: not a failure of the platform, and not
+        // done either; kstatus waits (Argo CD: Suspended, "waiting for an external event").
+        Reason::AwaitingGrower => Some("InProgress"),
         // A user's deliberate pause: kstatus has no word for it, so it waits (docs/gitops.md says
         // not to health-check suspended connections); Argo CD shows Suspended.
         Reason::Suspended => Some("InProgress"),
@@ -402,6 +407,9 @@ fn expected_kstatus(reason: Reason) -> Option<&'static str> {
         | Reason::Deleted
         | Reason::Orphaned
         | Reason::DeleteSkipped
+        | Reason::ReauthorizationLinkIssued
+        | Reason::ReauthorizationCompleted
+        | Reason::MagicLinkDeleted
         | Reason::LeafCredentialEventError
         // About the operator's own Pod, never on a TrimbleConnection.
         | Reason::PollingBackstop
@@ -414,7 +422,7 @@ fn expected_kstatus(reason: Reason) -> Option<&'static str> {
 /// Argo CD's health for the same object, from the kstatus verdict (and spec.suspend).
 fn expected_argo_cd(reason: Reason, kstatus: &str) -> &'static str {
     match (reason, kstatus) {
-        (Reason::Suspended, _) => "Suspended",
+        (Reason::Suspended | Reason::AwaitingGrower, _) => "Suspended",
         (_, "Current") => "Healthy",
         (_, "Failed") => "Degraded",
         _ => "Progressing",

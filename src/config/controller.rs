@@ -29,6 +29,7 @@ impl Config {
             label_selector: self.label_selector(),
             alerts_health,
             observe_only: self.observe_only,
+            reauthorization_default: self.reauthorization_default,
         }
     }
 

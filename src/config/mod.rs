@@ -90,6 +90,11 @@ pub struct Config {
     #[arg(long, env = "OBSERVE_ONLY", default_value_t = false, action = ArgAction::Set)]
     pub observe_only: bool,
 
+    /// `reauthorization.policy` of every TrimbleConnection that does not set `spec.reauthorization`:
+    /// `None` (report and wait for a person) or `MagicLink` (issue a Leaf Magic Link for the grower).
+    #[arg(long, env = "REAUTHORIZATION_DEFAULT", default_value = "None", value_parser = parse_reauthorization)]
+    pub reauthorization_default: crate::crd::ReauthorizationPolicy,
+
     /// Process-wide limit on requests sent to Leaf per second.
     #[arg(long, env = "LEAF_REQUESTS_PER_SECOND", default_value_t = 10.0)]
     pub leaf_requests_per_second: f64,
@@ -253,6 +258,7 @@ impl std::fmt::Debug for Config {
             .field("watch_namespaces", &self.watch_namespaces)
             .field("concurrency", &self.concurrency)
             .field("observe_only", &self.observe_only)
+            .field("reauthorization_default", &self.reauthorization_default)
             .field("leaf_requests_per_second", &self.leaf_requests_per_second)
             .field("leaf_burst", &self.leaf_burst)
             .field("leaf_timeout", &self.leaf_timeout)
@@ -468,6 +474,15 @@ fn validate_origin(url: &str) -> Result<(), ConfigError> {
 }
 
 /// The configuration these arguments give (for the tests of every file of this module).
+/// `--reauthorization-default`: the policy's own spelling.
+fn parse_reauthorization(value: &str) -> Result<crate::crd::ReauthorizationPolicy, String> {
+    match value {
+        "None" => Ok(crate::crd::ReauthorizationPolicy::None),
+        "MagicLink" => Ok(crate::crd::ReauthorizationPolicy::MagicLink),
+        other => Err(format!("{other:?} is not a reauthorization policy: use None or MagicLink")),
+    }
+}
+
 #[cfg(test)]
 fn parse(args: &[&str]) -> Config {
     let mut all = vec!["leaf-operator"];

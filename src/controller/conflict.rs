@@ -63,14 +63,18 @@ pub fn secret_owner_over<'a>(
         (!has_credential, key(tc))
     };
     let mine = rank(tc);
+    // A resource connected by the grower's Magic Link reads no refresh token: it shares nothing.
     let source = |other: &TrimbleConnection| {
-        (
-            other.namespace(),
-            other.spec.credentials_secret_ref.name.clone(),
-            other.spec.credentials_secret_ref.refresh_token_key.clone(),
-        )
+        other.spec.credentials_secret_ref.as_ref().map(|secret| {
+            (
+                other.namespace(),
+                secret.name.clone(),
+                secret.refresh_token_key.clone(),
+            )
+        })
     };
     let my_source = source(tc);
+    my_source.as_ref()?;
     others
         .clone()
         .into_iter()

@@ -39,6 +39,7 @@ pub mod decide;
 pub mod engine;
 pub mod events;
 pub mod hints;
+pub mod link_secret;
 pub mod polling;
 pub mod reconcile;
 pub mod secret_triggers;
@@ -89,6 +90,8 @@ pub struct Settings {
     pub alerts_health: Option<Arc<polling::AlertsHealth>>,
     /// `--observe-only`: every resource is handled as `managementPolicy: Observe`.
     pub observe_only: bool,
+    /// `--reauthorization-default`: the policy of resources without `spec.reauthorization`.
+    pub reauthorization_default: crate::crd::ReauthorizationPolicy,
 }
 
 /// Everything a reconcile needs, shared by all of them.
@@ -129,6 +132,8 @@ pub struct Context {
     label_selector: Option<String>,
     /// `--observe-only`: no resource writes to Leaf, whatever its `managementPolicy`.
     pub observe_only: bool,
+    /// `--reauthorization-default`: the policy of resources without `spec.reauthorization`.
+    pub reauthorization_default: crate::crd::ReauthorizationPolicy,
     /// Whether Leaf's alerts are healthy (None: no receiver): while they are, periodic checks are
     /// only a backstop. Read through [`Context::polling`].
     alerts_health: Option<Arc<polling::AlertsHealth>>,
@@ -162,6 +167,7 @@ impl Context {
             label_selector: settings.label_selector,
             alerts_health: settings.alerts_health,
             observe_only: settings.observe_only,
+            reauthorization_default: settings.reauthorization_default,
         }
     }
 

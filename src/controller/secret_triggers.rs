@@ -32,7 +32,11 @@ fn secret_key(namespace: Option<&str>, name: &str) -> u64 {
 /// The keys of the Secrets `tc` reads: its credentials and, if set, its Leaf account.
 fn referenced_keys(tc: &TrimbleConnection) -> impl Iterator<Item = u64> + '_ {
     let namespace = tc.metadata.namespace.as_deref();
-    std::iter::once(&tc.spec.credentials_secret_ref.name)
+    tc.spec
+        .credentials_secret_ref
+        .as_ref()
+        .map(|r| &r.name)
+        .into_iter()
         .chain(tc.spec.leaf_auth_secret_ref.as_ref().map(|r| &r.name))
         .map(move |name| secret_key(namespace, name))
 }

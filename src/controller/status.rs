@@ -51,6 +51,7 @@ pub fn is_reconciling(reason: Reason) -> bool {
             | Reason::Deleting
             | Reason::LeafUnavailable
             | Reason::SecretNotFound
+            | Reason::Reauthorizing
     )
 }
 

@@ -127,6 +127,15 @@ ClusterRole (cluster-wide mode) and the per-namespace Roles (namespaced mode). E
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.reauthorization.enabled }}
+# Re-authorization through Leaf Magic Links: the operator writes each grower's link into a Secret
+# owned by its TrimbleConnection and deletes it when the link is done. It checks the Secret's
+# ownerReference before any change, so it never touches a Secret it did not create; RBAC cannot
+# narrow create to names, hence these verbs only when re-authorization is enabled.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "patch", "delete"]
+{{- end }}
 # Events: the operator's own Event publisher (src/controller/events.rs) creates events.k8s.io/v1
 # Events and patches an Event's series when the same Event repeats. It never writes core/v1
 # Events, so none are granted (kubectl describe shows events.k8s.io Events all the same).

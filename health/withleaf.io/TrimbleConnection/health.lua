@@ -4,7 +4,11 @@
 -- changes nothing while suspended); a status for an older generation says nothing about the current
 -- spec, so it is Progressing; Stalled=True needs a person, so Degraded; Ready=True is Healthy; any
 -- other state (no status yet, Ready=False or Unknown without Stalled) is the operator still working,
--- so Progressing, as Flux's kstatus reads it too.
+-- so Progressing, as Flux's kstatus reads it too. One exception: Ready=False with reason
+-- AwaitingGrower waits for the grower to complete a Leaf Magic Link. Nothing on the platform is
+-- wrong and nothing it does will end it, so it is Suspended (Argo CD's "waiting for an external
+-- event"), neither Degraded (no person on the platform side can fix it) nor Progressing (which
+-- would keep a sync waiting for days).
 --
 -- Argo CD runs this under gopher-lua (Lua 5.1) with only the base, table, package and a reduced os
 -- library opened: no `string`, no `math` (unless resource.customizations.useOpenLibs is set). Use
@@ -71,6 +75,11 @@ if ready.observedGeneration ~= nil and generation ~= nil and ready.observedGener
 end
 if ready.status == "True" then
   hs.status = "Healthy"
+  hs.message = describe(ready)
+  return hs
+end
+if ready.reason == "AwaitingGrower" then
+  hs.status = "Suspended"
   hs.message = describe(ready)
   return hs
 end

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use super::mutation::{self, Mutation};
+use super::reauth::{self, LinkStep};
 use super::{CLOCK_SKEW, Facts, SecretFact};
 use crate::controller::decide::windows::plus;
-use crate::crd::{AdoptionPolicy, PendingCreate};
+use crate::crd::{AdoptionPolicy, CredentialSource, PendingCreate};
 use crate::leaf::{Credential, CredentialStatus};
 use crate::secret::client_id_fingerprint;
 
@@ -60,6 +61,8 @@ pub enum Step {
     /// Deciding (adopt or replace `credential`) or creating needs the Secret, which is missing or
     /// invalid.
     NeedSecret { credential: Option<Credential> },
+    /// A step about the grower's Magic Link (`reauthorization`), see [`super::reauth`].
+    Link(LinkStep),
 }
 
 /// Why a foreign credential is left alone.
@@ -124,6 +127,25 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
     if let Some(left) = settling(f, seen) {
         return Step::AwaitSettle { left };
     }
+    let step = credential_step(f, seen, sendable, suspect);
+    // The grower's link comes in only where the credential rows would send nothing new: where they
+    // need new values (or there is no Secret at all), or our credential is dead.
+    let new_values = matches!(
+        step,
+        Step::Create { .. } | Step::Rotate { .. } | Step::Replace { .. }
+    );
+    let needs_values = matches!(
+        step,
+        Step::NeedNewValues { .. } | Step::NeedSecret { credential: None }
+    );
+    match reauth::link_step(f, seen, new_values, needs_values) {
+        Some(link) => Step::Link(link),
+        None => step,
+    }
+}
+
+/// The credential rows of the state table (everything but the doubt and the link rows).
+fn credential_step(f: &Facts, seen: Option<&Credential>, sendable: bool, suspect: bool) -> Step {
     let owned = f.status.credential_id.as_deref();
     match (owned, seen) {
         (None, None) => create_or_not(f, None, sendable, suspect),
@@ -131,7 +153,12 @@ pub fn choose(f: &Facts, seen: Option<&Credential>) -> Step {
         (Some(ours), Some(credential))
             if credential.id == ours || mutation::on(Mutation::AnyCredentialIsOurs) =>
         {
-            if (secret_changed(f) || replace_dead_adopted(f, credential)) && sendable {
+            // A credential the grower made through our Magic Link is never replaced by the
+            // Secret's values while it works: the Secret was not what made it.
+            let from_link = f.status.credential_source == Some(CredentialSource::MagicLink)
+                && credential.status.is_ok();
+            if (secret_changed(f) || replace_dead_adopted(f, credential)) && sendable && !from_link
+            {
                 Step::Rotate {
                     credential: credential.clone(),
                 }
@@ -286,9 +313,10 @@ fn create_or_not(f: &Facts, replacing: Option<String>, sendable: bool, unresolve
     }
     match (&f.secret, replacing) {
         // Nothing owned and no usable Secret: wait for one (the gate normally says so first).
-        (SecretFact::Missing { .. } | SecretFact::Invalid { .. }, None) => {
-            Step::NeedSecret { credential: None }
-        }
+        (
+            SecretFact::Missing { .. } | SecretFact::Invalid { .. } | SecretFact::NotConfigured,
+            None,
+        ) => Step::NeedSecret { credential: None },
         (_, vanished) => Step::NeedNewValues {
             vanished,
             unresolved,
@@ -333,7 +361,10 @@ fn foreign(f: &Facts, credential: &Credential, sendable: bool) -> Step {
         }
         // Comparing clientIds, or creating ours after a DELETE, needs the Secret: never delete
         // what we could not replace.
-        (_, SecretFact::Missing { .. } | SecretFact::Invalid { .. }) => Step::NeedSecret {
+        (
+            _,
+            SecretFact::Missing { .. } | SecretFact::Invalid { .. } | SecretFact::NotConfigured,
+        ) => Step::NeedSecret {
             credential: Some(credential),
         },
     }

@@ -54,12 +54,15 @@ pub fn gate(f: &Facts) -> Gate {
             return report(Reason::Conflict, message, Next::Hold(CONFLICT_RECHECK));
         }
         ConflictFact::SecretSharedWith(older) => {
-            let secret = &f.spec.credentials_secret_ref;
+            let (name, key) = f
+                .spec
+                .credentials_secret_ref
+                .as_ref()
+                .map_or(("", ""), |s| (s.name.as_str(), s.refresh_token_key.as_str()));
             let message = format!(
-                "Secret {:?} (key {:?}) also holds the refresh token of the older TrimbleConnection {older}, which is \
+                "Secret {name:?} (key {key:?}) also holds the refresh token of the older TrimbleConnection {older}, which is \
                  for another Leaf user; a Trimble refresh token works only once, so this one sends nothing to Leaf \
-                 while that one uses the Secret. Give this TrimbleConnection a Secret of its own",
-                secret.name, secret.refresh_token_key
+                 while that one uses the Secret. Give this TrimbleConnection a Secret of its own"
             );
             return report(Reason::Conflict, message, Next::Hold(CONFLICT_RECHECK));
         }
@@ -110,7 +113,14 @@ pub fn gate(f: &Facts) -> Gate {
                 );
             }
             SecretFact::Invalid { message } => {
-                let keys = &f.spec.credentials_secret_ref;
+                let keys = f.spec.credentials_secret_ref.clone().unwrap_or_else(|| {
+                    crate::crd::CredentialsSecretRef {
+                        name: String::new(),
+                        client_id_key: crate::crd::DEFAULT_CLIENT_ID_KEY.to_string(),
+                        client_secret_key: crate::crd::DEFAULT_CLIENT_SECRET_KEY.to_string(),
+                        refresh_token_key: crate::crd::DEFAULT_REFRESH_TOKEN_KEY.to_string(),
+                    }
+                });
                 return report(
                     Reason::SecretInvalid,
                     format!(
@@ -122,7 +132,8 @@ pub fn gate(f: &Facts) -> Gate {
                     Next::AwaitChange,
                 );
             }
-            SecretFact::Present { .. } => {}
+            // No Secret at all: the grower connects through a Magic Link (the chooser decides).
+            SecretFact::Present { .. } | SecretFact::NotConfigured => {}
         }
     }
     if refused_already(f) {

@@ -68,6 +68,7 @@ pub mod choose;
 pub mod cleanup;
 pub mod gate;
 pub mod mutation;
+pub mod reauth;
 pub mod transitions;
 pub mod windows;
 
@@ -107,6 +108,8 @@ pub enum SecretFact {
     Missing { message: String },
     /// It exists but cannot be used (missing or empty key); the message names the key.
     Invalid { message: String },
+    /// The resource names no credentials Secret: the grower connects through a Magic Link.
+    NotConfigured,
 }
 
 impl SecretFact {
@@ -165,6 +168,9 @@ pub struct Facts {
     pub now: Timestamp,
     /// The send deadline, the window of a write in doubt and the read-lag allowance.
     pub windows: Windows,
+    /// Re-authorization through a Magic Link, when the resource (or the operator's default)
+    /// asks for it.
+    pub reauth: Option<reauth::ReauthSettings>,
 }
 
 impl Facts {

@@ -79,6 +79,7 @@ pub fn facts() -> Facts {
         events_every_check: true,
         now: now(),
         windows: windows(),
+        reauth: None,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Input<'a> {
     pub generation: Option<i64>,
     /// The `reconcile-requested-at` value this reconcile answers.
     pub handled_at: Option<String>,
+    /// The id of the grower's Magic Link, from its Secret (when the status says one is out).
+    pub link_id: Option<secrecy::SecretString>,
 }
 
 /// Why a reconcile stopped before finishing its step.

@@ -8,7 +8,9 @@ use std::future::Future;
 
 use crate::controller::decide::transitions::Notice;
 use crate::crd::{CredentialEventSummary, TrimbleConnectionStatus};
-use crate::leaf::{Credential, CredentialEvent, Deleted, LeafError};
+use crate::controller::decide::reauth::ReauthSettings;
+use crate::leaf::{Credential, CredentialEvent, Deleted, LeafError, MagicLink};
+use secrecy::SecretString;
 use crate::secret::TrimbleSecret;
 
 /// Why a status write did not land (or may not have).
@@ -54,6 +56,50 @@ pub trait Ports: Sync {
     fn credential_events(
         &self,
     ) -> impl Future<Output = Result<Vec<CredentialEvent>, LeafError>> + Send;
+
+    /// Whether Leaf has the Trimble application registered: the one named `app_name`, or any.
+    fn trimble_app_registered(
+        &self,
+        app_name: Option<&str>,
+    ) -> impl Future<Output = Result<bool, LeafError>> + Send;
+
+    /// POST a Magic Link for the grower of the Leaf user; never sent after `send_by` nor past the
+    /// fence.
+    fn create_magic_link(
+        &self,
+        settings: &ReauthSettings,
+        send_by: jiff::Timestamp,
+    ) -> impl Future<Output = Result<MagicLink, LeafError>> + Send;
+
+    /// Leaf's Magic Links for this Leaf user.
+    fn user_magic_links(&self) -> impl Future<Output = Result<Vec<MagicLink>, LeafError>> + Send;
+
+    /// One Magic Link (None: Leaf has no such link).
+    fn get_magic_link(
+        &self,
+        id: &SecretString,
+    ) -> impl Future<Output = Result<Option<MagicLink>, LeafError>> + Send;
+
+    /// DELETE one Magic Link; never sent after `send_by` nor past the fence.
+    fn delete_magic_link(
+        &self,
+        id: &SecretString,
+        send_by: jiff::Timestamp,
+    ) -> impl Future<Output = Result<Deleted, LeafError>> + Send;
+
+    /// Creates or replaces the Secret `name`, owned by the resource, holding `link` for the
+    /// grower. Refused when a Secret of that name exists that the resource does not own.
+    fn write_link_secret(
+        &self,
+        name: &str,
+        link: &MagicLink,
+    ) -> impl Future<Output = Result<(), StatusWriteError>> + Send;
+
+    /// Deletes the Secret `name` when the resource owns it (nothing when it does not exist).
+    fn delete_link_secret(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), StatusWriteError>> + Send;
 
     /// Makes the status on the server exactly `status`.
     fn write_status(

@@ -4,18 +4,22 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use secrecy::SecretString;
 
 use super::status_patch::status_patch;
 use crate::controller::Context;
+use crate::controller::decide::reauth::ReauthSettings;
+use crate::controller::link_secret;
 use crate::controller::decide::transitions::Notice;
 use crate::controller::engine::{Ports, StatusWriteError};
 use crate::crd::{
     CredentialEventSummary, FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus,
 };
 use crate::leaf::{
-    Credential, CredentialEvent, Deleted, LeafAccount, LeafError, SendGuard, Trimble,
-    TrimbleCreateRequest,
+    Credential, CredentialEvent, Deleted, LeafAccount, LeafError, MagicLink, MagicLinkSettings,
+    NewMagicLink, SendGuard, Trimble, TrimbleCreateRequest,
 };
 use crate::reason::Reason;
 use crate::secret::TrimbleSecret;
@@ -150,6 +154,102 @@ impl Ports for KubePorts<'_> {
             .leaf
             .credential_events::<Trimble>(account, self.user())
             .await
+    }
+
+    async fn trimble_app_registered(&self, app_name: Option<&str>) -> Result<bool, LeafError> {
+        let account = self.account()?;
+        let keys = self.ctx.leaf.trimble_app_keys(account, app_name).await?;
+        Ok(match app_name {
+            Some(name) => keys.iter().any(|key| key.app_name == name),
+            None => !keys.is_empty(),
+        })
+    }
+
+    async fn create_magic_link(
+        &self,
+        settings: &ReauthSettings,
+        send_by: jiff::Timestamp,
+    ) -> Result<MagicLink, LeafError> {
+        let account = self.account()?;
+        let look = MagicLinkSettings {
+            company_name: settings.settings.company_name.clone(),
+            company_logo: settings.settings.company_logo.clone(),
+            header_image: settings.settings.header_image.clone(),
+            background_color: settings.settings.background_color.clone(),
+            show_leaf_user_name: settings.settings.show_leaf_user_name,
+            disconnect_enabled: settings.settings.disconnect_enabled,
+        };
+        let request = NewMagicLink {
+            expires_in_seconds: settings.expires_in.as_secs(),
+            settings: &look,
+        };
+        let (deadline, may_send) = self.guard(send_by);
+        let guard = SendGuard {
+            deadline,
+            may_send: &may_send,
+        };
+        self.ctx
+            .leaf
+            .create_magic_link(account, self.user(), &request, &guard)
+            .await
+    }
+
+    async fn user_magic_links(&self) -> Result<Vec<MagicLink>, LeafError> {
+        let account = self.account()?;
+        let links = self.ctx.leaf.list_magic_links(account).await?;
+        // Leaf lists every link of the API account; a record without a user is kept (the
+        // decisions narrow by time, and never claim a link of another user).
+        Ok(links
+            .into_iter()
+            .filter(|link| {
+                link.leaf_user_id
+                    .as_deref()
+                    .is_none_or(|user| user == self.user())
+            })
+            .collect())
+    }
+
+    async fn get_magic_link(&self, id: &SecretString) -> Result<Option<MagicLink>, LeafError> {
+        let account = self.account()?;
+        self.ctx.leaf.get_magic_link(account, id).await
+    }
+
+    async fn delete_magic_link(
+        &self,
+        id: &SecretString,
+        send_by: jiff::Timestamp,
+    ) -> Result<Deleted, LeafError> {
+        let account = self.account()?;
+        let (deadline, may_send) = self.guard(send_by);
+        let guard = SendGuard {
+            deadline,
+            may_send: &may_send,
+        };
+        self.ctx.leaf.delete_magic_link(account, id, &guard).await
+    }
+
+    async fn write_link_secret(&self, name: &str, link: &MagicLink) -> Result<(), StatusWriteError> {
+        let secrets: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.tc.metadata.namespace.clone().unwrap_or_default(),
+        );
+        let write = link_secret::write(&secrets, &self.tc, name, link);
+        match tokio::time::timeout(super::API_TIMEOUT, write).await {
+            Ok(result) => result.map_err(|error| StatusWriteError::Refused(error.to_string())),
+            Err(_) => Err(StatusWriteError::TimedOut),
+        }
+    }
+
+    async fn delete_link_secret(&self, name: &str) -> Result<(), StatusWriteError> {
+        let secrets: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.tc.metadata.namespace.clone().unwrap_or_default(),
+        );
+        let delete = link_secret::delete(&secrets, &self.tc, name);
+        match tokio::time::timeout(super::API_TIMEOUT, delete).await {
+            Ok(result) => result.map_err(|error| StatusWriteError::Refused(error.to_string())),
+            Err(_) => Err(StatusWriteError::TimedOut),
+        }
     }
 
     async fn write_status(&self, status: &TrimbleConnectionStatus) -> Result<(), StatusWriteError> {

@@ -194,6 +194,7 @@ fn bind<'a, 's>(
         pace,
         handled_at,
         alert_at,
+        link_id,
         ..
     } = observed;
     let ports = KubePorts {
@@ -208,6 +209,7 @@ fn bind<'a, 's>(
         secret,
         generation: tc.metadata.generation,
         handled_at,
+        link_id,
     };
     (ports, input, pace)
 }

@@ -14,6 +14,8 @@ use super::Error;
 use crate::controller::Context;
 use crate::controller::backoff::Schedules;
 use crate::controller::conflict;
+use crate::controller::link_secret;
+use crate::controller::decide::reauth;
 use crate::controller::decide::gate::SECRET_NOT_FOUND_RECHECK;
 use crate::controller::decide::{AccountFact, ConflictFact, Facts, Next, SecretFact, Windows};
 use crate::controller::polling::Polling;
@@ -34,6 +36,8 @@ pub struct Observed {
     /// When the alert this reconcile answers arrived (its hint, taken), for the alert-to-status
     /// histogram.
     pub alert_at: Option<Instant>,
+    /// The id of the grower's Magic Link, from its Secret.
+    pub link_id: Option<secrecy::SecretString>,
 }
 
 /// What the schedule needs of an observation: the key of the Leaf calls' inputs and the pace of
@@ -69,6 +73,9 @@ pub struct Reads {
     pub account: AccountRead,
     /// The conflict checks over every store.
     pub conflict: ConflictFact,
+    /// The id of the grower's Magic Link, from the Secret the status names (read only while one
+    /// is out; None also when the Secret is gone or not ours).
+    pub link_id: Option<secrecy::SecretString>,
 }
 
 /// What the process knows besides the object.
@@ -82,6 +89,8 @@ pub struct Surroundings<'a> {
     pub instant: Instant,
     /// `--observe-only`: handle the resource as `managementPolicy: Observe`.
     pub observe_only: bool,
+    /// `--reauthorization-default`.
+    pub reauthorization_default: crate::crd::ReauthorizationPolicy,
 }
 
 /// Reads the Secrets and checks the stores for `tc`, then builds its facts.
@@ -105,6 +114,7 @@ pub(super) async fn observe(
             now: jiff::Timestamp::now(),
             instant: Instant::now(),
             observe_only: ctx.observe_only,
+            reauthorization_default: ctx.reauthorization_default,
         },
     ))
 }
@@ -114,12 +124,14 @@ async fn read(ctx: &Context, tc: &TrimbleConnection, purpose: Purpose) -> Result
     let namespace = tc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let credentials = match purpose {
-        Purpose::Apply => {
-            match secret::read_trimble_secret(&secrets, &tc.spec.credentials_secret_ref).await {
+        Purpose::Apply => match &tc.spec.credentials_secret_ref {
+            // Connected by the grower's Magic Link: there is no Secret to read.
+            None => None,
+            Some(reference) => match secret::read_trimble_secret(&secrets, reference).await {
                 Err(error @ SecretError::Api { .. }) => return Err(Error::Secret(error)),
                 other => Some(other),
-            }
-        }
+            },
+        },
         Purpose::Cleanup => None,
     };
     let account = match &tc.spec.leaf_auth_secret_ref {
@@ -134,17 +146,33 @@ async fn read(ctx: &Context, tc: &TrimbleConnection, purpose: Purpose) -> Result
     } else {
         ConflictFact::NotSynced
     };
+    let link_id = match tc.status.as_ref().and_then(|s| s.magic_link.as_ref()) {
+        Some(link) => link_secret::read_id(&secrets, tc, &link.secret_name)
+            .await
+            .map_err(|error| {
+                Error::Secret(SecretError::Api {
+                    name: link.secret_name.clone(),
+                    source: error,
+                })
+            })?,
+        None => None,
+    };
     Ok(Reads {
         credentials,
         account,
         conflict,
+        link_id,
     })
 }
 
 /// The facts of `tc` from what was read and what the process knows. Pure.
 pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) -> Observed {
     let status = tc.status.clone().unwrap_or_default();
-    let (secret_fact, secret) = credentials_fact(reads.credentials);
+    let (secret_fact, secret) = if tc.spec.credentials_secret_ref.is_none() {
+        (SecretFact::NotConfigured, None)
+    } else {
+        credentials_fact(reads.credentials)
+    };
     let (account_fact, account) = account_fact(reads.account);
     // A clock behind the API server's makes a fresh object look created in the future: that is
     // age zero (the tie window applies in full), never "unknown".
@@ -192,6 +220,7 @@ pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) ->
             // While alerts are healthy a status change arrives as an alert: the events are read
             // when the status changed or a person asked, not on every backstop check.
             events_every_check: backstop.is_none(),
+            reauth: reauth::settings_of(&tc.name_any(), &tc.spec, around.reauthorization_default),
             now: around.now,
             windows: around.windows,
         },
@@ -200,6 +229,7 @@ pub fn facts(tc: &TrimbleConnection, reads: Reads, around: &Surroundings<'_>) ->
         pace: Pace { inputs, interval },
         handled_at: if annotation_new { requested } else { None },
         alert_at: around.alert_at,
+        link_id: reads.link_id,
     }
 }
 

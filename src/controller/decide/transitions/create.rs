@@ -194,6 +194,7 @@ fn record(
     // Events belong to a credential; a new one starts with none.
     next.recent_events.clear();
     fill(&mut next, &credential);
+    next.credential_source = Some(crate::crd::CredentialSource::Secret);
     // For the read-lag allowance: a GET soon after may still show nothing, or the old one.
     next.last_create = Some(LastCreate {
         confirmed_at: f.now.to_string(),

@@ -25,6 +25,9 @@ pub enum Purpose {
     Replace,
     /// The resource is being deleted.
     Cleanup,
+    /// Ours is dead (invalid, missing permission) and the grower re-authorizes through a Magic
+    /// Link: it goes first, so that the grower's new credential is the only one that can appear.
+    Withdraw,
 }
 
 impl Purpose {
@@ -33,6 +36,7 @@ impl Purpose {
             Purpose::Rotate => "deleting the old Trimble credential for rotation",
             Purpose::Replace => "deleting the existing Trimble credential (adoptionPolicy Replace)",
             Purpose::Cleanup => "deleting the Trimble credential",
+            Purpose::Withdraw => "deleting the dead Trimble credential before the grower re-authorizes",
         }
     }
 
@@ -41,6 +45,7 @@ impl Purpose {
             Purpose::Rotate => Reason::Rotating,
             Purpose::Replace => Reason::Creating,
             Purpose::Cleanup => Reason::Deleting,
+            Purpose::Withdraw => Reason::Reauthorizing,
         }
     }
 }
@@ -72,6 +77,11 @@ pub fn intent(
         Purpose::Cleanup => {
             format!("Deleting: deleting Trimble credential {credential_id} from Leaf")
         }
+        Purpose::Withdraw => format!(
+            "Deleting the dead Trimble credential {credential_id} of Leaf user {}, then issuing a Magic Link for the \
+             grower to authorize Trimble again",
+            user(f)
+        ),
     };
     (
         Transition::new(next, Outcome::new(purpose.reason(), message), Next::Soon),
@@ -169,6 +179,33 @@ pub fn after(
             }
         },
     }
+}
+
+/// Our dead credential is gone (`status`: the DELETE's record cleared): the grower's link comes
+/// next. The credential's id stays, so that the next look sees "ours vanished" and issues the link,
+/// and its last events stay in `recentEvents` (Leaf forgets them with the credential).
+pub fn withdrawn(f: &Facts, status: TrimbleConnectionStatus) -> Transition {
+    let id = status.credential_id.clone().unwrap_or_default();
+    Transition::new(
+        status,
+        Outcome::new(
+            Reason::Reauthorizing,
+            format!(
+                "Deleted the dead Trimble credential {id} of Leaf user {}: issuing a Magic Link for the grower",
+                user(f)
+            ),
+        ),
+        Next::Soon,
+    )
+    .notice(
+        Reason::Deleted,
+        "Delete",
+        format!(
+            "Deleted the dead Trimble credential {id} of Leaf user {} so that the grower can authorize Trimble again \
+             through a Magic Link",
+            user(f)
+        ),
+    )
 }
 
 /// What a resource whose DELETE is in doubt says (the gate's answer to a forced reconcile).

@@ -85,6 +85,10 @@ pub fn need_new_values(
                 "{message}: put complete values with a new refresh token from the grower into it"
             )
         }
+        SecretFact::NotConfigured => format!(
+            "This resource names no credentials Secret: set reauthorization.policy: MagicLink for the grower to \
+             connect again through a Magic Link, or name a Secret ({secret}) with a new refresh token"
+        ),
         SecretFact::Present { .. } if unresolved => format!(
             "Put a new refresh token from the grower into Secret {secret:?} to create the credential"
         ),
@@ -175,6 +179,13 @@ pub fn need_secret(
             Reason::SecretNotFound,
             format!("{message}; {purpose}"),
             Next::Hold(SECRET_NOT_FOUND_RECHECK),
+        ),
+        SecretFact::NotConfigured => (
+            Reason::SecretNotFound,
+            format!(
+                "spec.credentialsSecretRef is not set and reauthorization.policy is not MagicLink; {purpose}"
+            ),
+            Next::AwaitChange,
         ),
         // The chooser asks for the Secret only when it is not usable, and an executor only when
         // the Secret's values did not come with the facts: either way, write nothing to Leaf and

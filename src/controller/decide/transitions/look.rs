@@ -77,6 +77,7 @@ pub fn adopt(
     next.adopted_secret_fingerprint = f.secret.fingerprint().map(str::to_string);
     next.recent_events.clear();
     next.last_create = None;
+    next.credential_source = Some(crate::crd::CredentialSource::Adopted);
     let transition = check(f, next, credential, events);
     let note = format!(
         "Adopted the existing Trimble credential {} of Leaf user {}: its clientId matches Secret {:?}",

@@ -17,6 +17,7 @@
 pub mod create;
 pub mod delete;
 pub mod hold;
+pub mod link;
 pub mod look;
 pub mod observe;
 pub mod release;
@@ -148,6 +149,8 @@ pub fn secret_note(f: &Facts, status: &TrimbleConnectionStatus) -> SecretNote {
     match &f.secret {
         SecretFact::Missing { .. } => SecretNote::Missing,
         SecretFact::Invalid { .. } => SecretNote::Invalid,
+        // Connected by the grower's link: there are no values to compare.
+        SecretFact::NotConfigured => SecretNote::Sent,
         SecretFact::Present { fingerprint, .. } => {
             let unchanged = status.secret_fingerprint.as_deref() == Some(fingerprint)
                 || status.adopted_secret_fingerprint.as_deref() == Some(fingerprint);
@@ -170,7 +173,12 @@ pub fn user(f: &Facts) -> &str {
 }
 
 pub fn secret_name(f: &Facts) -> &str {
-    &f.spec.credentials_secret_ref.name
+    f.spec
+        .credentials_secret_ref
+        .as_ref()
+        .map_or("(none: the grower connects through a Magic Link)", |s| {
+            s.name.as_str()
+        })
 }
 
 /// The `Ready` outcome the status shows now (to keep it, writing nothing).

@@ -20,6 +20,10 @@ pub enum Would<'a> {
     Rotate(&'a Credential),
     Replace(&'a Credential),
     Adopt(&'a Credential),
+    /// Delete a dead credential, then issue a Magic Link for the grower.
+    Withdraw(&'a Credential),
+    /// Issue a Magic Link for the grower.
+    IssueLink,
 }
 
 impl Would<'_> {
@@ -30,6 +34,8 @@ impl Would<'_> {
             Would::Rotate(_) => "Rotate",
             Would::Replace(_) => "Replace",
             Would::Adopt(_) => "Adopt",
+            Would::Withdraw(_) => "Delete",
+            Would::IssueLink => "IssueMagicLink",
         }
     }
 }
@@ -52,6 +58,14 @@ pub fn would(f: &Facts, current: &TrimbleConnectionStatus, what: Would<'_>) -> T
             "Observe only: would replace Trimble credential {} of Leaf user {user}, which this resource did not \
              create (adoptionPolicy Replace: delete it, then create one from Secret {secret:?})",
             credential.id
+        ),
+        Would::Withdraw(credential) => format!(
+            "Observe only: would delete the dead Trimble credential {} of Leaf user {user} (Leaf reports it as {}) \
+             and issue a Magic Link for the grower to authorize Trimble again",
+            credential.id, credential.raw_status
+        ),
+        Would::IssueLink => format!(
+            "Observe only: would issue a Magic Link for the grower of Leaf user {user} to authorize Trimble"
         ),
         Would::Adopt(credential) => format!(
             "Observe only: would adopt Trimble credential {} of Leaf user {user} (its clientId is the Secret's; \

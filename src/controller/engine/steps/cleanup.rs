@@ -23,6 +23,9 @@ pub(in crate::controller::engine) async fn run<P: Ports>(
 ) -> Result<Cleaned, Interrupted> {
     let f = &input.facts;
     let mut w = StatusWriter::new(ports, f.status.clone(), input.generation, None);
+    if let Some(not_yet) = super::link::withdraw_for_deletion(&mut w, &input).await? {
+        return again(&mut w, not_yet).await;
+    }
     match cleanup::gate(f) {
         CleanupGate::Release(why) => return released(&w, f, &why).await,
         CleanupGate::Wait(wait) | CleanupGate::AwaitWrite(wait) => {

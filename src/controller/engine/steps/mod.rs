@@ -4,12 +4,14 @@
 
 pub(super) mod cleanup;
 mod create;
+mod link;
 mod replace;
 
 use super::writer::StatusWriter;
 use super::{Finished, Input, Interrupted, Ports};
 use crate::controller::decide::Next;
 use crate::controller::decide::Step;
+use crate::controller::decide::reauth::LinkStep;
 use crate::controller::decide::transitions::delete::{self, Purpose};
 use crate::controller::decide::transitions::observe::{self, Would};
 use crate::controller::decide::transitions::{self, Transition, hold, look};
@@ -81,6 +83,7 @@ pub(super) async fn execute<P: Ports>(
         } => hold::need_new_values(f, w.current(), vanished, unresolved),
         Step::Foreign { credential, why } => hold::foreign(f, w.current(), &credential, why),
         Step::NeedSecret { credential } => hold::need_secret(f, w.current(), credential.as_ref()),
+        Step::Link(step) => return link::run(w, input, step).await,
     };
     w.finish(transition).await
 }
@@ -95,6 +98,8 @@ fn held_back(step: &Step) -> Option<Would<'_>> {
         Step::Rotate { credential } => Some(Would::Rotate(credential)),
         Step::Replace { credential } => Some(Would::Replace(credential)),
         Step::Adopt { credential } => Some(Would::Adopt(credential)),
+        Step::Link(LinkStep::Issue) => Some(Would::IssueLink),
+        Step::Link(LinkStep::Withdraw { credential }) => Some(Would::Withdraw(credential)),
         _ => None,
     }
 }
