@@ -98,6 +98,9 @@ pub(super) enum Operation {
     CredentialEvents,
     /// A call of the Alerts API (`super::alerts`), named for the metrics.
     Alerts(&'static str),
+    /// A call of the Magic Link (widgets) API or of the app keys (`super::magic_link`), named
+    /// for the metrics.
+    MagicLink(&'static str),
 }
 
 impl Operation {
@@ -108,7 +111,7 @@ impl Operation {
             Self::CreateCredential => "create_credential",
             Self::DeleteCredential => "delete_credential",
             Self::CredentialEvents => "credential_events",
-            Self::Alerts(name) => name,
+            Self::Alerts(name) | Self::MagicLink(name) => name,
         }
     }
 }
@@ -316,7 +319,7 @@ impl LeafClient {
     }
 
     /// [`LeafClient::authorized`] for a write: `guard` is checked before each of its sends.
-    async fn guarded(
+    pub(super) async fn guarded(
         &self,
         operation: Operation,
         account: &LeafAccount,
