@@ -1250,7 +1250,10 @@ fn secret_listing_mapping() {
             .into_iter()
             .filter(|tc| tc.namespace() == namespace)
             .filter(|tc| {
-                tc.spec.credentials_secret_ref.name == name
+                tc.spec
+                    .credentials_secret_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
                     || tc
                         .spec
                         .leaf_auth_secret_ref

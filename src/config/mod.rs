@@ -479,7 +479,9 @@ fn parse_reauthorization(value: &str) -> Result<crate::crd::ReauthorizationPolic
     match value {
         "None" => Ok(crate::crd::ReauthorizationPolicy::None),
         "MagicLink" => Ok(crate::crd::ReauthorizationPolicy::MagicLink),
-        other => Err(format!("{other:?} is not a reauthorization policy: use None or MagicLink")),
+        other => Err(format!(
+            "{other:?} is not a reauthorization policy: use None or MagicLink"
+        )),
     }
 }
 

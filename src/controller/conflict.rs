@@ -128,8 +128,9 @@ mod tests {
     }
 
     fn with_secret(mut tc: TrimbleConnection, secret: &str, key: &str) -> TrimbleConnection {
-        tc.spec.credentials_secret_ref.name = secret.to_string();
-        tc.spec.credentials_secret_ref.refresh_token_key = key.to_string();
+        let reference = tc.spec.credentials_secret_ref.as_mut().expect("a Secret");
+        reference.name = secret.to_string();
+        reference.refresh_token_key = key.to_string();
         tc
     }
 

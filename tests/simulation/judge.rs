@@ -16,6 +16,10 @@
 //!    covered by its intent; a released resource leaves nothing of its own in flight (and nothing
 //!    in Leaf under `deletionPolicy: Delete`).
 //! 4. **No hot loop.** At most 30 Leaf calls in any minute.
+//! 6. **One grower link.** At most one live Magic Link per resource at any time, none left once
+//!    the resource is released (or Ready again), and no link id in its status. A credential Leaf
+//!    made when the grower completed a link of the resource is the resource's; one someone else
+//!    made after the grower opened such a link cannot be told apart and is counted.
 //! 5. **Leadership.** A write leaves a replica only while the Lease names it, and Leaf applies the
 //!    operator's writes in the order they left (a write that lands after a later one was applied
 //!    is the late DELETE that removes its own replacement).
@@ -61,6 +65,12 @@ pub struct Tally {
     /// A re-created resource sent a token its predecessor had used (it cannot know them).
     pub predecessor_tokens: u64,
     pub fenced: u64,
+    /// A status claimed, as the grower's, a credential someone else made after the grower had
+    /// opened one of its Magic Links (Leaf's records cannot tell them apart).
+    pub ambiguous_link_claims: u64,
+    /// Magic Links issued, and credentials the grower made through one.
+    pub links_issued: u64,
+    pub grower_credentials: u64,
 }
 
 #[derive(Default)]
@@ -283,7 +293,24 @@ impl Books {
         };
         let by_policy = policy == AdoptionPolicy::AdoptMatching
             && secret_client == Some(cred.client_id.as_str());
-        let ours = cred.is_ours(incarnation);
+        // Made by Leaf when the grower completed a link this incarnation issued: ours.
+        let ours = cred.is_ours(incarnation) || cred.made_through_link_of(incarnation);
+        // Someone else's, made after the grower opened a link of ours: Leaf shows nothing that
+        // tells the two apart (the link's use and the times are all the evidence there is).
+        let after_opened_link = leaf.links.iter().any(|l| {
+            l.incarnation == incarnation
+                && l.last_accessed
+                    .is_some_and(|opened| cred.created >= opened - SignedDuration::from_secs(120))
+                && cred.created >= l.created - SignedDuration::from_secs(120)
+        });
+        if !ours && after_opened_link {
+            self.tally.ambiguous_link_claims += 1;
+            self.entitled
+                .entry(incarnation)
+                .or_default()
+                .insert(id.to_string());
+            return;
+        }
         // Taken, perhaps, for what a create of ours in doubt made (even where the policy would
         // allow adopting it): that create's POST may then still be on its way.
         let ambiguous = !ours && self.indistinguishable(&cred, incarnation, window);
@@ -394,6 +421,35 @@ impl Books {
         }
     }
 
+    /// Invariant 6: at most one live Magic Link per incarnation, and no link id in its status.
+    pub fn links(
+        &mut self,
+        now: Timestamp,
+        incarnation: u32,
+        status: &TrimbleConnectionStatus,
+        leaf: &LeafModel,
+    ) {
+        let live: Vec<u64> = leaf
+            .links
+            .iter()
+            .filter(|l| l.incarnation == incarnation && l.live(now))
+            .map(|l| l.number)
+            .collect();
+        if live.len() > 1 {
+            self.violation(
+                now,
+                format!("{} live Magic Links for one resource: {live:?}", live.len()),
+            );
+        }
+        let shown = serde_json::to_string(status).unwrap_or_default();
+        if let Some(link) = leaf.links.iter().find(|l| shown.contains(&l.id)) {
+            self.violation(
+                now,
+                format!("the status shows Magic Link {}'s id", link.number),
+            );
+        }
+    }
+
     /// Invariant 3 when `incarnation`'s finalizer is released.
     pub fn released(
         &mut self,
@@ -402,6 +458,19 @@ impl Books {
         delete_policy: bool,
         leaf: &LeafModel,
     ) {
+        if let Some(link) = leaf
+            .links
+            .iter()
+            .find(|l| l.incarnation == incarnation && l.live(now))
+        {
+            self.violation(
+                now,
+                format!(
+                    "the finalizer was released while Magic Link {} of this resource is live",
+                    link.number
+                ),
+            );
+        }
         if let Some(flight) = leaf.in_flight.iter().find(|f| f.incarnation == incarnation) {
             self.violation(
                 now,

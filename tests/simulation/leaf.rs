@@ -19,6 +19,8 @@ pub enum Origin {
     Ours { incarnation: u32, request: u64 },
     /// Someone else (the grower reconnecting through another tool).
     Foreign,
+    /// Leaf itself, when the grower completed Magic Link `link`, issued by `incarnation`.
+    Grower { incarnation: u32, link: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +53,54 @@ impl Cred {
     pub fn is_ours(&self, incarnation: u32) -> bool {
         matches!(self.origin, Origin::Ours { incarnation: i, .. } if i == incarnation)
     }
+
+    /// Made by Leaf from a Magic Link `incarnation` issued.
+    pub fn made_through_link_of(&self, incarnation: u32) -> bool {
+        matches!(self.origin, Origin::Grower { incarnation: i, .. } if i == incarnation)
+    }
 }
+
+/// A Magic Link as Leaf holds it, with the ground truth of who issued it.
+#[derive(Clone, Debug)]
+pub struct SimLink {
+    pub number: u64,
+    /// Its id (the bearer part of its URL).
+    pub id: String,
+    pub incarnation: u32,
+    /// By Leaf's clock.
+    pub created: Timestamp,
+    pub expires_world: Timestamp,
+    pub last_accessed: Option<Timestamp>,
+    pub usage: u64,
+    pub deleted: bool,
+    /// Its URL reached a Secret: a person can give it to the grower.
+    pub handed_out: bool,
+}
+
+impl SimLink {
+    pub fn live(&self, now: Timestamp) -> bool {
+        !self.deleted && now < self.expires_world
+    }
+
+    /// What Leaf's GET and list answer.
+    pub fn answer(&self, skew: SignedDuration) -> leaf_operator::leaf::MagicLink {
+        leaf_operator::leaf::MagicLink {
+            id: self.id.clone().into(),
+            link: format!("https://magic-link.withleaf.io/{}", self.id).into(),
+            leaf_user_id: Some("user-1".into()),
+            created_at: Some(self.created),
+            expires_at: Some(self.expires_world + skew),
+            last_accessed_at: self.last_accessed,
+            usage_count: Some(self.usage),
+            max_usage: Some(MAX_USAGE),
+            provider: Some("Trimble".into()),
+            widget: Some("AUTHENTICATION".into()),
+        }
+    }
+}
+
+/// Leaf's example `maxUsage`.
+pub const MAX_USAGE: u64 = 3;
 
 /// What a POST over an existing credential answers (Leaf does not document it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +169,10 @@ pub struct LeafModel {
     /// also when it is gone by the time the claim lands).
     pub ever: HashMap<String, Cred>,
     next_id: u64,
+    /// Magic Links, deleted ones included (ground truth for the one-live-link invariant).
+    pub links: Vec<SimLink>,
+    /// Leaf has the Trimble application registered (`/app-keys/Trimble`).
+    pub app_registered: bool,
 }
 
 impl LeafModel {
@@ -136,7 +189,60 @@ impl LeafModel {
             spent: HashSet::new(),
             ever: HashMap::new(),
             next_id: 1,
+            links: Vec::new(),
+            app_registered: true,
         }
+    }
+
+    /// A Magic Link issued at `now` for `incarnation`, valid for `expires_in`.
+    pub fn issue_link(
+        &mut self,
+        incarnation: u32,
+        now: Timestamp,
+        expires_in: Duration,
+    ) -> leaf_operator::leaf::MagicLink {
+        let number = self.links.len() as u64 + 1;
+        let link = SimLink {
+            number,
+            id: format!("ml{number:08x}secret"),
+            incarnation,
+            created: now + self.skew,
+            expires_world: now + SignedDuration::try_from(expires_in).unwrap_or_default(),
+            last_accessed: None,
+            usage: 0,
+            deleted: false,
+            handed_out: false,
+        };
+        let answer = link.answer(self.skew);
+        self.links.push(link);
+        answer
+    }
+
+    /// The grower opens the newest live link a person could have given them; with `complete`,
+    /// they authorize Trimble and Leaf creates the credential (replacing what the user has).
+    pub fn grower_uses(&mut self, now: Timestamp, complete: bool) -> bool {
+        let leaf_now = now + self.skew;
+        let Some(link) = self
+            .links
+            .iter_mut()
+            .rev()
+            .find(|l| l.live(now) && l.handed_out && l.usage < MAX_USAGE)
+        else {
+            return false;
+        };
+        link.usage += 1;
+        link.last_accessed = Some(leaf_now);
+        if !complete {
+            return true;
+        }
+        let origin = Origin::Grower {
+            incarnation: link.incarnation,
+            link: link.number,
+        };
+        let number = link.number;
+        let cred = self.new_cred("client-a", &format!("grower-{number}"), origin, now);
+        self.set_settled(Some(cred));
+        true
     }
 
     /// What a GET shows at `now`.

@@ -98,6 +98,13 @@ enum Transition {
     Crash(usize),
     /// A replica is cut off from the API server for this many seconds.
     CutOff(usize, u8),
+    /// The grower opens the newest Magic Link a person could have given them (from its Secret);
+    /// with `true` they also authorize Trimble, and Leaf creates the credential itself.
+    Grower(bool),
+    /// The Trimble application is registered with Leaf, or removed.
+    AppRegistered(bool),
+    /// `reauthorization.policy: MagicLink` is set or removed.
+    Reauth(bool),
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -170,13 +177,23 @@ fn shape() -> impl Strategy<Value = Shape> {
     let skew = (-1400i64..=1400).prop_map(SignedDuration::from_millis);
     let phase = (0i64..5000).prop_map(SignedDuration::from_millis);
     let leaf_skew = (-60i64..=60).prop_map(SignedDuration::from_secs);
-    (skew.clone(), skew, phase.clone(), phase, leaf_skew).prop_map(|(a, b, p, q, leaf_skew)| {
-        Shape {
+    // One schedule in three runs with Magic Link re-authorization.
+    // One schedule in three runs with Magic Link re-authorization, a third of those without any
+    // Secret (connected by the grower's link from the start).
+    let reauth = prop_oneof![
+        6 => Just((false, false)),
+        2 => Just((true, false)),
+        1 => Just((true, true)),
+    ];
+    (skew.clone(), skew, phase.clone(), phase, leaf_skew, reauth).prop_map(
+        |(a, b, p, q, leaf_skew, (reauth, no_secret))| Shape {
             skews: [a, b],
             phases: [p, q],
             leaf_skew,
-        }
-    })
+            reauth,
+            no_secret,
+        },
+    )
 }
 
 fn policy() -> impl Strategy<Value = AdoptionPolicy> {
@@ -236,6 +253,9 @@ impl ReferenceStateMachine for Reference {
             1 => any::<bool>().prop_map(Transition::Outage),
             1 => (0usize..2).prop_map(Transition::Crash),
             2 => ((0usize..2), (1u8..60)).prop_map(|(r, secs)| Transition::CutOff(r, secs)),
+            2 => any::<bool>().prop_map(Transition::Grower),
+            1 => any::<bool>().prop_map(Transition::AppRegistered),
+            1 => any::<bool>().prop_map(Transition::Reauth),
         ]
         .boxed()
     }
@@ -398,6 +418,21 @@ fn apply_transition(cell: &Mutex<World>, transition: Transition) {
                 }
             }
             Transition::CutOff(replica, secs) => w.cut_off(replica, u64::from(secs)),
+            // No event tells the operator: Leaf documents none for a new credential.
+            Transition::Grower(complete) => {
+                w.leaf.grower_uses(now, complete);
+            }
+            Transition::AppRegistered(registered) => w.leaf.app_registered = registered,
+            Transition::Reauth(on) => {
+                let wanted = on.then(world::magic_link_policy);
+                // The CRD refuses to drop it from a resource without a Secret.
+                let admitted = on || w.object.spec.credentials_secret_ref.is_some();
+                if admitted && !w.object.gone && w.object.spec.reauthorization != wanted {
+                    w.object.spec.reauthorization = wanted;
+                    w.object.generation += 1;
+                    w.poke();
+                }
+            }
         }
     }
     run_due(cell);
@@ -411,6 +446,7 @@ fn converge(cell: &Mutex<World>) {
         w.faults.clear();
         w.outage = false;
         w.leaf.read_lag = std::time::Duration::ZERO;
+        w.leaf.app_registered = true;
         w.heal();
     }
     // Let every write in flight land, every doubt resolve, a leader take over.
@@ -428,12 +464,14 @@ fn converge(cell: &Mutex<World>) {
             // one the resource reports as not its own (a Conflict): the person removes it.
             let incarnation = w.object.incarnation;
             let named = w.object.status.credential_id.clone();
-            if w.leaf
-                .credential
-                .as_ref()
-                .is_some_and(|c| !c.is_ours(incarnation) || named.as_deref() != Some(c.id.as_str()))
-            {
+            if w.leaf.credential.as_ref().is_some_and(|c| {
+                !(c.is_ours(incarnation) || c.made_through_link_of(incarnation))
+                    || named.as_deref() != Some(c.id.as_str())
+            }) {
                 w.leaf.set_settled(None);
+                // The person asks for a look at once (no event tells the operator, and with
+                // healthy alerts the next periodic check may be a day away).
+                w.object.annotation = Some("converge".into());
             }
             w.leaf.user_exists = true;
             let spec = &mut w.object.spec;
@@ -444,6 +482,22 @@ fn converge(cell: &Mutex<World>) {
             }
             w.poke();
         }
+    }
+    // A resource without a Secret waits for the grower: they complete its link (a new one is
+    // issued when the one they had expired or was withdrawn).
+    for _ in 0..60 {
+        wait(cell, 120);
+        let mut w = cell.lock().expect("world");
+        let waits_for_grower = !w.object.gone
+            && !w.object.deleting
+            && w.object.spec.credentials_secret_ref.is_none()
+            && leaf_operator::controller::status::ready_reason(&w.object.status)
+                != Some(Reason::CredentialValid);
+        if !waits_for_grower {
+            break;
+        }
+        let now = w.now;
+        w.leaf.grower_uses(now, true);
     }
     wait(cell, 2 * 3600);
     let w = cell.lock().expect("world");
@@ -475,6 +529,30 @@ fn converge(cell: &Mutex<World>) {
     );
     assert!(w.object.status.pending_create.is_none());
     assert!(w.object.status.pending_delete.is_none());
+    // The grower's link, if one went out, is gone at Leaf and from the API server.
+    let incarnation = w.object.incarnation;
+    let now = w.now;
+    let live: Vec<_> = w
+        .leaf
+        .links
+        .iter()
+        .filter(|l| l.incarnation == incarnation && l.live(now))
+        .collect();
+    assert!(
+        live.is_empty(),
+        "a Magic Link is still live once Ready: {live:?}"
+    );
+    assert!(
+        w.object.status.magic_link.is_none(),
+        "the status still names a Magic Link: {:?}",
+        w.object.status.magic_link
+    );
+    assert!(
+        w.link_secret
+            .as_ref()
+            .is_none_or(|(owner, _)| *owner != incarnation),
+        "the link Secret is still there once Ready"
+    );
     // Quiet from here: periodic checks only, no writes to Leaf.
     let (posts, deletes) = (w.books.tally.posts, w.books.tally.deletes);
     drop(w);
@@ -529,13 +607,22 @@ impl StateMachineTest for Simulation {
 
     fn teardown(cell: Self::SystemUnderTest, _state: (AdoptionPolicy, Shape)) {
         converge(&cell);
-        add_totals(&cell.lock().expect("world").books.tally);
+        let w = cell.lock().expect("world");
+        let mut tally = w.books.tally.clone();
+        tally.links_issued = w.leaf.links.len() as u64;
+        tally.grower_credentials = w
+            .leaf
+            .ever
+            .values()
+            .filter(|c| matches!(c.origin, leaf::Origin::Grower { .. }))
+            .count() as u64;
+        add_totals(&tally);
     }
 }
 
 /// Totals over every schedule of a run, for the report printed at its end.
-static TOTALS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
-const TOTAL_NAMES: [&str; 13] = [
+static TOTALS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+const TOTAL_NAMES: [&str; 16] = [
     "schedules",
     "reconciles",
     "crashes",
@@ -549,6 +636,9 @@ const TOTAL_NAMES: [&str; 13] = [
     "races",
     "ambiguous claims",
     "predecessor tokens",
+    "Magic Links issued",
+    "grower credentials",
+    "ambiguous link claims",
 ];
 
 fn add_totals(tally: &Tally) {
@@ -566,6 +656,9 @@ fn add_totals(tally: &Tally) {
         tally.races,
         tally.ambiguous_claims,
         tally.predecessor_tokens,
+        tally.links_issued,
+        tally.grower_credentials,
+        tally.ambiguous_link_claims,
     ]) {
         slot.fetch_add(value, Ordering::Relaxed);
     }
@@ -696,6 +789,8 @@ fn scenario_a_frozen_leader_resumes_after_the_standby_took_over() {
             ],
             phases: [SignedDuration::ZERO, SignedDuration::from_millis(300)],
             leaf_skew: SignedDuration::ZERO,
+            reauth: false,
+            no_secret: false,
         },
         vec![
             Transition::Faults(vec![Aimed {
@@ -819,6 +914,8 @@ mod core_mutations {
         mutation_caught_no_wait_for_a_write_in_doubt: NoInDoubtWait,
         mutation_caught_a_delete_never_in_doubt: DeleteNeverInDoubt,
         mutation_caught_no_backoff: NoBackoff,
+        mutation_caught_a_link_renewed_without_deleting_the_old: RenewWithoutDelete,
+        mutation_caught_any_arrival_taken_as_the_growers: AnyArrivalIsTheGrowers,
     }
 }
 

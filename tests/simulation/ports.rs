@@ -12,13 +12,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use leaf_operator::controller::decide::reauth::ReauthSettings;
 use leaf_operator::controller::decide::transitions::Notice;
 use leaf_operator::controller::engine::{Ports, StatusWriteError};
 use leaf_operator::crd::{CredentialEventSummary, TrimbleConnectionStatus};
-use leaf_operator::leaf::{Credential, CredentialEvent, Deleted, LeafError, SendGuard};
+use leaf_operator::leaf::{Credential, CredentialEvent, Deleted, LeafError, MagicLink, SendGuard};
 use leaf_operator::secret::TrimbleSecret;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::leaf::{DeleteAnswer, InFlight, PostAnswer, Write};
 use crate::world::{Aim, Arrival, Fault, LATEST_LANDING, LONGEST_LAG, World};
@@ -256,6 +258,114 @@ impl<'w> SimPorts<'w> {
     }
 }
 
+impl SimPorts<'_> {
+    /// A Magic Link write (its create or DELETE): the faults of a write, the real `SendGuard`;
+    /// `apply` is Leaf taking it (a lost answer may or may not have been applied).
+    fn link_write<T>(
+        &self,
+        aim: Aim,
+        send_by: Timestamp,
+        apply: impl FnOnce(&mut World) -> Result<T, LeafError>,
+    ) -> Io<Result<T, LeafError>> {
+        self.with(|w| {
+            let mut fault = match self.begin(w, aim) {
+                Io::Dead => return Io::Dead,
+                Io::Answer(fault) => fault,
+            };
+            let now = w.now;
+            w.books.call(now);
+            if let Some(Fault::SlowSend(secs)) = fault {
+                if !self.pass(w, secs) {
+                    return Io::Dead;
+                }
+                fault = w.next_fault(aim);
+            }
+            let replica = &w.replicas[self.replica];
+            let deadline = w.instant_at(send_by - replica.skew);
+            let now_instant = w.instant();
+            let fence = replica.fence.clone();
+            let no_fence = w.mutations.no_fence;
+            let may_send = move || no_fence || fence.holds_at(now_instant);
+            let guard = SendGuard {
+                deadline,
+                may_send: &may_send,
+            };
+            if let Err(refused) = guard.check(now_instant) {
+                return Io::Answer(Err(refused));
+            }
+            match fault {
+                Some(Fault::CrashAfter) => {
+                    let _ = apply(w);
+                    w.crash(self.replica);
+                    Io::Dead
+                }
+                Some(Fault::TimeoutLost) => Io::Answer(Err(timeout())),
+                Some(Fault::ServerError | Fault::ServerError503) => {
+                    Io::Answer(Err(answer(503, None, "upstream failure", true)))
+                }
+                Some(Fault::RateLimited(value)) => {
+                    Io::Answer(Err(answer(429, Some(&value), "Too many requests", true)))
+                }
+                Some(Fault::TimeoutLate(_)) => {
+                    let _ = apply(w);
+                    Io::Answer(Err(timeout()))
+                }
+                Some(Fault::ServerErrorApplied { status }) => {
+                    let _ = apply(w);
+                    Io::Answer(Err(answer(status, None, "upstream failure", true)))
+                }
+                Some(Fault::Slow(secs)) => {
+                    let value = apply(w);
+                    if self.pass(w, secs) {
+                        Io::Answer(value)
+                    } else {
+                        Io::Dead
+                    }
+                }
+                _ => Io::Answer(apply(w)),
+            }
+        })
+    }
+
+    /// A write to the API server other than the status (the link Secret).
+    fn api_write(&self, apply: impl FnOnce(&mut World)) -> Io<Result<(), StatusWriteError>> {
+        self.with(|w| {
+            let fault = match self.begin(w, Aim::Status) {
+                Io::Dead => return Io::Dead,
+                Io::Answer(fault) => fault,
+            };
+            if w.replicas[self.replica].cut_off(w.now) {
+                return Io::Answer(Err(StatusWriteError::Refused(
+                    "the API server cannot be reached".into(),
+                )));
+            }
+            match fault {
+                Some(Fault::CrashAfter) => {
+                    apply(w);
+                    w.crash(self.replica);
+                    Io::Dead
+                }
+                Some(
+                    Fault::TimeoutLost
+                    | Fault::ServerError
+                    | Fault::ServerError503
+                    | Fault::RateLimited(_),
+                ) => Io::Answer(Err(StatusWriteError::Refused(
+                    "the API server refused the write".into(),
+                ))),
+                Some(Fault::TimeoutLate(_) | Fault::ServerErrorApplied { .. }) => {
+                    apply(w);
+                    Io::Answer(Err(StatusWriteError::TimedOut))
+                }
+                _ => {
+                    apply(w);
+                    Io::Answer(Ok(()))
+                }
+            }
+        })
+    }
+}
+
 /// The engine's future stops here for good: the process is gone.
 async fn dead<T>() -> T {
     std::future::pending().await
@@ -369,6 +479,126 @@ impl Ports for SimPorts<'_> {
 
     async fn credential_events(&self) -> Result<Vec<CredentialEvent>, LeafError> {
         match self.read(|_| Vec::new()) {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn trimble_app_registered(&self, _app_name: Option<&str>) -> Result<bool, LeafError> {
+        match self.read(|w| w.leaf.app_registered) {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn create_magic_link(
+        &self,
+        settings: &ReauthSettings,
+        send_by: Timestamp,
+    ) -> Result<MagicLink, LeafError> {
+        let incarnation = self.incarnation;
+        let expires_in = settings.expires_in;
+        let answer = self.link_write(Aim::Post, send_by, |w| {
+            if !w.leaf.app_registered {
+                return Err(self::answer(
+                    400,
+                    None,
+                    r#"{"message":"Application info for provider Trimble not found"}"#,
+                    true,
+                ));
+            }
+            let now = w.now;
+            Ok(w.leaf.issue_link(incarnation, now, expires_in))
+        });
+        match answer {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn user_magic_links(&self) -> Result<Vec<MagicLink>, LeafError> {
+        let read = self.read(|w| {
+            let skew = w.leaf.skew;
+            w.leaf
+                .links
+                .iter()
+                .filter(|l| !l.deleted)
+                .map(|l| l.answer(skew))
+                .collect()
+        });
+        match read {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn get_magic_link(&self, id: &SecretString) -> Result<Option<MagicLink>, LeafError> {
+        let id = id.expose_secret().to_string();
+        let read = self.read(|w| {
+            let skew = w.leaf.skew;
+            w.leaf
+                .links
+                .iter()
+                .find(|l| l.id == id && !l.deleted)
+                .map(|l| l.answer(skew))
+        });
+        match read {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn delete_magic_link(
+        &self,
+        id: &SecretString,
+        send_by: Timestamp,
+    ) -> Result<Deleted, LeafError> {
+        let id = id.expose_secret().to_string();
+        let answer = self.link_write(Aim::Delete, send_by, |w| {
+            match w.leaf.links.iter_mut().find(|l| l.id == id && !l.deleted) {
+                Some(link) => {
+                    link.deleted = true;
+                    Ok(Deleted::Removed)
+                }
+                None => Ok(Deleted::NothingThere),
+            }
+        });
+        match answer {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn write_link_secret(
+        &self,
+        _name: &str,
+        link: &MagicLink,
+    ) -> Result<(), StatusWriteError> {
+        let id = link.id.expose_secret().to_string();
+        let incarnation = self.incarnation;
+        let written = self.api_write(|w| {
+            if let Some(sim) = w.leaf.links.iter_mut().find(|l| l.id == id) {
+                sim.handed_out = true;
+            }
+            w.link_secret = Some((incarnation, id));
+        });
+        match written {
+            Io::Answer(answer) => answer,
+            Io::Dead => dead().await,
+        }
+    }
+
+    async fn delete_link_secret(&self, _name: &str) -> Result<(), StatusWriteError> {
+        let incarnation = self.incarnation;
+        let deleted = self.api_write(|w| {
+            if w.link_secret
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == incarnation)
+            {
+                w.link_secret = None;
+            }
+        });
+        match deleted {
             Io::Answer(answer) => answer,
             Io::Dead => dead().await,
         }

@@ -166,6 +166,8 @@ pub struct World {
     pub tokens_issued: u64,
     next_request: u64,
     pub mutations: SimMutations,
+    /// The link Secret on the API server: the incarnation that owns it and the link id in it.
+    pub link_secret: Option<(u32, String)>,
 }
 
 impl World {
@@ -176,6 +178,10 @@ impl World {
         }))
         .expect("spec");
         spec.adoption_policy = policy;
+        spec.reauthorization = shape.reauth.then(magic_link_policy);
+        if shape.reauth && shape.no_secret {
+            spec.credentials_secret_ref = None;
+        }
         let mut replicas = [
             Replica::new(shape.skews[0], shape.phases[0]),
             Replica::new(shape.skews[1], shape.phases[1]),
@@ -216,6 +222,7 @@ impl World {
             tokens_issued: 0,
             next_request: 1,
             mutations: SimMutations::default(),
+            link_secret: None,
         };
         world.refresh_fences();
         world
@@ -649,12 +656,19 @@ impl World {
                     "stringData": {"clientId": client_id, "clientSecret": client_secret, "refreshToken": refresh_token}
                 }))
                 .expect("secret");
-                secret::parse_trimble_secret(&k8s, &self.object.spec.credentials_secret_ref)
+                let reference = self
+                    .object
+                    .spec
+                    .credentials_secret_ref
+                    .as_ref()
+                    .expect("the simulated resource names its Secret");
+                secret::parse_trimble_secret(&k8s, reference)
             }
         }
     }
 
     pub fn secret_client(&self) -> Option<&str> {
+        self.object.spec.credentials_secret_ref.as_ref()?;
         match &self.secret {
             SecretState::Complete { client_id, .. } => Some(client_id),
             _ => None,
@@ -717,6 +731,7 @@ impl World {
         let incarnation = self.object.incarnation;
         let status = self.object.status.clone();
         self.books.tracked(now, incarnation, &status, &self.leaf);
+        self.books.links(now, incarnation, &status, &self.leaf);
     }
 
     /// The finalizer goes.
@@ -799,6 +814,13 @@ impl World {
     }
 }
 
+/// `reauthorization` as a user would write it: Magic Links valid for an hour (renewed 12 minutes
+/// before they expire).
+pub fn magic_link_policy() -> leaf_operator::crd::Reauthorization {
+    serde_json::from_value(serde_json::json!({"policy": "MagicLink", "expiresIn": "1h"}))
+        .expect("reauthorization")
+}
+
 /// What Leaf answered a write that arrived.
 pub enum Arrival {
     Post(PostAnswer),
@@ -811,6 +833,12 @@ pub struct Shape {
     pub skews: [SignedDuration; 2],
     pub phases: [SignedDuration; 2],
     pub leaf_skew: SignedDuration,
+    /// The resource has `reauthorization.policy: MagicLink` (a Magic Link for the grower when
+    /// its credential dies).
+    pub reauth: bool,
+    /// With `reauth`: the resource names no Secret at all, and connects through the grower's
+    /// Magic Link from the start.
+    pub no_secret: bool,
 }
 
 impl Default for Shape {
@@ -819,6 +847,8 @@ impl Default for Shape {
             skews: [SignedDuration::ZERO; 2],
             phases: [SignedDuration::ZERO, SignedDuration::from_millis(700)],
             leaf_skew: SignedDuration::ZERO,
+            reauth: false,
+            no_secret: false,
         }
     }
 }
@@ -843,10 +873,19 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
         }
         let tc = w.tc();
         let deleting = w.object.deleting;
+        // The link Secret, read as `link_secret::read_id` reads it: only one this incarnation owns.
+        let link_id = w
+            .link_secret
+            .as_ref()
+            .filter(|(owner, _)| *owner == w.object.incarnation)
+            .filter(|_| w.object.status.magic_link.is_some())
+            .map(|(_, id)| secrecy::SecretString::from(id.clone()));
         let reads = Reads {
-            credentials: (!deleting).then(|| w.secret_read()),
+            credentials: (!deleting && w.object.spec.credentials_secret_ref.is_some())
+                .then(|| w.secret_read()),
             account: AccountRead::Default(Some(LeafAccount::token("leaf-token"))),
             conflict: ConflictFact::Clear,
+            link_id,
         };
         let alert_at = w.hint.take();
         let replica_now = w.replicas[r].clock(w.now);
@@ -862,6 +901,7 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
                 now: replica_now,
                 instant,
                 observe_only: false,
+                reauthorization_default: leaf_operator::crd::ReauthorizationPolicy::None,
             },
         );
         (
@@ -881,6 +921,7 @@ pub fn reconcile(cell: &Mutex<World>, r: usize) {
         secret: secret.as_ref(),
         generation,
         handled_at: observed.handled_at,
+        link_id: observed.link_id.take(),
     };
     enum Ran {
         Applied(Result<Applied, Interrupted>),

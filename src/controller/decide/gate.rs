@@ -58,7 +58,9 @@ pub fn gate(f: &Facts) -> Gate {
                 .spec
                 .credentials_secret_ref
                 .as_ref()
-                .map_or(("", ""), |s| (s.name.as_str(), s.refresh_token_key.as_str()));
+                .map_or(("", ""), |s| {
+                    (s.name.as_str(), s.refresh_token_key.as_str())
+                });
             let message = format!(
                 "Secret {name:?} (key {key:?}) also holds the refresh token of the older TrimbleConnection {older}, which is \
                  for another Leaf user; a Trimble refresh token works only once, so this one sends nothing to Leaf \

@@ -24,10 +24,14 @@ pub enum Mutation {
     DeleteNeverInDoubt,
     /// A failed Leaf call is retried at once.
     NoBackoff,
+    /// A Magic Link about to expire is replaced by a new one without deleting it first.
+    RenewWithoutDelete,
+    /// Any credential that appears while a Magic Link is out is taken as the grower's.
+    AnyArrivalIsTheGrowers,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 10] = [
         Self::ResendUnresolved,
         Self::ForgetSentTokens,
         Self::AnyCredentialIsOurs,
@@ -36,6 +40,8 @@ impl Mutation {
         Self::NoInDoubtWait,
         Self::DeleteNeverInDoubt,
         Self::NoBackoff,
+        Self::RenewWithoutDelete,
+        Self::AnyArrivalIsTheGrowers,
     ];
 }
 

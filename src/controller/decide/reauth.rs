@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::mutation::{self, Mutation};
 use super::{CLOCK_SKEW, Facts, SecretFact};
 use crate::crd::{
     LinkSettings, MagicLinkStatus, PendingLink, Reauthorization, ReauthorizationPolicy,
@@ -91,7 +92,9 @@ pub fn settings_of(
         .expires_in
         .as_deref()
         .and_then(parse_go_duration)
-        .map_or(DEFAULT_EXPIRES_IN, |d| d.clamp(MIN_EXPIRES_IN, MAX_EXPIRES_IN));
+        .map_or(DEFAULT_EXPIRES_IN, |d| {
+            d.clamp(MIN_EXPIRES_IN, MAX_EXPIRES_IN)
+        });
     Some(ReauthSettings {
         expires_in,
         link_secret_name: reauth
@@ -160,6 +163,27 @@ pub enum RetireWhy {
     PolicyOff,
     /// A credential appeared that the link does not account for.
     NotFromLink,
+    /// The grower can no longer use it: opened as often as Leaf allows (`maxUsage`), or gone from
+    /// Leaf (deleted by someone else).
+    Unusable,
+}
+
+/// Whether the link the status names can still serve the grower, from its record at Leaf now
+/// (None: Leaf has no such link). A link Leaf does not show yet, moments after it was made, is
+/// given the read-lag allowance before it counts as gone.
+pub fn still_usable(f: &Facts, link: &MagicLinkStatus, record: Option<&MagicLink>) -> bool {
+    match record {
+        Some(record) => !record.is_used_up(),
+        None => {
+            let created = link
+                .created_at
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok());
+            let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
+            let lag = jiff::SignedDuration::try_from(f.windows.read_lag).unwrap_or_default();
+            created.is_some_and(|created| f.now < created + skew + lag)
+        }
+    }
 }
 
 /// The link step for what Leaf showed, when there is one. `base`: what the credential rows chose
@@ -224,6 +248,9 @@ fn step_with_link(
         };
     }
     let renew_in = renew_in(f, link);
+    if renew_in.is_zero() && mutation::on(Mutation::RenewWithoutDelete) {
+        return LinkStep::Issue;
+    }
     if renew_in.is_zero() {
         LinkStep::Retire {
             why: RetireWhy::Renew,
@@ -265,6 +292,9 @@ pub fn renew_in(f: &Facts, link: &MagicLinkStatus) -> Duration {
 /// used, and the credential was created after the link was created and no earlier than the grower
 /// last opened it (Leaf's clock on both sides, widened by the clock skew).
 pub fn came_from_link(record: &LinkRecord, credential: &Credential) -> bool {
+    if mutation::on(Mutation::AnyArrivalIsTheGrowers) {
+        return true;
+    }
     let used = record.usage_count.is_some_and(|count| count > 0);
     let skew = jiff::SignedDuration::try_from(CLOCK_SKEW).unwrap_or_default();
     let Some(created) = credential.created_at() else {
@@ -308,10 +338,9 @@ pub fn made_by_pending<'a>(
 
 /// How long a link create in `pending` may still land (zero: its window closed).
 pub fn pending_left(f: &Facts, pending: &PendingLink) -> Duration {
-    pending
-        .send_by
-        .parse()
-        .map_or(Duration::ZERO, |send_by| f.windows.landing_left(send_by, f.now))
+    pending.send_by.parse().map_or(Duration::ZERO, |send_by| {
+        f.windows.landing_left(send_by, f.now)
+    })
 }
 
 #[cfg(test)]
@@ -381,7 +410,16 @@ mod tests {
             status,
             ..base.clone()
         };
-        let cases: Vec<(&str, Facts, Option<Credential>, bool, bool, LinkStep)> = vec![
+        // (name, facts, what Leaf shows, new values in the Secret, credential rows need values, step)
+        type Case = (
+            &'static str,
+            Facts,
+            Option<Credential>,
+            bool,
+            bool,
+            LinkStep,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "retired: delete it first",
                 at(status_with(Some("c1"), Some(retired))),
@@ -550,7 +588,10 @@ mod tests {
         );
         let mut no_time = made_at(now);
         no_time.created_time = None;
-        assert!(!came_from_link(&used, &no_time), "no creation time: no evidence");
+        assert!(
+            !came_from_link(&used, &no_time),
+            "no creation time: no evidence"
+        );
     }
 
     #[test]

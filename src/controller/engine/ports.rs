@@ -6,12 +6,12 @@
 
 use std::future::Future;
 
+use crate::controller::decide::reauth::ReauthSettings;
 use crate::controller::decide::transitions::Notice;
 use crate::crd::{CredentialEventSummary, TrimbleConnectionStatus};
-use crate::controller::decide::reauth::ReauthSettings;
 use crate::leaf::{Credential, CredentialEvent, Deleted, LeafError, MagicLink};
-use secrecy::SecretString;
 use crate::secret::TrimbleSecret;
+use secrecy::SecretString;
 
 /// Why a status write did not land (or may not have).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -11,9 +11,9 @@ use secrecy::SecretString;
 use super::status_patch::status_patch;
 use crate::controller::Context;
 use crate::controller::decide::reauth::ReauthSettings;
-use crate::controller::link_secret;
 use crate::controller::decide::transitions::Notice;
 use crate::controller::engine::{Ports, StatusWriteError};
+use crate::controller::link_secret;
 use crate::crd::{
     CredentialEventSummary, FIELD_MANAGER, TrimbleConnection, TrimbleConnectionStatus,
 };
@@ -228,7 +228,11 @@ impl Ports for KubePorts<'_> {
         self.ctx.leaf.delete_magic_link(account, id, &guard).await
     }
 
-    async fn write_link_secret(&self, name: &str, link: &MagicLink) -> Result<(), StatusWriteError> {
+    async fn write_link_secret(
+        &self,
+        name: &str,
+        link: &MagicLink,
+    ) -> Result<(), StatusWriteError> {
         let secrets: Api<Secret> = Api::namespaced(
             self.ctx.client.clone(),
             &self.tc.metadata.namespace.clone().unwrap_or_default(),

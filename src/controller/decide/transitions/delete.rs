@@ -36,7 +36,9 @@ impl Purpose {
             Purpose::Rotate => "deleting the old Trimble credential for rotation",
             Purpose::Replace => "deleting the existing Trimble credential (adoptionPolicy Replace)",
             Purpose::Cleanup => "deleting the Trimble credential",
-            Purpose::Withdraw => "deleting the dead Trimble credential before the grower re-authorizes",
+            Purpose::Withdraw => {
+                "deleting the dead Trimble credential before the grower re-authorizes"
+            }
         }
     }
 

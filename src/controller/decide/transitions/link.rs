@@ -140,10 +140,7 @@ fn expiry_text(link: &MagicLinkStatus) -> String {
 
 /// A link create failed. Certainly not applied: forget the intent, back off. Maybe applied: the
 /// intent stays and Leaf's list decides on the next look.
-pub fn issue_failed(
-    with_intent: TrimbleConnectionStatus,
-    error: &LeafError,
-) -> Transition {
+pub fn issue_failed(with_intent: TrimbleConnectionStatus, error: &LeafError) -> Transition {
     let mut next = with_intent;
     match answers::effect(Write::Create, error) {
         Effect::NotApplied => {
@@ -222,6 +219,11 @@ pub fn retire(f: &Facts, current: &TrimbleConnectionStatus, why: RetireWhy) -> T
         RetireWhy::PolicyOff => Outcome::new(
             Reason::Reauthorizing,
             "reauthorization.policy is no longer MagicLink: withdrawing the grower's Magic Link",
+        ),
+        RetireWhy::Unusable => Outcome::new(
+            Reason::Reauthorizing,
+            "The grower's Magic Link can no longer be used (opened as often as Leaf allows, or gone from Leaf): \
+             replacing it with a new one",
         ),
         RetireWhy::NotFromLink => Outcome::new(
             Reason::Reauthorizing,
@@ -399,7 +401,10 @@ mod tests {
         new.created_time = Some(ago(10).to_string());
         let t = judged(&f, &current, &new, Some(&used), None);
         assert_eq!(t.status.credential_id.as_deref(), Some("fresh"));
-        assert_eq!(t.status.credential_source, Some(CredentialSource::MagicLink));
+        assert_eq!(
+            t.status.credential_source,
+            Some(CredentialSource::MagicLink)
+        );
         assert!(t.status.magic_link.as_ref().unwrap().retired);
         assert_eq!(t.outcome.reason, Reason::CredentialValid);
         assert_eq!(

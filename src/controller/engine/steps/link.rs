@@ -34,15 +34,35 @@ pub(super) async fn run<P: Ports>(
             let transition = link::retire(f, w.current(), why);
             w.finish(transition).await
         }
-        LinkStep::AwaitGrower { .. } => {
-            let base = crate::controller::decide::transitions::base(f, w.current());
-            let transition = match base.magic_link.clone() {
-                Some(out) => link::await_grower(f, base, &out),
-                None => hold::await_settle(f, w.current(), reauth::AWAIT_GROWER_POLL),
-            };
-            w.finish(transition).await
-        }
+        LinkStep::AwaitGrower { .. } => await_grower(w, input).await,
     }
+}
+
+/// While the grower has not completed the link: is it still usable (not used up, not deleted at
+/// Leaf)? If not, it is replaced; otherwise wait.
+async fn await_grower<P: Ports>(
+    w: &mut StatusWriter<'_, P>,
+    input: &Input<'_>,
+) -> Result<Finished, Interrupted> {
+    let f = &input.facts.at(w.ports.now());
+    let base = crate::controller::decide::transitions::base(f, w.current());
+    let Some(out) = base.magic_link.clone() else {
+        let transition = hold::await_settle(f, w.current(), reauth::AWAIT_GROWER_POLL);
+        return w.finish(transition).await;
+    };
+    let record = match link_id(w, input).await {
+        Ok(Some(id)) => w.ports.get_magic_link(&id).await,
+        Ok(None) => Ok(None),
+        Err(error) => Err(error),
+    };
+    let transition = match record {
+        Ok(record) if !reauth::still_usable(f, &out, record.as_ref()) => {
+            link::retire(f, w.current(), reauth::RetireWhy::Unusable)
+        }
+        Ok(_) => link::await_grower(f, base, &out),
+        Err(error) => leaf_failed(base, &error, "reading the grower's Magic Link from Leaf"),
+    };
+    w.finish(transition).await
 }
 
 async fn issue<P: Ports>(
@@ -158,7 +178,12 @@ async fn find<P: Ports>(
             .reauth
             .as_ref()
             .map(|r| r.link_secret_name.clone())
-            .or_else(|| w.current().magic_link.as_ref().map(|l| l.secret_name.clone()))
+            .or_else(|| {
+                w.current()
+                    .magic_link
+                    .as_ref()
+                    .map(|l| l.secret_name.clone())
+            })
             .unwrap_or_default();
         w.ports.write_link_secret(&name, &issued).await?;
         info!(secret = %name, "found the Magic Link an interrupted create issued");
@@ -305,8 +330,13 @@ async fn withdraw<P: Ports>(
         warn!(%error, credential = %credential.id, "deleting the dead Trimble credential failed");
     }
     let f = &input.facts.at(w.ports.now());
-    let transition = match delete::after(f, w.current().clone(), &pending, answer, Purpose::Withdraw)
-    {
+    let transition = match delete::after(
+        f,
+        w.current().clone(),
+        &pending,
+        answer,
+        Purpose::Withdraw,
+    ) {
         AfterDelete::Gone { status, .. } => {
             info!(credential = %credential.id, "deleted the dead Trimble credential; a Magic Link follows");
             delete::withdrawn(f, status)
