@@ -41,10 +41,10 @@ pub const DEFAULT_REFRESH_INTERVAL: &str = "10m";
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Leaf User","type":"string","jsonPath":".spec.leafUserId"}"#,
     printcolumn = r#"{"name":"Credential","type":"string","jsonPath":".status.credentialStatus"}"#,
-    printcolumn = r#"{"name":"Grower Link","type":"string","jsonPath":".status.magicLink.secretName"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
-    printcolumn = r#"{"name":"Credential ID","type":"string","priority":1,"jsonPath":".status.credentialId"}"#
+    printcolumn = r#"{"name":"Credential ID","type":"string","priority":1,"jsonPath":".status.credentialId"}"#,
+    printcolumn = r#"{"name":"Grower Link","type":"string","priority":1,"jsonPath":".status.magicLink.secretName"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.credentialsSecretRef) || (has(self.reauthorization) && (!has(self.reauthorization.policy) || self.reauthorization.policy == 'MagicLink'))").message("credentialsSecretRef is required unless reauthorization.policy is MagicLink (the grower then connects through a Leaf Magic Link)"))]

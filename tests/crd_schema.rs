@@ -356,7 +356,24 @@ async fn invalid_secret_name_is_refused() {
 
     let missing_ref = json!({ "credentialsSecretRef": null });
     let message = refused_create(&api, with_spec(&namespace, "no-secret", missing_ref)).await;
-    assert_names(&message, &["spec.credentialsSecretRef", "Required value"]);
+    // Optional only for a grower connected through a Magic Link: the rule says so.
+    assert_names(
+        &message,
+        &["credentialsSecretRef is required unless reauthorization.policy is MagicLink"],
+    );
+    let link_only = json!({ "credentialsSecretRef": null, "reauthorization": {"policy": "MagicLink"} });
+    api.create(
+        &PostParams::default(),
+        &object(with_spec(&namespace, "link-only", link_only)),
+    )
+    .await
+    .expect("a resource connected through a Magic Link needs no Secret");
+    let short_link = json!({ "reauthorization": {"expiresIn": "10m"} });
+    let message = refused_create(&api, with_spec(&namespace, "short-link", short_link)).await;
+    assert_names(&message, &["expiresIn must be between 15m and 8760h"]);
+    let bad_colour = json!({ "reauthorization": {"settings": {"backgroundColor": "red"}} });
+    let message = refused_create(&api, with_spec(&namespace, "bad-colour", bad_colour)).await;
+    assert_names(&message, &["spec.reauthorization.settings.backgroundColor"]);
 
     let bad_auth_ref = json!({ "leafAuthSecretRef": { "name": "Leaf API" } });
     let message = refused_create(&api, with_spec(&namespace, "bad-auth", bad_auth_ref)).await;
@@ -472,7 +489,8 @@ async fn kubectl_get_prints_the_contract_columns() {
             "CREDENTIAL",
             "AGE",
             "MESSAGE",
-            "CREDENTIAL ID"
+            "CREDENTIAL ID",
+            "GROWER LINK"
         ],
         "kubectl get tc -o wide printed:\n{wide}"
     );

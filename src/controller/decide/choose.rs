@@ -75,6 +75,9 @@ pub enum ForeignWhy {
     /// Replace, but the Secret holds nothing that may be sent (its refresh token was sent
     /// before): deleting it would leave nothing in its place.
     NothingToSend,
+    /// The resource has no credentials Secret (it connects through the grower's Magic Link), and
+    /// the credential did not come from that link.
+    NotFromGrower,
 }
 
 /// What the in-doubt create (if any) turned out to be.
@@ -333,6 +336,11 @@ fn foreign(f: &Facts, credential: &Credential, sendable: bool) -> Step {
             credential,
             why: ForeignWhy::PolicyNever,
         },
+        // Nothing to compare its clientId with, nothing to replace it with.
+        (_, SecretFact::NotConfigured) => Step::Foreign {
+            credential,
+            why: ForeignWhy::NotFromGrower,
+        },
         (AdoptionPolicy::AdoptMatching, SecretFact::Present { client_id_hash, .. }) => {
             let matches = credential
                 .client_id
@@ -361,10 +369,7 @@ fn foreign(f: &Facts, credential: &Credential, sendable: bool) -> Step {
         }
         // Comparing clientIds, or creating ours after a DELETE, needs the Secret: never delete
         // what we could not replace.
-        (
-            _,
-            SecretFact::Missing { .. } | SecretFact::Invalid { .. } | SecretFact::NotConfigured,
-        ) => Step::NeedSecret {
+        (_, SecretFact::Missing { .. } | SecretFact::Invalid { .. }) => Step::NeedSecret {
             credential: Some(credential),
         },
     }

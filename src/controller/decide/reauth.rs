@@ -173,7 +173,7 @@ pub enum RetireWhy {
 /// given the read-lag allowance before it counts as gone.
 pub fn still_usable(f: &Facts, link: &MagicLinkStatus, record: Option<&MagicLink>) -> bool {
     match record {
-        Some(record) => !record.is_used_up(),
+        Some(record) => !record.is_used_up() && !record.is_expired(f.now),
         None => {
             let created = link
                 .created_at

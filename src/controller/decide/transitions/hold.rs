@@ -131,6 +131,11 @@ pub fn foreign(
             "adoptionPolicy Replace would replace it, but the refresh token in the Secret was sent to Leaf before and \
              works only once. Put a new refresh token from the grower into the Secret to replace it"
         }
+        ForeignWhy::NotFromGrower => {
+            "this resource has no credentials Secret to compare its clientId with, and the grower's Magic Link did not \
+             make it. Remove it from Leaf (the operator then issues a Magic Link for the grower), or delete this \
+             resource if it is wanted as it is"
+        }
         ForeignWhy::ClientIdDiffers => {
             "its clientId differs from the Secret's (or Leaf did not report one), so adoptionPolicy AdoptMatching leaves \
              it alone. Set adoptionPolicy: Replace to replace it, or remove it from Leaf"
