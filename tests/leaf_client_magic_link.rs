@@ -450,3 +450,54 @@ fn a_magic_link_debug_shows_neither_id_nor_link() {
     assert!(!debug.contains("PLANTED"), "{debug}");
     assert!(debug.contains(USER));
 }
+
+/// A Leaf whose create answers 201 with `body`, for answers the stand-in never gives.
+async fn leaf_answering_create_with(body: &'static str) -> String {
+    let app = axum::Router::new().route(
+        "/services/widgets/api/magic-link/users/{user}/authentication",
+        axum::routing::post(move || async move { (axum::http::StatusCode::CREATED, body) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_created_answer_without_a_readable_link_is_invalid_and_counts_as_applied() {
+    for body in [
+        "<html>created</html>",
+        r#"{"leafUserId": "u"}"#,
+        r#"{"id": "3b73923c-724a-44c7-a516-a775e81b27dd", "leafUserId": "u"}"#,
+    ] {
+        let origin = leaf_answering_create_with(body).await;
+        let client = LeafClient::new(
+            LeafClientConfig {
+                origin,
+                requests_per_second: 0.0,
+                ..LeafClientConfig::default()
+            },
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let error = client
+            .create_magic_link(
+                &leaf_operator::leaf::LeafAccount::token("static-token"),
+                USER,
+                &new_link(&MagicLinkSettings::default()),
+                &open_guard(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LeafError::InvalidResponse { .. }),
+            "{body}: {error:?}"
+        );
+        assert_eq!(effect(Write::Create, &error), Effect::Applied, "{body}");
+        assert_hides(
+            &error,
+            "3b73923c-724a-44c7-a516-a775e81b27dd",
+            "https://magic-link.withleaf.io/3b73923c-724a-44c7-a516-a775e81b27dd",
+        );
+    }
+}

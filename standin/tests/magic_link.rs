@@ -547,3 +547,87 @@ async fn the_controls_drive_the_grower_side_over_http() {
     assert_eq!(expire.status(), StatusCode::NO_CONTENT);
     assert!(leaf.magic_links()[0].is_expired(jiff::Timestamp::now()));
 }
+
+/// Kills the stand-in process when the test ends, passed or failed.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_magic_links_with_its_app_key_flag_and_controls() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leaf-standin"))
+        .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--user", USER])
+        .args(["--app-key", &format!("farm-app:{CLIENT_ID}")])
+        .args(["--magic-link-max-usage", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn leaf-standin");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = Process(child);
+    let mut line = String::new();
+    let mut stdout = BufReader::new(stdout);
+    stdout.read_line(&mut line).unwrap();
+    let origin = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+
+    let response = http()
+        .post(format!(
+            "{origin}/services/widgets/api/magic-link/users/{USER}/authentication"
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({"provider": "Trimble"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let link: Value = http()
+        .get(format!(
+            "{origin}/services/widgets/api/magic-link/authentication/{id}"
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(link["maxUsage"], 1, "from --magic-link-max-usage");
+    let complete = http()
+        .post(format!("{origin}/_standin/magic-links/{id}/complete"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(complete.status(), StatusCode::OK);
+    let credential: Value = http()
+        .get(format!("{origin}/_standin/users/{USER}/credential"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credential["clientId"], CLIENT_ID, "from --app-key");
+
+    // Stop it and read everything it printed: no link or id in its output.
+    drop(process);
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut printed).unwrap();
+    assert!(
+        !printed.contains(&id),
+        "the stand-in printed a link id: {printed}"
+    );
+}
