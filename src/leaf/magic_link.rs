@@ -8,7 +8,9 @@
 //! connect a Trimble account to the grower's Leaf user. Leaf documents the id as the last path
 //! segment of the link, so the id is as secret as the link: both are parsed straight into
 //! `SecretString`s, and every error of these calls has both removed from its text
-//! (`without_values`). The request paths that carry the id are never logged or quoted: the
+//! (`without_values`), and with them any word that looks like a link or a UUID-shaped id
+//! ([`without_link_ids`]: an error may quote a link this call does not know, such as another
+//! entry of the list, and the generic scrubbing keeps UUIDs). The request paths that carry the id are never logged or quoted: the
 //! client logs only operation, status and latency, and transport errors keep only the innermost
 //! cause, which names no URL.
 
