@@ -107,12 +107,17 @@ impl LeafError {
     /// Replaces every occurrence of the given secret values in the details: Leaf may quote a
     /// short secret we sent (a refresh token, a password) that no pattern would recognise.
     pub(crate) fn without_values(self, values: &[&str]) -> Self {
-        let clean = |detail: String| {
+        self.map_detail(|detail| {
             values
                 .iter()
                 .filter(|value| value.len() >= 3)
                 .fold(detail, |detail, value| detail.replace(value, "[REDACTED]"))
-        };
+        })
+    }
+
+    /// The same error with `clean` applied to its detail text (for redactions beyond
+    /// [`LeafError::without_values`]).
+    pub(crate) fn map_detail(self, clean: impl Fn(String) -> String) -> Self {
         match self {
             Self::Unavailable {
                 status,

@@ -8,7 +8,9 @@
 //! connect a Trimble account to the grower's Leaf user. Leaf documents the id as the last path
 //! segment of the link, so the id is as secret as the link: both are parsed straight into
 //! `SecretString`s, and every error of these calls has both removed from its text
-//! (`without_values`). The request paths that carry the id are never logged or quoted: the
+//! (`without_values`), and with them any word that looks like a link or a UUID-shaped id
+//! ([`without_link_ids`]: an error may quote a link this call does not know, such as another
+//! entry of the list, and the generic scrubbing keeps UUIDs). The request paths that carry the id are never logged or quoted: the
 //! client logs only operation, status and latency, and transport errors keep only the innermost
 //! cause, which names no URL.
 
@@ -219,10 +221,50 @@ pub(crate) fn parse_app_keys(body: &str) -> Option<Vec<AppKey>> {
     Some(entries.iter().filter_map(parse_app_key).collect())
 }
 
-/// The error for a non-success answer, with the link's secret values removed from its text.
+/// The error for a non-success answer, with the link's secret values removed from its text,
+/// and anything else that may be a link or a link id (see [`without_link_ids`]).
 fn answer_error(answer: &super::client::Answer, is_create: bool, secrets: &[&str]) -> LeafError {
     LeafError::from_answer(answer.status, &answer.headers, &answer.body, is_create)
         .without_values(secrets)
+        .map_detail(without_link_ids)
+}
+
+/// Leaf's error texts may quote a link or an id this client does not know (a list's entry, the
+/// link a failed create made): every word that is a Magic Link URL, names `magic-link`, or is
+/// UUID-shaped (Leaf's ids are UUIDs; a Leaf user id goes too, on purpose) is replaced. The
+/// generic scrubbing keeps UUIDs, which is right for user ids but not for link ids.
+pub(crate) fn without_link_ids(text: String) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || "-_.:/~+%".contains(c);
+    let flush = |word: &mut String, out: &mut String| {
+        let lower = word.to_ascii_lowercase();
+        let secret = lower.contains("magic-link")
+            || lower.contains("magic_link")
+            || word.split(['/', ':', '.']).any(is_uuid_like);
+        out.push_str(if secret { "[REDACTED]" } else { word });
+        word.clear();
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    for c in text.chars() {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Five dash-separated groups of 8-4-4-4-12 hex digits, or 32 hex digits.
+fn is_uuid_like(word: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    let groups: Vec<&str> = word.split('-').collect();
+    let uuid = groups.len() == 5
+        && groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| hex(g));
+    uuid || (word.len() == 32 && hex(word))
 }
 
 fn invalid(what: &str) -> LeafError {
@@ -298,7 +340,8 @@ impl LeafClient {
                 Some(&body),
                 Some(guard),
             )
-            .await?;
+            .await
+            .map_err(|error| error.map_detail(without_link_ids))?;
         // The id and link of what Leaf created, if its answer names them, are removed from any
         // error (a 2xx cannot become one below, but a gateway may wrap a created body in a 5xx).
         let created = serde_json::from_str::<Value>(&answer.body)
@@ -337,7 +380,7 @@ impl LeafClient {
                 None,
             )
             .await
-            .map_err(|error| error.without_values(&secrets))?;
+            .map_err(|error| error.without_values(&secrets).map_detail(without_link_ids))?;
         match answer.status {
             StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => serde_json::from_str::<Value>(&answer.body)
@@ -367,8 +410,7 @@ impl LeafClient {
             )
             .await?;
         if !answer.status.is_success() {
-            // No single link to remove: the excerpt is scrubbed (long hex and token-like words)
-            // and cut short, and this body is an error, not the list.
+            // No single link to remove: whatever looks like a link or an id goes.
             return Err(answer_error(&answer, false, &[]));
         }
         parse_magic_link_list(&answer.body).ok_or_else(|| invalid("the Magic Link list"))
@@ -393,7 +435,7 @@ impl LeafClient {
                 Some(guard),
             )
             .await
-            .map_err(|error| error.without_values(&secrets))?;
+            .map_err(|error| error.without_values(&secrets).map_detail(without_link_ids))?;
         match answer.status {
             StatusCode::NOT_FOUND => Ok(Deleted::NothingThere),
             status if status.is_success() => Ok(Deleted::Removed),
@@ -537,6 +579,22 @@ mod tests {
         assert_eq!(parse_app_keys(&all).unwrap().len(), 1, "other providers");
         assert_eq!(parse_app_keys("[]").unwrap(), vec![]);
         assert!(parse_app_keys("nope").is_none());
+    }
+
+    #[test]
+    fn error_texts_lose_links_and_uuid_shaped_ids() {
+        let id = "3b73923c-724a-44c7-a516-a775e81b27dd";
+        let text = format!(
+            "see https://magic-link.withleaf.io/{id}: link {id}, /magic-link/authentication/{id} ({id}) and ABCDEF0123456789abcdef0123456789; expiresIn must be at least 900"
+        );
+        let clean = without_link_ids(text);
+        assert!(!clean.contains(id) && !clean.contains("ABCDEF"), "{clean}");
+        assert!(!clean.contains("magic-link"), "{clean}");
+        assert!(clean.ends_with("expiresIn must be at least 900"), "{clean}");
+        assert_eq!(
+            without_link_ids("Application info for provider Trimble not found".into()),
+            "Application info for provider Trimble not found"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub(crate) fn router(handle: Handle) -> Router {
         .route("/_standin/behaviour", post(behaviour))
         .route("/_standin/pending", get(pending))
         .merge(crate::alerts::control_routes())
+        .merge(crate::magic_link::control_routes())
         .with_state(handle)
 }
 

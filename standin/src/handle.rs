@@ -296,8 +296,8 @@ impl Handle {
         self.with(|s| s.read_lag)
     }
 
-    /// The next `n` credential requests with `method` (e.g. "DELETE", "POST"; logins never) are
-    /// processed, and answered, only `delay` after they arrived, and processed even if their
+    /// The next `n` credential or Magic Link requests with `method` (e.g. "DELETE", "POST";
+    /// logins, webhooks and app keys never) are processed, and answered, only `delay` after they arrived, and processed even if their
     /// client gave up meanwhile: a write that lands after the client's timeout. Requests after
     /// those `n` are served at once. A request is counted when it arrives, unless a counted
     /// fault (drop, 429, 401, 5xx, outage) answers it instead. Replaces what was set for
@@ -319,8 +319,8 @@ impl Handle {
         self.with(|s| s.late_pending)
     }
 
-    /// The next `n` credential requests with `method` are processed normally (a POST stores the
-    /// credential, a DELETE removes it), then answered with `status` instead (503 is the usual),
+    /// The next `n` credential or Magic Link requests with `method` are processed normally (a
+    /// POST stores the credential or creates the link, a DELETE removes it), then answered with `status` instead (503 is the usual),
     /// as a gateway does when it times out a backend that finished the work. The body is the
     /// `fail_body` of [`Faults`] (JSON as problem+json), else a plain-text line. Counted in
     /// `injected_failures` and `failed_after_apply`. Whatever the processing answered (404 for a
@@ -336,7 +336,8 @@ impl Handle {
         self.with(|s| state::set_next(&mut s.faults.fail_after_apply_next, entry));
     }
 
-    /// Holds every credential request with `method` (e.g. "POST"; logins are never held)
+    /// Holds every credential or Magic Link request with `method` (e.g. "POST"; logins are never
+    /// held)
     /// unanswered until [`Handle::release_held`]; a held request is processed even if its client
     /// gave up meanwhile.
     pub fn hold(&self, method: &str) {

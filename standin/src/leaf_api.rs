@@ -42,6 +42,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         )
         .route(EVENTS, get(get_events))
         .merge(crate::alerts::routes())
+        .merge(crate::magic_link::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -143,11 +144,10 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
                 Decision::Pass
             }
         };
-        // Only the credential endpoints are detained or fail after apply (a login is a POST
-        // too), and only requests that will be processed: one answered with a fault above is not,
-        // so it uses up no `late_next` / `fail_after_apply_next`.
-        let detain = if path.contains("/trimble-credentials") && matches!(decision, Decision::Pass)
-        {
+        // Only the credential and Magic Link endpoints are detained or fail after apply (a login
+        // is a POST too), and only requests that will be processed: one answered with a fault
+        // above is not, so it uses up no `late_next` / `fail_after_apply_next`.
+        let detain = if detainable(&path) && matches!(decision, Decision::Pass) {
             detain(&mut state, &method)
         } else {
             Detain::default()
@@ -162,7 +162,7 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
     let pending = detain.delay.map(|_| LatePending(shared.clone()));
     // A credential write that reached Leaf is processed whatever its client does (a server does
     // not cancel a POST because the caller hung up): it runs detached, latency included.
-    let credential_write = path.contains("/trimble-credentials")
+    let credential_write = detainable(&path)
         && (method.eq_ignore_ascii_case("POST") || method.eq_ignore_ascii_case("DELETE"));
     let detached = matches!(decision, Decision::Pass)
         && (detain.hold || detain.delay.is_some() || credential_write);
@@ -247,6 +247,13 @@ async fn faults_and_log(State(shared): State<Shared>, request: Request, next: Ne
         }
     };
     log_answer(&shared, response, method, path, caller, arrived)
+}
+
+/// The endpoints whose requests `late_next`, `fail_after_apply_next`, `hold` and `slow` apply
+/// to, and whose writes run to the end when their client gives up: the Trimble credentials (and
+/// their events) and the Magic Links. Not logins, webhooks or app keys.
+fn detainable(path: &str) -> bool {
+    path.contains("/trimble-credentials") || path.starts_with("/services/widgets/api/magic-link/")
 }
 
 /// An injected error answer: `body` when given (JSON is sent as problem+json), else a plain-text

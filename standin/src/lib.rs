@@ -8,6 +8,9 @@
 //! ([`LateNext`]), applied but answered with an error ([`FailAfterApplyNext`]), or applied but
 //! not yet visible to reads (`Handle::set_read_lag`).
 //!
+//! Leaf's Alerts (webhooks) and Magic Link (with the Trimble app keys) services are served too,
+//! behind the same authentication, faults and request log (`alerts`, `magic_link`).
+//!
 //! In-process: `StandIn::start(config).await`, then the [`Handle`] methods (reached through
 //! `Deref`). Process mode: the `leaf-standin` binary, controlled under `/_standin/`.
 
@@ -15,6 +18,7 @@ mod alerts;
 mod control;
 mod handle;
 mod leaf_api;
+mod magic_link;
 mod server;
 mod state;
 
@@ -28,6 +32,10 @@ pub use alerts::{
     DeliveryAttempt, FailedCall, RETRY_MINUTES, StoredWebhook, credentials_body,
 };
 pub use handle::Handle;
+pub use magic_link::{
+    APP_KEYS, DEFAULT_MAX_USAGE, LINK_ORIGIN, LinkRefused, MAGIC_LINK_CREATE, MAGIC_LINKS,
+    MAX_EXPIRES_IN, MIN_EXPIRES_IN, PROVIDERS, StoredAppKey, StoredMagicLink,
+};
 pub use state::{
     BadRefresh, BadRefreshMode, Counters, FailAfterApplyNext, Faults, LateNext, OnExisting,
     RecordedRequest, RetryAfter, StoredCredential, StoredEvent, fake_jwt, http_date, leaf_time,

@@ -29,6 +29,13 @@ struct Args {
     /// A registered Leaf user id (repeatable).
     #[arg(long = "user")]
     users: Vec<String>,
+    /// A registered Trimble application, `appName:clientId` (repeatable): the prerequisite of a
+    /// Magic Link.
+    #[arg(long = "app-key", value_parser = parse_account)]
+    app_keys: Vec<(String, String)>,
+    /// `maxUsage` of new Magic Links.
+    #[arg(long, default_value_t = leaf_standin::DEFAULT_MAX_USAGE)]
+    magic_link_max_usage: u64,
     /// Create unknown Leaf users on first use instead of answering 404.
     #[arg(long)]
     auto_create_users: bool,
@@ -191,6 +198,10 @@ async fn main() {
     standin.set_alert_time_scale(args.alert_time_scale);
     standin.set_confirmation_signed(args.confirmation_signed);
     standin.set_read_lag(Duration::from_millis(args.read_lag_ms));
+    for (app_name, client_id) in &args.app_keys {
+        standin.register_app_key(app_name, client_id);
+    }
+    standin.set_magic_link_max_usage(args.magic_link_max_usage);
     // Set before the address is printed, so before any client can call. One entry per method:
     // a later flag for the same method wins.
     for late in &args.late_next {

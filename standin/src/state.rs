@@ -125,7 +125,7 @@ pub struct Faults {
 }
 
 /// The next `count` requests with `method` to the Trimble credential endpoints (`.../trimble-
-/// credentials` and its `/events`) are processed, and answered, only `delay` after they arrived;
+/// credentials` and its `/events`) or the Magic Link endpoints (`.../magic-link/...`) are processed, and answered, only `delay` after they arrived;
 /// they are processed even if their client gave up meanwhile (a write that lands after the
 /// client's timeout). Later requests are served at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,8 +138,8 @@ pub struct LateNext {
     pub delay: Duration,
 }
 
-/// The next `count` requests with `method` to the Trimble credential endpoints are processed
-/// normally (a POST stores the credential, a DELETE removes it), then answered with `status`
+/// The next `count` requests with `method` to the Trimble credential or Magic Link endpoints are
+/// processed normally (a POST stores the credential or creates the link, a DELETE removes it), then answered with `status`
 /// instead, as a gateway does when it times out a backend that finished the work. The body is
 /// `Faults::fail_body` (problem+json when JSON) or a plain-text line, like other injected
 /// failures.
@@ -416,6 +416,8 @@ pub(crate) struct State {
     pub next_id: u64,
     /// Leaf's Alerts service: webhooks, deliveries, failed calls.
     pub alerts: crate::alerts::AlertsState,
+    /// Leaf's Magic Link service and the Trimble app keys.
+    pub magic: crate::magic_link::MagicLinkState,
 }
 
 /// Result of checking a bearer token.
@@ -451,6 +453,7 @@ impl State {
             rng: 1,
             next_id: 1,
             alerts: crate::alerts::AlertsState::default(),
+            magic: crate::magic_link::MagicLinkState::default(),
         }
     }
 
