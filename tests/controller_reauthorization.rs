@@ -126,11 +126,23 @@ async fn a_dead_credential_becomes_a_link_and_the_growers_completion_makes_it_re
     assert!(f.standin.set_status(user, "invalid"));
     f.poke("farm").await;
     let link = awaiting_grower(&f, "farm", user).await;
-    let (kind, note) = f.wait_event("farm", "ReauthorizationLinkIssued", WAIT).await;
+    let (kind, note) = f
+        .wait_event("farm", "ReauthorizationLinkIssued", WAIT)
+        .await;
     assert_eq!(kind, "Warning");
     assert!(note.contains("farm-magic-link"), "{note}");
     // The dead credential went first, with one DELETE; no refresh token was POSTed again.
     assert!(f.standin.credential(user).is_none(), "the dead one is gone");
+    assert_eq!(
+        f.get("farm")
+            .await
+            .status
+            .unwrap()
+            .credential_status
+            .as_deref(),
+        Some("invalid"),
+        "the status shows what Leaf last said of it, not the check before"
+    );
     assert_eq!(f.count_calls(user, "DELETE"), 1);
     assert_eq!(f.count_calls(user, "POST"), 1);
     let tc = f.get("farm").await;
@@ -153,7 +165,10 @@ async fn a_dead_credential_becomes_a_link_and_the_growers_completion_makes_it_re
     assert_eq!(status.credential_source, Some(CredentialSource::MagicLink));
     f.wait_until_status("farm", WAIT, |s| s.magic_link.is_none())
         .await;
-    assert!(live_links(&f, user).is_empty(), "the link is deleted at Leaf");
+    assert!(
+        live_links(&f, user).is_empty(),
+        "the link is deleted at Leaf"
+    );
     assert!(
         link_secret(&f, "farm-magic-link").await.is_none(),
         "and its Secret removed"
@@ -220,9 +235,9 @@ async fn a_crd_refuses_a_resource_with_neither_a_secret_nor_a_link() {
         .await
         .expect_err("refused at admission");
     assert!(
-        refused
-            .to_string()
-            .contains("credentialsSecretRef is required unless reauthorization.policy is MagicLink"),
+        refused.to_string().contains(
+            "credentialsSecretRef is required unless reauthorization.policy is MagicLink"
+        ),
         "{refused}"
     );
     let refused = f
@@ -407,15 +422,52 @@ async fn new_values_in_the_secret_while_a_link_is_out_withdraw_it_and_are_used()
     // A person puts a fresh refresh token into the Secret: it wins over the link.
     f.put_credentials("creds", "client-a", "secret-a", "refresh-fresh")
         .await;
-    let tc = f
-        .wait_until_status("farm", WAIT, |s| {
-            s.credential_source == Some(CredentialSource::Secret)
-                && s.magic_link.is_none()
-                && s.credential_status.as_deref() == Some("OK")
-        })
-        .await;
-    assert_eq!(conditions(&tc)[0].2, "CredentialValid");
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    let status = tc.status.unwrap();
+    assert_eq!(status.credential_source, Some(CredentialSource::Secret));
+    assert!(status.magic_link.is_none());
     assert!(live_links(&f, user).is_empty(), "the link was withdrawn");
-    assert_eq!(f.count_calls(user, "POST"), 2, "the first, and the fresh token");
+    assert_eq!(
+        f.count_calls(user, "POST"),
+        2,
+        "the first, and the fresh token"
+    );
     assert!(f.standin.complete_magic_link(&link.id).is_err());
+}
+
+#[tokio::test]
+async fn a_link_create_answered_503_after_leaf_issued_it_is_found_not_issued_twice() {
+    let f = start("doubt").await;
+    let user = "user-doubt";
+    // The first POST (the link's create: this resource never POSTs a credential) is applied by
+    // Leaf, then answered 503.
+    f.standin.fail_after_apply_next("POST", 1, 503);
+    let mut spec = reauthorization();
+    spec["credentialsSecretRef"] = serde_json::Value::Null;
+    f.create_tc("farm", user, "unused", spec).await;
+    let link = awaiting_grower(&f, "farm", user).await;
+    assert_eq!(
+        f.standin.counters().failed_after_apply,
+        1,
+        "the create was answered 503 after Leaf applied it"
+    );
+    let created: Vec<_> = f
+        .standin
+        .magic_links()
+        .into_iter()
+        .filter(|l| l.leaf_user_id == user)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "the link Leaf issued despite the 503 was found in its list, not issued again: {created:?}"
+    );
+    assert_eq!(created[0].id, link.id);
+    let made = f.standin.complete_magic_link(&link.id).expect("completed");
+    let tc = f.wait_reason("farm", "CredentialValid", WAIT).await;
+    assert_eq!(
+        tc.status.unwrap().credential_id.as_deref(),
+        Some(made.as_str())
+    );
+    assert_no_link_anywhere(&f, "farm", &[link]).await;
 }

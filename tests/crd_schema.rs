@@ -361,7 +361,8 @@ async fn invalid_secret_name_is_refused() {
         &message,
         &["credentialsSecretRef is required unless reauthorization.policy is MagicLink"],
     );
-    let link_only = json!({ "credentialsSecretRef": null, "reauthorization": {"policy": "MagicLink"} });
+    let link_only =
+        json!({ "credentialsSecretRef": null, "reauthorization": {"policy": "MagicLink"} });
     api.create(
         &PostParams::default(),
         &object(with_spec(&namespace, "link-only", link_only)),

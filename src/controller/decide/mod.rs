@@ -8,6 +8,9 @@
 //!    one Leaf write (a rotation: a DELETE, then the create), and after each Leaf call the pure
 //!    [`transitions`] say what the answer means for the status, the reason and the next look.
 //!
+//! The grower's Magic Link (`spec.reauthorization`) has rows of its own, after the doubt rows:
+//! they are in [`reauth`], with their table.
+//!
 //! Deletion has its own pair, [`cleanup::gate`] and [`cleanup::choose`]. What each of Leaf's
 //! answers means for a write (applied, not, maybe) is the table in [`answers`]; the time rules
 //! (send deadline, window, read lag) are in [`windows`].

@@ -314,7 +314,11 @@ async fn withdraw<P: Ports>(
     if !w.ports.may_write() {
         return Err(Interrupted::Fenced("the DELETE"));
     }
-    let (intent, pending) = delete::intent(f, w.current(), &credential.id, Purpose::Withdraw);
+    // What Leaf said of it (dead) goes into the status with the intent: the resource must not go
+    // on showing the last check's OK while it re-authorizes.
+    let mut seen = w.current().clone();
+    crate::controller::decide::transitions::fill(&mut seen, credential);
+    let (intent, pending) = delete::intent(f, &seen, &credential.id, Purpose::Withdraw);
     w.write(intent.status, &intent.outcome).await?;
     if !w.ports.may_write() {
         return Err(Interrupted::Fenced("the DELETE"));
