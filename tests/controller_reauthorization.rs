@@ -471,3 +471,64 @@ async fn a_link_create_answered_503_after_leaf_issued_it_is_found_not_issued_twi
     );
     assert_no_link_anywhere(&f, "farm", &[link]).await;
 }
+
+#[tokio::test]
+async fn a_link_secret_name_that_is_someone_elses_secret_is_refused_and_left_alone() {
+    let f = start("taken").await;
+    let user = "user-taken";
+    f.put_secret("farm-magic-link", &[("note", "not the operator's")])
+        .await;
+    let mut spec = reauthorization();
+    spec["credentialsSecretRef"] = serde_json::Value::Null;
+    f.create_tc("farm", user, "unused", spec).await;
+    let tc = f.wait_reason("farm", "Conflict", WAIT).await;
+    assert!(
+        conditions_message(&tc).contains("linkSecretName"),
+        "{}",
+        conditions_message(&tc)
+    );
+    assert!(f.standin.magic_links().is_empty(), "nothing was issued");
+    let secret: Secret = f.secrets.get("farm-magic-link").await.unwrap();
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(data.len(), 1, "the other Secret is untouched: {data:?}");
+    // Another name: the link goes there.
+    f.patch_spec(
+        "farm",
+        serde_json::json!({"reauthorization": {"linkSecretName": "farm-grower-link"}}),
+    )
+    .await;
+    f.wait_reason("farm", "AwaitingGrower", WAIT).await;
+    assert!(link_secret(&f, "farm-grower-link").await.is_some());
+}
+
+#[tokio::test]
+async fn the_operator_default_applies_to_resources_without_their_own_reauthorization() {
+    let f = Fixture::start_with("default", StandInConfig::default(), |o| {
+        o.env("REAUTHORIZATION_DEFAULT", "MagicLink")
+    })
+    .await;
+    f.standin.register_app_key(APP, "client-a");
+    let user = "user-default";
+    f.put_default_credentials().await;
+    f.create_tc("farm", user, "creds", serde_json::json!({}))
+        .await;
+    f.wait_reason("farm", "CredentialValid", WAIT).await;
+    // One that opts out keeps today's behaviour.
+    f.put_credentials("creds-2", "client-a", "secret-a", "refresh-2")
+        .await;
+    f.create_tc(
+        "opted-out",
+        "user-opted-out",
+        "creds-2",
+        serde_json::json!({"reauthorization": {"policy": "None"}}),
+    )
+    .await;
+    f.wait_reason("opted-out", "CredentialValid", WAIT).await;
+    assert!(f.standin.set_status(user, "invalid"));
+    assert!(f.standin.set_status("user-opted-out", "invalid"));
+    f.poke("farm").await;
+    f.poke("opted-out").await;
+    awaiting_grower(&f, "farm", user).await;
+    f.wait_reason("opted-out", "CredentialInvalid", WAIT).await;
+    assert!(live_links(&f, "user-opted-out").is_empty());
+}

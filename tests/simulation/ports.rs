@@ -569,6 +569,11 @@ impl Ports for SimPorts<'_> {
         }
     }
 
+    async fn link_secret_free(&self, _name: &str) -> Result<bool, StatusWriteError> {
+        // The simulated namespace holds no Secret of that name but the resource's own.
+        Ok(true)
+    }
+
     async fn write_link_secret(
         &self,
         _name: &str,

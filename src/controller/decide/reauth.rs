@@ -612,4 +612,36 @@ mod tests {
         );
         assert_eq!(made_by_pending(&f, &pending, &[older, other_user]), None);
     }
+
+    #[test]
+    fn the_resource_setting_beats_the_operator_default_and_leafs_bounds_hold() {
+        use crate::crd::ReauthorizationPolicy::{MagicLink, None as Off};
+        let spec = |extra: serde_json::Value| {
+            spec_with(|s| s.reauthorization = serde_json::from_value(extra).unwrap())
+        };
+        let none = spec(serde_json::Value::Null);
+        assert_eq!(settings_of("farm", &none, Off), None);
+        let by_default = settings_of("farm", &none, MagicLink).expect("the default applies");
+        assert_eq!(by_default.link_secret_name, "farm-magic-link");
+        assert_eq!(by_default.expires_in, DEFAULT_EXPIRES_IN);
+        let opted_out = spec(serde_json::json!({"policy": "None"}));
+        assert_eq!(settings_of("farm", &opted_out, MagicLink), None);
+        let own =
+            spec(serde_json::json!({"expiresIn": "2h", "linkSecretName": "x", "appName": "app"}));
+        let own = settings_of("farm", &own, Off).expect("its own policy (MagicLink by default)");
+        assert_eq!(own.expires_in, Duration::from_secs(7200));
+        assert_eq!(own.link_secret_name, "x");
+        assert_eq!(own.app_name.as_deref(), Some("app"));
+        // An object stored before the schema's bounds: clamped to Leaf's.
+        let short = spec(serde_json::json!({"expiresIn": "1m"}));
+        assert_eq!(
+            settings_of("farm", &short, Off).unwrap().expires_in,
+            MIN_EXPIRES_IN
+        );
+        let long = spec(serde_json::json!({"expiresIn": "20000h"}));
+        assert_eq!(
+            settings_of("farm", &long, Off).unwrap().expires_in,
+            MAX_EXPIRES_IN
+        );
+    }
 }

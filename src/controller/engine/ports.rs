@@ -87,6 +87,13 @@ pub trait Ports: Sync {
         send_by: jiff::Timestamp,
     ) -> impl Future<Output = Result<Deleted, LeafError>> + Send;
 
+    /// Whether the Secret `name` may hold the resource's link: it does not exist, or the resource
+    /// owns it.
+    fn link_secret_free(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StatusWriteError>> + Send;
+
     /// Creates or replaces the Secret `name`, owned by the resource, holding `link` for the
     /// grower. Refused when a Secret of that name exists that the resource does not own.
     fn write_link_secret(

@@ -228,6 +228,19 @@ impl Ports for KubePorts<'_> {
         self.ctx.leaf.delete_magic_link(account, id, &guard).await
     }
 
+    async fn link_secret_free(&self, name: &str) -> Result<bool, StatusWriteError> {
+        let secrets: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.tc.metadata.namespace.clone().unwrap_or_default(),
+        );
+        match tokio::time::timeout(super::API_TIMEOUT, secrets.get_opt(name)).await {
+            Ok(Ok(None)) => Ok(true),
+            Ok(Ok(Some(existing))) => Ok(link_secret::owned_by(&existing, &self.tc)),
+            Ok(Err(error)) => Err(StatusWriteError::Refused(error.to_string())),
+            Err(_) => Err(StatusWriteError::TimedOut),
+        }
+    }
+
     async fn write_link_secret(
         &self,
         name: &str,

@@ -55,6 +55,20 @@ pub fn app_missing(f: &Facts, current: &TrimbleConnectionStatus) -> Transition {
     )
 }
 
+/// The Secret the link would go into exists and belongs to someone else: nothing is issued.
+pub fn secret_taken(f: &Facts, current: &TrimbleConnectionStatus) -> Transition {
+    let message = format!(
+        "Secret {:?} exists and is not owned by this TrimbleConnection, so the grower's Magic Link cannot be written \
+         into it and none is issued: set spec.reauthorization.linkSecretName to a name no other Secret uses",
+        secret_name(f)
+    );
+    Transition::new(
+        super::base(f, current),
+        Outcome::new(Reason::Conflict, message),
+        Next::Person,
+    )
+}
+
 /// The intent before asking Leaf for a link: on the server before the POST, so that a lost answer
 /// is looked for in Leaf's list instead of a second link issued.
 pub fn issue_intent(f: &Facts, current: &TrimbleConnectionStatus) -> (Transition, PendingLink) {

@@ -75,6 +75,11 @@ async fn issue<P: Ports>(
         let waiting = hold::need_new_values(f, w.current(), None, false);
         return w.finish(waiting).await;
     };
+    // A Secret of that name that is someone else's: no link is issued that could not be handed
+    // over (the write checks again, so a Secret created meanwhile is not overwritten either).
+    if !w.ports.link_secret_free(&settings.link_secret_name).await? {
+        return w.finish(link::secret_taken(f, w.current())).await;
+    }
     match w
         .ports
         .trimble_app_registered(settings.app_name.as_deref())
