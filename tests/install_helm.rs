@@ -1317,3 +1317,82 @@ metrics:
         Some("process_.*")
     );
 }
+
+#[tokio::test]
+async fn reauthorization_grants_secret_writes_only_when_enabled_and_sets_the_default() {
+    let cp = control_plane().await;
+    let secret_verbs = |args: &[&str]| -> BTreeSet<String> {
+        let rendered = documents(&helm_template(cp, "lo-reauth", "lo-reauth", args));
+        let role = one(&rendered, "ClusterRole");
+        role["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|rule| {
+                rule["resources"]
+                    .as_sequence()
+                    .is_some_and(|r| r.iter().any(|r| r.as_str() == Some("secrets")))
+            })
+            .flat_map(|rule| rule["verbs"].as_sequence().cloned().unwrap_or_default())
+            .filter_map(|verb| verb.as_str().map(str::to_string))
+            .collect()
+    };
+    let read_only: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
+    assert_eq!(secret_verbs(&[]), read_only, "off by default");
+    let with_links: BTreeSet<String> = ["get", "list", "watch", "create", "patch", "delete"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        secret_verbs(&["--set", "reauthorization.enabled=true"]),
+        with_links
+    );
+    let rendered = documents(&helm_template(
+        cp,
+        "lo-reauth",
+        "lo-reauth",
+        &[
+            "--set",
+            "reauthorization.enabled=true",
+            "--set",
+            "reauthorization.default=MagicLink",
+        ],
+    ));
+    let deployment = one(&rendered, "Deployment");
+    assert_eq!(
+        env_value(deployment, "REAUTHORIZATION_DEFAULT").and_then(Value::as_str),
+        Some("MagicLink")
+    );
+    let chart = repo(CHART);
+    let refused = cp.helm(&[
+        "template",
+        "lo-reauth",
+        chart.to_str().unwrap(),
+        "--set",
+        "reauthorization.default=Sometimes",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "the schema refuses an unknown policy"
+    );
+    // The plain-manifest install: the component adds the same rule to the ClusterRole.
+    let kustomized = documents(&support::install::kustomize_with_components(
+        cp,
+        "reauth-overlay",
+        &["reauthorization"],
+    ));
+    let role = kustomized
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "leaf-operator")
+        .expect("the operator's ClusterRole");
+    assert!(
+        role["rules"].as_sequence().unwrap().iter().any(|rule| {
+            rule["resources"]
+                .as_sequence()
+                .is_some_and(|r| r.iter().any(|r| r.as_str() == Some("secrets")))
+                && rule["verbs"]
+                    .as_sequence()
+                    .is_some_and(|v| v.iter().any(|v| v.as_str() == Some("create")))
+        }),
+        "{role:?}"
+    );
+}
