@@ -10,103 +10,22 @@
 //! - the SBOM names the operator and the crates compiled into it, with the versions of Cargo.lock,
 //!   and is attached to the index as an OCI artifact.
 //!
-//! The script runs once per test binary (a cold run builds two release binaries: minutes); the
-//! tests share its result. GitHub's part of a release (OIDC, ghcr, cosign) cannot run here:
+//! The script runs once per test binary (`support::release`; a cold run builds two release
+//! binaries: minutes); the tests share its result. GitHub's part of a release (OIDC, ghcr, cosign) cannot run here:
 //! .github/workflows/release.yml says so.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
 use support::install::{documents, expect_success, one, text};
-use support::{Registry, repo_root, shared_registry, tool_bin_dir};
-
-/// What `scripts/release.sh` printed on its last lines (`release_KEY=VALUE`).
-struct Release {
-    registry: &'static Registry,
-    values: BTreeMap<String, String>,
-    /// Where it wrote its files; kept for the binary's life (removed by the OS's temp cleaning
-    /// otherwise, and small: a chart and an SBOM).
-    _out: tempfile::TempDir,
-}
-
-impl Release {
-    fn get(&self, key: &str) -> &str {
-        self.values
-            .get(key)
-            .unwrap_or_else(|| panic!("scripts/release.sh printed no release_{key}"))
-    }
-}
-
-async fn release() -> &'static Release {
-    static RELEASE: OnceCell<Release> = OnceCell::const_new();
-    RELEASE
-        .get_or_init(|| async {
-            let registry = shared_registry().await;
-            let out = tempfile::tempdir().unwrap();
-            let target = format!("{}/leaf", registry.address());
-            let out_dir = out.path().to_path_buf();
-            let values = tokio::task::spawn_blocking(move || run_release(&target, &out_dir))
-                .await
-                .unwrap();
-            Release {
-                registry,
-                values,
-                _out: out,
-            }
-        })
-        .await
-}
-
-/// Runs `scripts/release.sh TARGET --out OUT`, echoing its progress, and parses its last lines.
-fn run_release(target: &str, out: &Path) -> BTreeMap<String, String> {
-    let script = repo_root().join("scripts/release.sh");
-    let mut child = Command::new(&script)
-        .arg(target)
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to run {}: {e}", script.display()));
-    let stderr = child.stderr.take().unwrap();
-    // Echoed as it comes: a cold run builds two release binaries and should say so.
-    let echo = std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(std::io::stderr(), "{line}");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .ok();
-    let status = child.wait().unwrap();
-    let stderr = echo.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "scripts/release.sh {target} failed ({status}):\n{stderr}"
-    );
-    stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("release_")?.split_once('='))
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect()
-}
+use support::release::shared_release as release;
+use support::{Registry, repo_root, tool_bin_dir};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"))

@@ -21,6 +21,7 @@ pub mod peer;
 pub mod pod;
 pub mod process;
 pub mod registry;
+pub mod release;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, control_plane, repo_root, tool_bin_dir};
