@@ -3,12 +3,15 @@
 # tests need, then runs them. Prints how long each step took.
 #
 #   1. prerequisites: the apt packages the tests run (openssl, lua5.4, util-linux for flock, curl,
-#      buildah, podman, runc, musl-tools, binutils; with sudo unless run as root), a Rust toolchain
-#      through rustup if cargo is missing, its musl target, and the rustfmt and clippy components
-#      (.ci/run's checks); Go >= 1.26 must be installed already (the run fails with how to get it);
-#   2. the control-plane binaries (scripts/test-tools.sh), the Go tools kstatus, argocd-lua and
-#      promtool (scripts/go-tool.sh), the image (scripts/image.sh) and the benchmark's peer
-#      (scripts/peer-tools.sh), each built once and cached under ~/.cache/leaf-operator/tools;
+#      buildah, podman, runc, musl-tools, binutils, qemu-user-static, python3-pip; with sudo
+#      unless run as root), a Rust toolchain through rustup if cargo is missing, its musl targets,
+#      and the rustfmt and clippy components (.ci/run's checks); Go >= 1.26 must be installed
+#      already (the run fails with how to get it);
+#   2. the control-plane binaries (scripts/test-tools.sh), the Go tools kstatus, argocd-lua,
+#      promtool and crane (scripts/go-tool.sh), the release tools cargo-zigbuild, zig and
+#      cargo-cyclonedx (scripts/release-tools.sh), the image for linux/amd64 and linux/arm64
+#      (scripts/image.sh) and the benchmark's peer (scripts/peer-tools.sh), each built once and
+#      cached under ~/.cache/leaf-operator/tools (the binaries in cargo's target directory);
 #   3. `cargo test --workspace --no-fail-fast`, then the simulation's mutation run
 #      (`cargo test --features mutations --test simulation mutation_caught`).
 #
@@ -51,9 +54,13 @@ install_prerequisites() {
   # openssl: the test control plane's certificates; lua5.4: the Argo CD health check's tests;
   # flock (util-linux): scripts/test-tools.sh serialises concurrent builds with it; buildah, podman
   # and runc: the image test builds the image and runs it (crun does not work on this machine
-  # kind); musl-gcc: the image's static binary; readelf (binutils): checks that it is static.
+  # kind); musl-gcc: the image's static binary; readelf (binutils): checks that it is static;
+  # qemu-aarch64-static: tests/release.rs runs the arm64 binary (no binfmt registration needed);
+  # python3 and pip: scripts/release-tools.sh installs zig from PyPI's ziglang wheel.
   apt_install openssl:openssl lua5.4:lua5.4 flock:util-linux curl:curl \
-    buildah:buildah podman:podman runc:runc musl-gcc:musl-tools readelf:binutils
+    buildah:buildah podman:podman runc:runc musl-gcc:musl-tools readelf:binutils \
+    qemu-aarch64-static:qemu-user-static python3:python3
+  python3 -m pip --version >/dev/null 2>&1 || apt_install pip3:python3-pip
 
   if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: installing the Rust toolchain with rustup"
@@ -64,9 +71,11 @@ install_prerequisites() {
   for component in rustfmt clippy; do
     grep -q "^$component" <<<"$installed" || rustup component add "$component"
   done
-  # The image's binary is linked statically against musl (scripts/image.sh).
-  rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
-    rustup target add x86_64-unknown-linux-musl
+  # The image's binary is linked statically against musl (scripts/image.sh), for linux/amd64 and
+  # linux/arm64 (scripts/release.sh).
+  for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+  done
 
   if ! command -v go >/dev/null 2>&1; then
     echo "error: Go >= 1.26 is needed to build the test control plane (kube-apiserver, etcd, kubectl, helm);" >&2
@@ -89,8 +98,14 @@ test_prerequisites() {
   step "go tool kstatus" scripts/go-tool.sh kstatus
   step "go tool argocd-lua" scripts/go-tool.sh argocd-lua
   step "go tool promtool" scripts/go-tool.sh promtool
+  # The tests' local OCI registry (tests/support/registry.rs) and reader of what is pushed there.
+  step "go tool crane" scripts/go-tool.sh crane
   # The static release binary and the FROM-scratch image tests/image.rs runs (incremental).
   step "image" scripts/image.sh
+  # scripts/release.sh's tools (cargo-zigbuild, zig, cargo-cyclonedx; installed once, cached) and
+  # its arm64 image (cross-built, incremental), which tests/release.rs pushes with the amd64 one.
+  step "release tools" scripts/release-tools.sh
+  step "image linux/arm64" scripts/image.sh --platform linux/arm64
   # The benchmark's peer, Crossplane's provider-http (BENCHMARKS.md, side by side), for
   # tests/peer_features.rs and peer_benchmark_harness_runs_at_n10. Its cold build time is in the
   # README's "Measured times"; later runs find it cached.

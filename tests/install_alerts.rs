@@ -17,7 +17,7 @@ use serde_yaml::Value;
 
 use leaf_standin::{StandIn, StandInConfig};
 use support::alerts::{SIGNING_SECRET, free_port, receiver_url};
-use support::install::assert_chart_matches_components;
+use support::install::{SET_IMAGE, assert_chart_matches_components};
 use support::operator::{Operator, OperatorOptions};
 use support::{ControlPlane, control_plane, repo_root, wait_until};
 
@@ -93,6 +93,8 @@ fn helm_template(cp: &ControlPlane, release: &str, namespace: &str, args: &[&str
         "--namespace",
         namespace,
         "--set",
+        SET_IMAGE,
+        "--set",
         "crds.install=false",
     ];
     all.extend_from_slice(args);
@@ -164,7 +166,13 @@ fn rule(
 async fn helm_lint_passes_with_alerts_an_ingress_a_network_policy_and_two_replicas() {
     let cp = control_plane().await;
     let chart = repo_root().join(CHART);
-    let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+    let mut args = vec![
+        "lint",
+        "--strict",
+        chart.to_str().unwrap(),
+        "--set",
+        SET_IMAGE,
+    ];
     args.extend_from_slice(ALERTS);
     args.extend([
         "--set",
@@ -368,7 +376,7 @@ async fn the_values_schema_and_the_templates_refuse_bad_alerts_values() {
         ),
         (vec!["alerts.enabled=true"], "alerts.secretName is required"),
     ] {
-        let mut args = vec!["template", "x", chart];
+        let mut args = vec!["template", "x", chart, "--set", SET_IMAGE];
         for set in &sets {
             args.extend(["--set", set]);
         }

@@ -1,6 +1,7 @@
 //! Files that must stay in step with the code: the CRD's copies in the chart and the kustomize
 //! base, the reasons in docs/troubleshooting.md, the flags in docs/configuration.md, and every
-//! operator setting exposed by the chart and the kustomize base.
+//! operator setting exposed by the chart and the kustomize base, and the docs section the chart
+//! names when no image is set.
 
 mod support;
 
@@ -114,5 +115,36 @@ fn chart_and_kustomize_base_set_every_operator_setting_by_environment() {
     assert!(
         missing.is_empty(),
         "operator settings not exposed: {missing:?}"
+    );
+}
+
+/// The chart's render failure and NOTES send users to this section: it must exist and give each
+/// way's real command.
+#[test]
+fn install_docs_say_how_to_get_an_image_into_a_cluster() {
+    let docs = read(&repo("docs/install.md"));
+    let section = docs
+        .split("### Getting an image into your cluster\n")
+        .nth(1)
+        .expect("docs/install.md has no section \"Getting an image into your cluster\"");
+    let section = section.split("\n### ").next().unwrap_or_default();
+    for command in [
+        "scripts/release.sh registry.example.com/platform",
+        "helm install leaf-operator oci://registry.example.com/platform/charts/leaf-operator --version",
+        "kind load image-archive",
+        "kind load docker-image",
+        "k3d image import",
+        "minikube image load",
+        "buildah push \"$image\" docker-archive:",
+    ] {
+        assert!(
+            section.contains(command),
+            "docs/install.md's \"Getting an image into your cluster\" lacks `{command}`"
+        );
+    }
+    let helpers = read(&repo("charts/leaf-operator/templates/_helpers.tpl"));
+    assert!(
+        helpers.contains("Getting an image into your cluster"),
+        "the chart's missing-image message no longer names the docs section"
     );
 }

@@ -14,8 +14,8 @@ use serde_yaml::Value;
 
 use support::control_plane;
 use support::install::{
-    CHART, CRD_NAME, HelmRelease, chart_installed_with_crd, documents, env_value, expect_success,
-    find, helm_template, kind_of, one, repo, server_dry_run, text,
+    CHART, CRD_NAME, HelmRelease, SET_IMAGE, chart_installed_with_crd, documents, env_value,
+    expect_success, find, helm_template, kind_of, one, repo, server_dry_run, text,
 };
 
 #[tokio::test]
@@ -25,7 +25,7 @@ async fn helm_lint_passes_with_default_and_namespaced_values() {
     let chart = chart.to_str().unwrap();
     expect_success(
         "helm lint (defaults)",
-        &cp.helm(&["lint", "--strict", chart]),
+        &cp.helm(&["lint", "--strict", chart, "--set", SET_IMAGE]),
     );
     expect_success(
         "helm lint (namespaced, 2 replicas, everything on)",
@@ -33,6 +33,8 @@ async fn helm_lint_passes_with_default_and_namespaced_values() {
             "lint",
             "--strict",
             chart,
+            "--set",
+            SET_IMAGE,
             "--set",
             "watchNamespaces={a,b}",
             "--set",
@@ -93,7 +95,7 @@ async fn helm_values_schema_rejects_a_typo_and_a_bad_value() {
             "/metrics/serviceMonitor/relabelings",
         ),
     ] {
-        let output = cp.helm(&["template", "x", chart, "--set", set]);
+        let output = cp.helm(&["template", "x", chart, "--set", SET_IMAGE, "--set", set]);
         let stderr = text(&output.stderr);
         assert!(
             !output.status.success(),
@@ -102,6 +104,97 @@ async fn helm_values_schema_rejects_a_typo_and_a_bad_value() {
         assert!(
             stderr.contains(expected),
             "helm template --set {set}: expected an error about {expected}, got {stderr}"
+        );
+    }
+}
+
+/// No image of leaf-operator is published, so the chart has no default that would pull: without
+/// `image.repository` it must refuse to render and say how to get an image, rather than install a
+/// Deployment that ends in ImagePullBackOff.
+#[tokio::test]
+async fn chart_without_an_image_fails_to_render_saying_what_to_set() {
+    let cp = control_plane().await;
+    let chart = repo(CHART);
+    let chart = chart.to_str().unwrap();
+    for args in [
+        vec!["template", "x", chart],
+        // A digest alone names no image either.
+        vec![
+            "template",
+            "x",
+            chart,
+            "--set",
+            &format!("image.digest=sha256:{}", "a".repeat(64)),
+        ],
+        vec![
+            "install",
+            "x",
+            chart,
+            "--dry-run=client",
+            "--namespace",
+            "x",
+        ],
+    ] {
+        let output = cp.helm(&args);
+        assert!(
+            !output.status.success(),
+            "helm {args:?} rendered without image.repository:\n{}",
+            text(&output.stdout)
+        );
+        let stderr = text(&output.stderr);
+        for expected in [
+            "image.repository is not set",
+            "scripts/release.sh REGISTRY",
+            "--set image.repository=REGISTRY/leaf-operator",
+            "Getting an image into your cluster",
+        ] {
+            assert!(
+                stderr.contains(expected),
+                "helm {args:?}: expected {expected:?} in the error, got {stderr}"
+            );
+        }
+    }
+    // The same chart renders once the repository is set (the failure above is about the image).
+    let rendered = expect_success(
+        "helm template with an image",
+        &cp.helm(&[
+            "template",
+            "x",
+            chart,
+            "--set",
+            "image.repository=r.example/leaf-operator",
+        ]),
+    );
+    let deployment = one(&documents(&rendered), "Deployment").clone();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
+        Some("r.example/leaf-operator:0.1.0")
+    );
+    // NOTES say which image runs and how to see a failed pull.
+    let notes = expect_success(
+        "helm install --dry-run=client with an image",
+        &cp.helm(&[
+            "install",
+            "x",
+            chart,
+            "--dry-run=client",
+            "--namespace",
+            "x",
+            "--set",
+            "image.repository=r.example/leaf-operator",
+            // The binary's other tests installed the CRD with their release; this one must not
+            // try to take it over.
+            "--set",
+            "crds.enabled=false",
+        ]),
+    );
+    for expected in [
+        "Image: r.example/leaf-operator:0.1.0 (by tag: set image.digest",
+        "ImagePullBackOff",
+    ] {
+        assert!(
+            notes.contains(expected),
+            "expected {expected:?} in the NOTES: {notes}"
         );
     }
 }
@@ -413,6 +506,8 @@ async fn an_upgrade_that_adds_a_value_needs_reset_then_reuse_values_as_docs_say(
             "--namespace",
             &namespace,
             "--set",
+            SET_IMAGE,
+            "--set",
             "crds.install=false",
             "--set",
             "rbac.aggregateClusterRoles=false",
@@ -570,7 +665,7 @@ async fn the_chart_works_as_a_subchart_switched_by_its_enabled_key() {
     .unwrap();
     fs::write(
         parent.path().join("values.yaml"),
-        "leaf-operator:\n  enabled: true\n",
+        "leaf-operator:\n  enabled: true\n  image:\n    repository: leaf-operator\n",
     )
     .unwrap();
     let dir = parent.path().to_str().unwrap();
@@ -786,6 +881,8 @@ async fn the_chart_declares_the_kubernetes_versions_it_needs_and_helm_knows_its_
         "template",
         "lo-kv",
         repo(CHART).to_str().unwrap(),
+        "--set",
+        SET_IMAGE,
         "--kube-version",
         "1.29.0",
     ]);
@@ -1368,11 +1465,15 @@ async fn reauthorization_grants_secret_writes_only_when_enabled_and_sets_the_def
         "lo-reauth",
         chart.to_str().unwrap(),
         "--set",
+        SET_IMAGE,
+        "--set",
         "reauthorization.default=Sometimes",
     ]);
     assert!(
-        !refused.status.success(),
-        "the schema refuses an unknown policy"
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("reauthorization"),
+        "the schema refuses an unknown policy: {}",
+        String::from_utf8_lossy(&refused.stderr)
     );
     // The plain-manifest install: the component adds the same rule to the ClusterRole.
     let kustomized = documents(&support::install::kustomize_with_components(

@@ -13,8 +13,8 @@ use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::install::{
-    CHART, CRD_NAME, expect_success, read, repo, text, trimble_connection, trimble_secret,
-    wait_for_crd_established, wait_for_ready,
+    CHART, CRD_NAME, SET_IMAGE, expect_success, read, repo, text, trimble_connection,
+    trimble_secret, wait_for_crd_established, wait_for_ready,
 };
 use support::operator::{Operator, OperatorOptions};
 use support::{control_plane, wait_until};
@@ -85,6 +85,8 @@ async fn moving_from_kustomize_to_helm_adopts_the_crd_and_keeps_every_connection
         chart.to_str().unwrap(),
         "--namespace",
         "leaf-operator",
+        "--set",
+        SET_IMAGE,
     ];
     // Without adoption Helm refuses to take over what kubectl created: the step is needed.
     let refused = cp.helm(&install);

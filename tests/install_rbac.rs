@@ -17,7 +17,7 @@ use leaf_operator::crd::{FINALIZER, TrimbleConnection};
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::install::{
-    CHART, HelmRelease, can_i, chart_installed_with_crd, expect_success, ready, repo,
+    CHART, HelmRelease, SET_IMAGE, can_i, chart_installed_with_crd, expect_success, ready, repo,
     request_reconcile, trimble_connection, trimble_secret, wait_for_ready,
 };
 use support::operator::{Operator, OperatorOptions};
@@ -43,6 +43,8 @@ async fn install_for_rbac(
         chart.to_str().unwrap(),
         "--namespace",
         namespace,
+        "--set",
+        SET_IMAGE,
         "--set",
         "crds.install=false",
     ];

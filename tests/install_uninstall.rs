@@ -14,7 +14,7 @@ use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
 use support::install::{
-    CHART, CRD_NAME, expect_success, read, repo, trimble_connection, trimble_secret,
+    CHART, CRD_NAME, SET_IMAGE, expect_success, read, repo, trimble_connection, trimble_secret,
     wait_for_crd_established, wait_for_ready,
 };
 use support::operator::{Operator, OperatorOptions};
@@ -34,6 +34,8 @@ async fn the_documented_uninstall_order_never_deletes_a_leaf_credential() {
         chart.to_str().unwrap(),
         "--namespace",
         &release_ns,
+        "--set",
+        SET_IMAGE,
     ];
     expect_success("helm install", &cp.helm(&install));
     wait_for_crd_established(cp).await;

@@ -20,6 +20,11 @@ use super::{ControlPlane, control_plane, repo_root, wait_until};
 
 pub const CHART: &str = "charts/leaf-operator";
 pub const CRD_NAME: &str = "trimbleconnections.withleaf.io";
+/// The `--set` every test that renders or installs the chart gives: the chart has no default image
+/// and refuses to render without one (`chart_without_an_image_fails_to_render_saying_what_to_set`
+/// in install_helm.rs). `leaf-operator` with the chart's appVersion is what the kustomize base
+/// names (`leaf-operator:0.1.0`), so the two still compare object by object.
+pub const SET_IMAGE: &str = "image.repository=leaf-operator";
 
 pub fn repo(path: &str) -> PathBuf {
     repo_root().join(path)
@@ -96,6 +101,8 @@ pub fn helm_template(cp: &ControlPlane, release: &str, namespace: &str, args: &[
         chart.to_str().unwrap(),
         "--namespace",
         namespace,
+        "--set",
+        SET_IMAGE,
     ];
     all.extend_from_slice(args);
     expect_success(&format!("helm template {args:?}"), &cp.helm(&all))
@@ -232,6 +239,8 @@ pub async fn chart_installed_with_crd() -> &'static HelmRelease {
                 chart.to_str().unwrap(),
                 "--namespace",
                 &namespace,
+                "--set",
+                SET_IMAGE,
                 "--set",
                 "leaf.existingSecret=leaf-account",
             ]);

@@ -74,9 +74,14 @@ above: those stay as the chart sets them (the selector depends on them).
 {{- end }}
 {{- end }}
 
-{{/* [registry/]repository, then @digest or :tag. */}}
+{{/* [registry/]repository, then @digest or :tag. No default repository: one that names no
+published image would only show up as ImagePullBackOff after the install, so an unset one fails
+the render with what to do. */}}
 {{- define "leaf-operator.image" -}}
 {{- $repository := .Values.image.repository }}
+{{- if not $repository }}
+{{- fail "image.repository is not set, and no public leaf-operator image is published yet. Push one to a registry your cluster pulls from with scripts/release.sh REGISTRY and install the chart it pushes (oci://REGISTRY/charts/leaf-operator), or set --set image.repository=REGISTRY/leaf-operator (with image.tag or image.digest) to an image you pushed or loaded into the nodes (kind load, k3d image import, minikube image load): docs/install.md, \"Getting an image into your cluster\"." }}
+{{- end }}
 {{- with .Values.image.registry }}
 {{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
 {{- end }}
