@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod go_tools;
 pub mod install;
 pub mod leaf;
+pub mod node;
 pub mod objects;
 pub mod operator;
 pub mod peer;
