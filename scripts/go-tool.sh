@@ -8,12 +8,15 @@
 #               tiny main (scripts/go-tools/argocd-lua) that opens only the libraries Argo CD opens.
 #   promtool    Prometheus's promtool (github.com/prometheus/prometheus/cmd/promtool), for
 #               `promtool test rules` on the chart's PrometheusRule.
+#   crane       go-containerregistry's crane (github.com/google/go-containerregistry/cmd/crane): the
+#               tests' local OCI registry (`crane registry serve`) and the release test's reader of
+#               manifests, configs and layers (scripts/release.sh pushes there).
 #
 # Like scripts/test-tools.sh: built from Go modules (nothing else is downloaded), cached outside the
 # checkout keyed by module version (and, for the two small mains, a hash of their source), so a
 # fresh clone on the same machine finds them warm; concurrent callers wait for one build (flock).
 #
-# Usage: scripts/go-tool.sh kstatus|argocd-lua|promtool [--print-path]
+# Usage: scripts/go-tool.sh kstatus|argocd-lua|promtool|crane [--print-path]
 set -euo pipefail
 
 CLI_UTILS_VERSION="${CLI_UTILS_VERSION:-v0.37.2}"
@@ -21,6 +24,7 @@ GOPHER_LUA_VERSION="${GOPHER_LUA_VERSION:-v1.1.2}"
 # Prometheus publishes its Go module as v0.<major*100+minor>.<patch>: v0.316.0 is Prometheus 3.16.0,
 # the newest that builds with Go 1.26.
 PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.316.0}"
+GO_CONTAINERREGISTRY_VERSION="${GO_CONTAINERREGISTRY_VERSION:-v0.22.1}"
 CACHE_ROOT="${LEAF_OPERATOR_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leaf-operator/tools}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -30,8 +34,9 @@ case "$tool" in
   kstatus) key="kstatus-cli-utils-$CLI_UTILS_VERSION-$(source_hash kstatus)" ;;
   argocd-lua) key="argocd-lua-gopher-lua-$GOPHER_LUA_VERSION-$(source_hash argocd-lua)" ;;
   promtool) key="promtool-$PROMETHEUS_MODULE_VERSION-remove_all_sd" ;;
+  crane) key="crane-$GO_CONTAINERREGISTRY_VERSION" ;;
   *)
-    echo "usage: $0 kstatus|argocd-lua|promtool [--print-path]" >&2
+    echo "usage: $0 kstatus|argocd-lua|promtool|crane [--print-path]" >&2
     exit 2
     ;;
 esac
@@ -93,6 +98,14 @@ case "$tool" in
       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
       "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_MODULE_VERSION"
     mv "$work/bin/promtool" "$binary.tmp"
+    ;;
+  crane)
+    # cmd/crane lives in the go-containerregistry module itself (no replace lines), so
+    # `go install module@version` works; the version ldflag makes `crane version` tell the truth.
+    GOBIN="$work/bin" go install -trimpath \
+      -ldflags "-s -w -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$GO_CONTAINERREGISTRY_VERSION" \
+      "github.com/google/go-containerregistry/cmd/crane@$GO_CONTAINERREGISTRY_VERSION"
+    mv "$work/bin/crane" "$binary.tmp"
     ;;
 esac
 mv "$binary.tmp" "$binary"

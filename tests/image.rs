@@ -6,9 +6,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -16,52 +14,17 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use leaf_operator::crd::TrimbleConnection;
 use leaf_standin::{StandIn, StandInConfig};
 
+use support::image::build_image;
 use support::install::{
     CHART, documents, expect_success, one, repo, trimble_connection, trimble_secret, wait_for_ready,
 };
 use support::pod::{PodContainer, PodIdentity, inspect_image};
-use support::{control_plane, repo_root, wait_until};
+use support::{control_plane, wait_until};
 
 const LEAF_TOKEN: &str = "image-test-leaf-token-4f1c";
 const LEAF_USER: &str = "user-in-container";
 /// The image holds one static binary and a CA bundle; anything near this is a mistake.
 const MAX_IMAGE_BYTES: u64 = 40 * 1024 * 1024;
-
-/// Runs scripts/image.sh (incremental: an unchanged binary reuses its image) and returns the
-/// image reference it prints.
-fn build_image() -> String {
-    let script = repo_root().join("scripts/image.sh");
-    let mut child = Command::new(&script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to run {}: {e}", script.display()));
-    let stderr = child.stderr.take().unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(std::io::stderr(), "{line}");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .ok();
-    let status = child.wait().unwrap();
-    let stderr = echo.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "scripts/image.sh failed ({status}):\n{stderr}"
-    );
-    stdout.lines().last().unwrap_or_default().trim().to_string()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

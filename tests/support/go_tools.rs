@@ -1,5 +1,5 @@
 //! The Go test tools (`scripts/go-tool.sh`): Flux's kstatus, gopher-lua with Argo CD's libraries,
-//! and promtool, each built once from its Go module and cached outside the checkout.
+//! promtool and crane, each built once from its Go module and cached outside the checkout.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use super::repo_root;
 
-/// The path of tool `name` (kstatus, argocd-lua or promtool), building it first if needed. Panics
+/// The path of tool `name` (kstatus, argocd-lua, promtool or crane), building it first if needed. Panics
 /// with the build's output when it fails: these tests are never skipped.
 pub fn go_tool(name: &str) -> PathBuf {
     let script = repo_root().join("scripts/go-tool.sh");

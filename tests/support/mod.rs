@@ -12,6 +12,7 @@ pub mod bench;
 pub mod certs;
 pub mod control_plane;
 pub mod go_tools;
+pub mod image;
 pub mod install;
 pub mod leaf;
 pub mod node;
@@ -20,7 +21,9 @@ pub mod operator;
 pub mod peer;
 pub mod pod;
 pub mod process;
+pub mod registry;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, control_plane, repo_root, tool_bin_dir};
+pub use registry::{Registry, shared_registry};
 pub use wait::{wait_for, wait_for_named, wait_until};
