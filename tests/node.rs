@@ -1,5 +1,6 @@
 //! The chart installed for real on a one-node cluster (`support::node`): the kubelet runs the
-//! operator's Pods from the image scripts/image.sh built, pinned by digest; kube-controller-manager
+//! operator's Pods from the image scripts/image.sh built, pulled by digest from the tests' local
+//! registry (`support::registry`); kube-controller-manager
 //! runs the Deployment and the PodDisruptionBudget; kube-proxy routes the Services. The Pods reach
 //! the API server through the `kubernetes` Service and the Leaf stand-in on the node bridge's
 //! address. The tests take turns on the shared node (`serial`), each in its own namespaces.
@@ -23,6 +24,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use support::install::{CHART, expect_success, repo, trimble_connection, trimble_secret};
 use support::node::{NODE_ADDRESS, NODE_NAME, images, node};
+use support::registry::shared_registry;
 use support::{ControlPlane, control_plane, repo_root, wait_until};
 
 const LEAF_TOKEN: &str = "node-test-leaf-token-7c2e";
@@ -38,33 +40,26 @@ async fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-/// The operator image, built by scripts/image.sh and put into the node's containerd once:
-/// `(repository, sha256 digest)`.
+/// The operator image, built by scripts/image.sh and pushed to the tests' local registry once;
+/// the node's containerd may pull from it. `(repository, sha256 digest)`: the chart's
+/// `image.repository` and `image.digest`.
 async fn operator_image() -> &'static (String, String) {
     static IMAGE: tokio::sync::OnceCell<(String, String)> = tokio::sync::OnceCell::const_new();
     IMAGE
         .get_or_init(|| async {
-            let node = node().await;
+            node().await;
+            let registry = shared_registry().await;
+            images::allow_plain_http_registry(registry.address()).unwrap_or_else(|e| panic!("{e}"));
             let started = Instant::now();
-            // scripts/image.sh prints the image reference on its last line, as the cached
-            // builds print their directory.
-            let image = tokio::task::spawn_blocking(|| {
-                support::control_plane::cached_build_dir("scripts/image.sh")
-            })
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .display()
-            .to_string();
-            let loaded = images::import_from_buildah(&node.containerd, &image)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let reference = tokio::task::spawn_blocking(|| registry.push_operator_image())
+                .await
+                .unwrap();
             eprintln!(
-                "image {image} in the node's containerd as {}@{} in {:.1?}",
-                loaded.0,
-                loaded.1,
+                "image built (scripts/image.sh) and pushed as {reference} in {:.1?}",
                 started.elapsed()
             );
-            loaded
+            let (repository, digest) = reference.split_once('@').expect("a reference by digest");
+            (repository.to_string(), digest.to_string())
         })
         .await
 }
@@ -349,9 +344,22 @@ async fn the_chart_runs_on_the_node_from_install_to_uninstall() {
         },
     )
     .await;
-    // Both pass their probes: Ready (readiness) and never restarted (liveness).
+    // Both pass their probes: Ready (readiness) and never restarted (liveness). Both run the
+    // image pulled from the registry by digest.
     assert_eq!(ready_pods.len(), 2);
+    let (_, digest) = operator_image().await;
     for pod in &ready_pods {
+        let image_id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .map(|c| c.image_id.clone())
+            .unwrap_or_default();
+        assert!(
+            image_id.ends_with(digest.as_str()),
+            "the Pod runs {image_id}, not the pushed {digest}"
+        );
         let restarts: i32 = pod
             .status
             .as_ref()

@@ -175,38 +175,10 @@ impl Containerd {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Adds the name `target` to the image named `source`.
-    pub fn tag(&self, source: &str, target: &str) -> Result<(), String> {
-        let output = self.ctr(&["images", "tag", "--force", source, target])?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ctr images tag {source} {target} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    }
-
     /// `ctr images ls` of the kubelet's namespace (for failure messages and checks).
     pub fn images(&self) -> String {
         self.ctr(&["images", "ls"])
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
-    }
-
-    /// The manifest digest of `image` in the kubelet's namespace, if it is there.
-    pub fn digest_of(&self, image: &str) -> Option<String> {
-        let listing = self.images();
-        listing
-            .lines()
-            .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .find(|fields| fields.first() == Some(&image))
-            .and_then(|fields| {
-                fields
-                    .iter()
-                    .find(|f| f.starts_with("sha256:"))
-                    .map(|d| d.to_string())
-            })
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! One job per module: `cni` (bridge and network config), `containerd`, `kubelet`,
 //! `controllers` (controller-manager, scheduler, kube-proxy), `daemon` (one process and its
-//! log), `cleanup` (lock and teardown), `images` (images into the node's containerd).
+//! log), `cleanup` (lock and teardown), `images` (the local registry the node pulls from).
 
 pub mod cleanup;
 pub mod cni;
