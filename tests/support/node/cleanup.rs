@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use super::{BRIDGE, CGROUP_ROOT, NODE_DIR};
+use super::{BRIDGE, CGROUP_ROOT, NODE_DIR, NODE_NAME};
 
 unsafe extern "C" {
     fn flock(fd: c_int, operation: c_int) -> c_int;
@@ -104,6 +104,7 @@ pub fn teardown(tools: &Path) {
     remove_kubelet_iptables_chains();
     remove_cgroups();
     remove_container_log_links();
+    remove_fixed_paths();
     let _ = fs::remove_dir_all(NODE_DIR);
 }
 
@@ -259,6 +260,37 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             collect_dirs(&entry.path(), out);
         }
+    }
+}
+
+/// What the kubelet and libcni put at fixed paths: the device plugin socket, and libcni's cache
+/// of each Pod's network results (`<network>-<sandbox>-eth0`, with the loopback's
+/// `cni-loopback-<sandbox>-lo`) in /var/lib/cni/results. Directories go only when empty.
+fn remove_fixed_paths() {
+    let _ = fs::remove_file("/var/lib/kubelet/device-plugins/kubelet.sock");
+    for dir in ["/var/lib/kubelet/device-plugins", "/var/lib/kubelet"] {
+        let _ = fs::remove_dir(dir);
+    }
+    let results = Path::new("/var/lib/cni/results");
+    if let Ok(entries) = fs::read_dir(results) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(sandbox) = name
+                .strip_prefix(&format!("{NODE_NAME}-"))
+                .and_then(|rest| rest.strip_suffix("-eth0"))
+            else {
+                continue;
+            };
+            let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(results.join(format!("cni-loopback-{sandbox}-lo")));
+        }
+    }
+    for dir in [
+        "/var/lib/cni/results",
+        "/var/lib/cni",
+        "/var/log/containers",
+    ] {
+        let _ = fs::remove_dir(dir);
     }
 }
 

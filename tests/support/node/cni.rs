@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::{BRIDGE, NODE_ADDRESS, NODE_DIR, POD_SUBNET};
+use super::{BRIDGE, NODE_ADDRESS, NODE_DIR, NODE_NAME, POD_SUBNET};
 
 /// Creates the bridge with the node's address (nothing listens on it but this node's servers).
 pub fn create_bridge() -> Result<(), String> {
@@ -40,7 +40,8 @@ pub fn write_config(conf_dir: &Path) -> Result<(), String> {
     let (subnet, prefix) = POD_SUBNET;
     let config = serde_json::json!({
         "cniVersion": "1.0.0",
-        "name": "leaf-test-node",
+        // The network is named after the node (the teardown finds libcni's cache files by it).
+        "name": NODE_NAME,
         "plugins": [
             {
                 "type": "bridge",

@@ -9,7 +9,9 @@
 //!   node must not evict the operator's Pods because someone else filled it);
 //! - an admin kubeconfig (no bootstrap or node authorizer to set up for one test node); the
 //!   kubelet's API on 10250 serves the API server only, so it authorises everything;
-//! - every path of its own under [`NODE_DIR`] (root dir, Pod logs).
+//! - every path of its own under [`NODE_DIR`] (root dir, certificate, Pod logs). Two paths cannot
+//!   be moved: the device plugin socket in /var/lib/kubelet/device-plugins and the container log
+//!   links in /var/log/containers; the teardown removes what this node put there.
 
 use std::fs;
 use std::path::Path;
@@ -97,6 +99,8 @@ pub fn start(
             format!("--config={}", config_path.display()),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--root-dir={}", dir.display()),
+            // Its serving certificate; the default is /var/lib/kubelet/pki, whatever the root.
+            format!("--cert-dir={}", dir.join("pki").display()),
             format!("--hostname-override={NODE_NAME}"),
             format!("--node-ip={NODE_ADDRESS}"),
             "--v=1".to_string(),
