@@ -23,7 +23,7 @@ use leaf_standin::{StandIn, StandInConfig};
 use tokio::sync::{Mutex, MutexGuard};
 
 use support::install::{CHART, expect_success, repo, trimble_connection, trimble_secret};
-use support::node::{NODE_ADDRESS, NODE_NAME, images, node};
+use support::node::{NODE_ADDRESS, NODE_NAME, containerd, images, node};
 use support::registry::shared_registry;
 use support::{ControlPlane, control_plane, repo_root, wait_until};
 
@@ -416,6 +416,65 @@ async fn the_chart_runs_on_the_node_from_install_to_uninstall() {
     }
     // The Deployment replaced the deleted Pod.
     wait_pods_ready(&pods, release, 2, &BTreeSet::from([first_leader.clone()])).await;
+
+    // A crash (SIGKILL: the Lease is not released): the kubelet restarts the container, and a
+    // live process holds the Lease again within its duration. The restarted one has the Pod's
+    // identity, so it may take its own Lease back before the other Pod could.
+    let crashed_pod = pods.get(&new_leader).await.unwrap();
+    let container = crashed_pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
+        .expect("the leader's container id");
+    let renewed_before = leases
+        .get(lease)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.renew_time);
+    let crashed = Instant::now();
+    containerd::crash_container(&container).unwrap_or_else(|e| panic!("{e}"));
+    let after_crash = wait_until(
+        "a live process to hold the Lease again after the leader crashed",
+        LEASE_DURATION + Duration::from_secs(30),
+        || async {
+            let restarts: i32 = pods
+                .get(&new_leader)
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.container_statuses)
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or_default();
+            let renewed = leases
+                .get(lease)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.renew_time);
+            let holder = leader(&leases, lease, &pods, release).await;
+            match holder {
+                Some(holder) if restarts >= 1 && renewed != renewed_before => Ok(holder),
+                other => Err(format!("holder {other:?}, restarts {restarts}")),
+            }
+        },
+    )
+    .await;
+    let crash_handover = crashed.elapsed();
+    eprintln!(
+        "leader crashed (SIGKILL) to {after_crash} holding the Lease again: {crash_handover:.1?} ({})",
+        if after_crash == new_leader {
+            "its restarted container"
+        } else {
+            "the other Pod"
+        }
+    );
+    assert!(
+        crash_handover <= LEASE_DURATION + Duration::from_secs(5),
+        "the Lease was held again only {crash_handover:?} after the crash"
+    );
+    // The kubelet restarts the crashed container: both Ready again.
+    wait_pods_ready(&pods, release, 2, &BTreeSet::new()).await;
 
     // Drain: the budget (minAvailable 1) lets one Pod go, not both; the evicted one cannot come
     // back on a cordoned node, so the drain gives up with one operator Pod still running.

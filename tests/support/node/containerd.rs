@@ -182,3 +182,25 @@ impl Containerd {
             .unwrap_or_default()
     }
 }
+
+/// Kills every process of a container with SIGKILL, as a crash would (no SIGTERM, so nothing
+/// runs its shutdown): runc, under the node's runc root, with the id of the Pod's
+/// `containerStatuses[].containerID` (`containerd://<id>`).
+pub fn crash_container(container_id: &str) -> Result<(), String> {
+    let id = container_id.trim_start_matches("containerd://");
+    let root = Path::new(NODE_DIR).join("runc").join(K8S_NAMESPACE);
+    let output = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["kill", "--all", id, "KILL"])
+        .output()
+        .map_err(|e| format!("failed to run runc: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "runc kill {id} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
