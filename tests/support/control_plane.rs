@@ -4,6 +4,11 @@
 //! time (minutes) and caches them outside the checkout. The processes listen on free loopback
 //! ports, are configured like controller-runtime's envtest (RBAC, ServiceAccount token signing,
 //! an admin token in `system:masters`) and die with the test binary (see `process.rs`).
+//!
+//! A binary that runs a node (`support::node`) asks for it before the first start
+//! ([`serve_node_at`]): the API server then listens on the node bridge's address (Pods reach it
+//! there through the `kubernetes` Service), reconciles that Service's endpoint, and keeps the
+//! ServiceAccount admission that mounts each Pod's token.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
