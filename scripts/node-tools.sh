@@ -6,8 +6,9 @@
 #       from the k8s.io/kubernetes Go module, through the same wrapper module as test-tools.sh
 #       (kubernetes#79384), same K8S_VERSION, so the node matches the API server;
 #   containerd, containerd-shim-runc-v2, ctr
-#       from github.com/containerd/containerd/v2: kubelet 1.36+ asks the runtime for its cgroup
-#       driver over CRI (RuntimeConfig), which containerd 1.x (Debian's 1.6.20) does not answer;
+#       from github.com/containerd/containerd/v2: Kubernetes 1.35 was the last release to support
+#       containerd 1.x (the kubelet takes the cgroup driver from the runtime over CRI, the
+#       RuntimeConfig call 1.x lacks), and Debian's 1.6.20 is out of support upstream;
 #   bridge, host-local, loopback, portmap
 #       the CNI reference plugins from github.com/containernetworking/plugins, for Pod networking;
 #   pause.tar

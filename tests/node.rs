@@ -23,6 +23,9 @@ use leaf_standin::{StandIn, StandInConfig};
 use tokio::sync::{Mutex, MutexGuard};
 
 use support::install::{CHART, expect_success, repo, trimble_connection, trimble_secret};
+use support::node::pods::{
+    describe_pods, leader, pod_ip, pod_ready, ready_endpoints, release_pods, wait_pods_ready,
+};
 use support::node::{NODE_ADDRESS, NODE_NAME, containerd, images, node};
 use support::registry::shared_registry;
 use support::{ControlPlane, control_plane, repo_root, wait_until};
@@ -30,7 +33,6 @@ use support::{ControlPlane, control_plane, repo_root, wait_until};
 const LEAF_TOKEN: &str = "node-test-leaf-token-7c2e";
 /// The chart's default leaderElection.leaseDuration.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
-const POD_READY_TIMEOUT: Duration = Duration::from_secs(180);
 const BURST: usize = 50;
 
 /// One test at a time on the node: they share its two cores and drain it. An async mutex: it is
@@ -125,91 +127,6 @@ fn helm(cp: &ControlPlane, verb: &str, release: &str, namespace: &str, values: &
         args.extend(["--set", value.as_str()]);
     }
     expect_success(&format!("helm {verb} {release}"), &cp.helm(&args));
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn describe_pods(pods: &[Pod]) -> String {
-    pods.iter()
-        .map(|p| {
-            let status = p.status.clone().unwrap_or_default();
-            format!(
-                "{} phase={:?} ready={} containers={:?}",
-                p.metadata.name.clone().unwrap_or_default(),
-                status.phase,
-                pod_ready(p),
-                status
-                    .container_statuses
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| (c.ready, c.restart_count, c.state.clone()))
-                    .collect::<Vec<_>>()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The release's running Pods (not terminating), by name.
-async fn release_pods(pods: &Api<Pod>, release: &str) -> Vec<Pod> {
-    let selector = format!("app.kubernetes.io/instance={release}");
-    pods.list(&ListParams::default().labels(&selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
-}
-
-/// Waits until exactly `count` Pods of the release are Ready (all of `not` gone); returns them.
-async fn wait_pods_ready(
-    pods: &Api<Pod>,
-    release: &str,
-    count: usize,
-    not: &BTreeSet<String>,
-) -> Vec<Pod> {
-    let node = node().await;
-    wait_until(
-        &format!("{count} Ready Pods of {release}"),
-        POD_READY_TIMEOUT,
-        || async {
-            node.check_running()?;
-            let all = release_pods(pods, release).await;
-            let ready: Vec<Pod> = all
-                .iter()
-                .filter(|p| pod_ready(p))
-                .filter(|p| !not.contains(p.metadata.name.as_deref().unwrap_or_default()))
-                .cloned()
-                .collect();
-            if ready.len() == count && all.len() == count {
-                Ok(ready)
-            } else {
-                Err(describe_pods(&all))
-            }
-        },
-    )
-    .await
-}
-
-/// The Lease's holder, when it is held by one of the release's live Pods.
-async fn leader(
-    leases: &Api<Lease>,
-    lease: &str,
-    pods: &Api<Pod>,
-    release: &str,
-) -> Option<String> {
-    let holder = leases.get_opt(lease).await.ok()??.spec?.holder_identity?;
-    release_pods(pods, release)
-        .await
-        .iter()
-        .any(|p| p.metadata.name.as_deref() == Some(&holder))
-        .then_some(holder)
 }
 
 async fn create_connection(cp: &ControlPlane, namespace: &str, name: &str, user: &str) {
@@ -573,30 +490,6 @@ async fn the_chart_runs_on_the_node_from_install_to_uninstall() {
             "{user}'s credential is gone from Leaf"
         );
     }
-}
-
-/// The addresses the Service's EndpointSlices list as ready.
-async fn ready_endpoints(slices: &Api<EndpointSlice>, service: &str) -> BTreeSet<String> {
-    let selector = format!("kubernetes.io/service-name={service}");
-    slices
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|slice| slice.endpoints)
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-        .flat_map(|e| e.addresses)
-        .collect()
-}
-
-async fn pod_ip(pods: &Api<Pod>, name: &str) -> String {
-    pods.get(name)
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.pod_ip)
-        .unwrap_or_default()
 }
 
 /// POSTs a signed delivery to `url`; returns the status.

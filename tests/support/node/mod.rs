@@ -12,7 +12,8 @@
 //!
 //! One job per module: `cni` (bridge and network config), `containerd`, `kubelet`,
 //! `controllers` (controller-manager, scheduler, kube-proxy), `daemon` (one process and its
-//! log), `cleanup` (lock and teardown), `images` (the local registry the node pulls from).
+//! log), `cleanup` (lock and teardown), `images` (the local registry the node pulls from), `pods`
+//! (what tests read about the workloads: Pods, Lease holders, EndpointSlices).
 
 pub mod cleanup;
 pub mod cni;
@@ -21,6 +22,7 @@ pub mod controllers;
 pub mod daemon;
 pub mod images;
 pub mod kubelet;
+pub mod pods;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
