@@ -3,15 +3,16 @@
 # tests need, then runs them. Prints how long each step took.
 #
 #   1. prerequisites: the apt packages the tests run (openssl, lua5.4, util-linux for flock, curl,
-#      buildah, podman, runc, musl-tools, binutils, qemu-user-static, python3-pip; with sudo
-#      unless run as root), a Rust toolchain through rustup if cargo is missing, its musl targets,
-#      and the rustfmt and clippy components (.ci/run's checks); Go >= 1.26 must be installed
-#      already (the run fails with how to get it);
-#   2. the control-plane binaries (scripts/test-tools.sh), the Go tools kstatus, argocd-lua,
-#      promtool and crane (scripts/go-tool.sh), the release tools cargo-zigbuild, zig and
-#      cargo-cyclonedx (scripts/release-tools.sh), the image for linux/amd64 and linux/arm64
-#      (scripts/image.sh) and the benchmark's peer (scripts/peer-tools.sh), each built once and
-#      cached under ~/.cache/leaf-operator/tools (the binaries in cargo's target directory);
+#      buildah, podman, runc, musl-tools, binutils, qemu-user-static, python3-pip, iptables,
+#      iproute2; with sudo unless run as root), a Rust toolchain through rustup if cargo is
+#      missing, its musl targets, and the rustfmt and clippy components (.ci/run's checks); Go >=
+#      1.26 must be installed already (the run fails with how to get it);
+#   2. the control-plane binaries (scripts/test-tools.sh), the test node's (scripts/node-tools.sh),
+#      the Go tools kstatus, argocd-lua, promtool and crane (scripts/go-tool.sh), the release
+#      tools cargo-zigbuild, zig and cargo-cyclonedx (scripts/release-tools.sh), the image for
+#      linux/amd64 and linux/arm64 (scripts/image.sh) and the benchmark's peer
+#      (scripts/peer-tools.sh), each built once and cached under ~/.cache/leaf-operator/tools (the
+#      binaries in cargo's target directory);
 #   3. `cargo test --workspace --no-fail-fast`, then the simulation's mutation run
 #      (`cargo test --features mutations --test simulation mutation_caught`).
 #
@@ -54,12 +55,14 @@ install_prerequisites() {
   # openssl: the test control plane's certificates; lua5.4: the Argo CD health check's tests;
   # flock (util-linux): scripts/test-tools.sh serialises concurrent builds with it; buildah, podman
   # and runc: the image test builds the image and runs it (crun does not work on this machine
-  # kind); musl-gcc: the image's static binary; readelf (binutils): checks that it is static;
-  # qemu-aarch64-static: tests/release.rs runs the arm64 binary (no binfmt registration needed);
-  # python3 and pip: scripts/release-tools.sh installs zig from PyPI's ziglang wheel.
+  # kind); musl-gcc: the image's static binary (and the test node's pause); readelf (binutils):
+  # checks that it is static; qemu-aarch64-static: tests/release.rs runs the arm64 binary (no
+  # binfmt registration needed); python3 and pip: scripts/release-tools.sh installs zig from
+  # PyPI's ziglang wheel; iptables: kube-proxy of the test node (tests/node.rs); ip (iproute2):
+  # its bridge.
   apt_install openssl:openssl lua5.4:lua5.4 flock:util-linux curl:curl \
     buildah:buildah podman:podman runc:runc musl-gcc:musl-tools readelf:binutils \
-    qemu-aarch64-static:qemu-user-static python3:python3
+    qemu-aarch64-static:qemu-user-static python3:python3 iptables:iptables ip:iproute2
   python3 -m pip --version >/dev/null 2>&1 || apt_install pip3:python3-pip
 
   if ! command -v cargo >/dev/null 2>&1; then
@@ -92,6 +95,10 @@ test_prerequisites() {
   # The first run builds kube-apiserver, kubectl, etcd and helm from their Go modules (times: the
   # README's "Measured times"); later runs find them cached.
   step "control-plane binaries" scripts/test-tools.sh
+  # The one-node cluster of tests/node.rs: kubelet, kube-controller-manager, kube-scheduler and
+  # kube-proxy from the same Kubernetes module, containerd and the CNI plugins from theirs, and
+  # the sandbox image; built once, cached like the control plane.
+  step "node binaries" scripts/node-tools.sh
   # The Go tools that prove what Flux (kstatus), Argo CD (gopher-lua) and Prometheus (promtool)
   # make of the project's files; built once, cached like the control plane. Built here (not lazily
   # by the tests) so that their cost shows in the timings.

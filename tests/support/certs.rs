@@ -75,7 +75,17 @@ pub fn generate(dir: &Path) -> Result<Certs, String> {
                       keyUsage=critical,digitalSignature,keyEncipherment\n\
                       extendedKeyUsage=serverAuth\n\
                       subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n";
-    std::fs::write(pki.join("apiserver.ext"), extensions)
+    // Pods of the test node (tests/support/node) reach the API server through the `kubernetes`
+    // Service (10.0.0.1, the first address of --service-cluster-ip-range) and at the node
+    // bridge's address it binds to there.
+    let extensions = extensions.replace(
+        "DNS:localhost,",
+        &format!(
+            "DNS:localhost,IP:10.0.0.1,IP:{},",
+            super::node::NODE_ADDRESS
+        ),
+    );
+    std::fs::write(pki.join("apiserver.ext"), &extensions)
         .map_err(|e| format!("failed to write apiserver.ext: {e}"))?;
     openssl(
         &pki,

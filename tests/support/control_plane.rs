@@ -4,6 +4,11 @@
 //! time (minutes) and caches them outside the checkout. The processes listen on free loopback
 //! ports, are configured like controller-runtime's envtest (RBAC, ServiceAccount token signing,
 //! an admin token in `system:masters`) and die with the test binary (see `process.rs`).
+//!
+//! A binary that runs a node (`support::node`) asks for it before the first start
+//! ([`serve_node_at`]): the API server then listens on the node bridge's address (Pods reach it
+//! there through the `kubernetes` Service), reconciles that Service's endpoint, and keeps the
+//! ServiceAccount admission that mounts each Pod's token.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,6 +36,25 @@ const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const ADMIN_TOKEN: &str = "leaf-operator-test-admin-token";
 /// Field manager for what the test harness applies (the CRD).
 const HARNESS_MANAGER: &str = "leaf-operator-tests";
+
+/// Set by [`super::node::node`] before the control plane starts: the API server then serves the
+/// node (see [`ControlPlane::configure`]).
+static NODE_PROFILE: std::sync::OnceLock<std::net::Ipv4Addr> = std::sync::OnceLock::new();
+/// Whether this binary's control plane has started (a node cannot be added to it afterwards).
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks for a control plane that a node can join, serving on `address` (the node bridge's).
+/// Fails when the control plane of this binary already started without it.
+pub fn serve_node_at(address: std::net::Ipv4Addr) -> Result<(), String> {
+    if STARTED.load(Ordering::SeqCst) && NODE_PROFILE.get() != Some(&address) {
+        return Err(
+            "the control plane started before support::node(): call node() first in every test"
+                .to_string(),
+        );
+    }
+    let _ = NODE_PROFILE.set(address);
+    Ok(())
+}
 
 /// The repository root (where `Cargo.toml`, `crds/` and `scripts/` are).
 pub fn repo_root() -> &'static Path {
@@ -215,6 +239,7 @@ fn http_client(ca_pem: &[u8]) -> reqwest::Client {
 
 impl ControlPlane {
     async fn start() -> Result<ControlPlane, String> {
+        STARTED.store(true, Ordering::SeqCst);
         let began = Instant::now();
         let bin_dir = tool_bin_dir()?;
         let run_dir = process::create_run_dir()
@@ -274,7 +299,12 @@ impl ControlPlane {
         let (etcd_port, peer_port, apiserver_port) = (ports[0], ports[1], ports[2]);
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let server_url = format!("https://127.0.0.1:{apiserver_port}");
+        // With a node, the API server listens on the node bridge's address: Pods reach it there
+        // (through the `kubernetes` Service), and so does everything on the host.
+        let host = NODE_PROFILE
+            .get()
+            .map_or("127.0.0.1".to_string(), |a| a.to_string());
+        let server_url = format!("https://{host}:{apiserver_port}");
         let path = |p: &Path| p.display().to_string();
 
         let etcd_args = vec![
@@ -289,10 +319,10 @@ impl ControlPlane {
             "--unsafe-no-fsync=true".to_string(),
             "--log-level=warn".to_string(),
         ];
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
+            format!("--bind-address={host}"),
+            format!("--advertise-address={host}"),
             format!("--secure-port={apiserver_port}"),
             format!("--tls-cert-file={}", path(&certs.serving_cert)),
             format!("--tls-private-key-file={}", path(&certs.serving_key)),
@@ -309,12 +339,20 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 path(&certs.service_account_key)
             ),
-            // No controller-manager runs, so nothing would create the ServiceAccount's token.
-            "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),
-            // Without it the server keeps logging that 127.0.0.1 is not a valid endpoint address.
-            "--endpoint-reconciler-type=none".to_string(),
         ];
+        if NODE_PROFILE.get().is_none() {
+            apiserver_args.extend([
+                // No controller-manager runs, so nothing would create the ServiceAccount's token.
+                "--disable-admission-plugins=ServiceAccount".to_string(),
+                // Without it the server keeps logging that 127.0.0.1 is not a valid endpoint
+                // address.
+                "--endpoint-reconciler-type=none".to_string(),
+            ]);
+        }
+        // With a node, the ServiceAccount admission stays on (it mounts each Pod's projected
+        // token; kube-controller-manager creates the `default` ServiceAccounts) and the
+        // `kubernetes` Service's endpoint is this address, which kube-proxy routes Pods to.
 
         let kubeconfig_path = run_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig_path, &server_url, ca_pem, ADMIN_TOKEN)?;
@@ -656,6 +694,22 @@ impl ControlPlane {
             },
         )
         .await;
+    }
+
+    /// [`Self::install_crd`] unless the CRD exists already (for example installed by a chart that
+    /// another test of the binary installed: re-applying it would take its fields away from
+    /// Helm).
+    pub async fn install_crd_if_missing(&self) {
+        let api = Api::<CustomResourceDefinition>::all(self.client());
+        if api
+            .get_opt("trimbleconnections.withleaf.io")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            self.install_crd().await;
+        }
     }
 
     /// A real ServiceAccount token from the TokenRequest API (valid one hour).

@@ -15,6 +15,7 @@ pub mod go_tools;
 pub mod image;
 pub mod install;
 pub mod leaf;
+pub mod node;
 pub mod objects;
 pub mod operator;
 pub mod peer;
