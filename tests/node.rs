@@ -761,3 +761,74 @@ patches:
         .await,
     );
 }
+
+/// The release path end to end: `scripts/release.sh` pushes the multi-arch index and the chart
+/// to the tests' registry (`support::release`), and the chart is installed from `oci://` by its
+/// digest, with nothing but the cluster's own values set: the image it runs is the index the
+/// release pinned (the node's containerd picks the linux/amd64 manifest from it).
+#[tokio::test]
+async fn the_released_chart_installs_from_oci_by_digest_and_runs_the_released_image() {
+    node().await;
+    let _serial = serial().await;
+    let cp = control_plane().await;
+    cp.install_crd_if_missing().await;
+    let release = support::release::shared_release().await;
+    images::allow_plain_http_registry(release.registry.address())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let namespace = cp.create_namespace("node-oci").await;
+    let growers = cp.create_namespace("node-oci-growers").await;
+    let leaf = leaf_for_pods(&["oci-user".to_string()]).await;
+    create_leaf_secret(cp, &namespace).await;
+
+    let chart = format!("{}@{}", release.get("chart"), release.get("chart_digest"));
+    let values = [
+        "crds.enabled=false".to_string(),
+        format!("watchNamespaces={{{growers}}}"),
+        format!("leaf.apiUrl={}", leaf.origin()),
+        "leaf.existingSecret=leaf-account".to_string(),
+        "leaf.tokenKey=token".to_string(),
+    ];
+    let mut args = vec![
+        "install",
+        "lo-oci",
+        chart.as_str(),
+        "--plain-http",
+        "--namespace",
+        &namespace,
+    ];
+    for value in &values {
+        args.extend(["--set", value.as_str()]);
+    }
+    let installed = Instant::now();
+    let said = expect_success("helm install from oci:// by digest", &cp.helm(&args));
+    assert!(
+        said.contains(release.get("image")),
+        "NOTES name the image the release pinned: {said}"
+    );
+    let pods: Api<Pod> = Api::namespaced(cp.client(), &namespace);
+    let ready = wait_pods_ready(&pods, "lo-oci", 1, &BTreeSet::new()).await;
+    eprintln!(
+        "helm install from oci:// to the Pod Ready: {:.1?}",
+        installed.elapsed()
+    );
+    let container = &ready[0].spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(release.get("image")),
+        "the Pod runs the index the release pinned, by digest"
+    );
+
+    let tcs: Api<TrimbleConnection> = Api::namespaced(cp.client(), &growers);
+    let created = Instant::now();
+    create_connection(cp, &growers, "oci-farm", "oci-user").await;
+    wait_all_ready(&tcs, &["oci-farm".to_string()], Duration::from_secs(60)).await;
+    eprintln!(
+        "TrimbleConnection Ready through the released image: {:.1?}",
+        created.elapsed()
+    );
+    assert_eq!(credential_posts(&leaf, "oci-user"), 1);
+    expect_success(
+        "helm uninstall",
+        &cp.helm(&["uninstall", "lo-oci", "--namespace", &namespace, "--wait"]),
+    );
+}
