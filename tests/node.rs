@@ -773,8 +773,7 @@ async fn the_released_chart_installs_from_oci_by_digest_and_runs_the_released_im
     let cp = control_plane().await;
     cp.install_crd_if_missing().await;
     let release = support::release::shared_release().await;
-    images::allow_plain_http_registry(release.registry.address())
-        .unwrap_or_else(|e| panic!("{e}"));
+    images::allow_plain_http_registry(release.registry.address()).unwrap_or_else(|e| panic!("{e}"));
     let namespace = cp.create_namespace("node-oci").await;
     let growers = cp.create_namespace("node-oci-growers").await;
     let leaf = leaf_for_pods(&["oci-user".to_string()]).await;
