@@ -1420,7 +1420,11 @@ async fn reauthorization_grants_secret_writes_only_when_enabled_and_sets_the_def
     let cp = control_plane().await;
     let secret_verbs = |args: &[&str]| -> BTreeSet<String> {
         let rendered = documents(&helm_template(cp, "lo-reauth", "lo-reauth", args));
-        let role = one(&rendered, "ClusterRole");
+        // The operator's own (not the aggregated view and edit roles for users).
+        let role = find(&rendered, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "lo-reauth-leaf-operator")
+            .expect("the operator's ClusterRole");
         role["rules"]
             .as_sequence()
             .unwrap()
@@ -1456,7 +1460,7 @@ async fn reauthorization_grants_secret_writes_only_when_enabled_and_sets_the_def
     ));
     let deployment = one(&rendered, "Deployment");
     assert_eq!(
-        env_value(deployment, "REAUTHORIZATION_DEFAULT").and_then(Value::as_str),
+        env_value(deployment, "REAUTHORIZATION_DEFAULT").and_then(|e| e["value"].as_str()),
         Some("MagicLink")
     );
     let chart = repo(CHART);
