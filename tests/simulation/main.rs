@@ -493,8 +493,9 @@ fn converge(cell: &Mutex<World>) {
             && w.object.spec.credentials_secret_ref.is_none()
             && leaf_operator::controller::status::ready_reason(&w.object.status)
                 != Some(Reason::CredentialValid);
+        // Not `break`: a resource Ready now may notice a vanished credential later.
         if !waits_for_grower {
-            break;
+            continue;
         }
         let now = w.now;
         w.leaf.grower_uses(now, true);

@@ -419,6 +419,9 @@ impl Ports for SimPorts<'_> {
         });
         match read {
             Io::Answer(Ok((seen, at))) => {
+                if std::env::var("SIM_DEBUG").is_ok() {
+                    eprintln!("  read shows {seen:?}");
+                }
                 self.record_read(seen.as_ref().map(|c| c.id.as_str()), at);
                 Ok(seen.map(|c| c.answer()))
             }

@@ -226,9 +226,13 @@ pub fn settling(f: &Facts, seen: Option<&Credential>) -> Option<Duration> {
     if left.is_zero() {
         return None;
     }
+    // Our dead credential, deleted before the grower's link (a withdrawal: the record names the
+    // credential the status still names): nothing is the truth, and it is what lags.
+    let owned = f.status.credential_id.as_deref();
+    let withdrawn = owned.is_some() && last.replaced_credential_id.as_deref() == owned;
     let lagging = match seen {
-        None => f.status.credential_id.is_some(),
-        Some(credential) => f.status.credential_id.as_deref() != Some(credential.id.as_str()),
+        None => owned.is_some() && !withdrawn,
+        Some(credential) => owned != Some(credential.id.as_str()) || withdrawn,
     };
     lagging.then_some(left)
 }
@@ -790,7 +794,7 @@ mod tests {
                     ..facts()
                 },
                 None,
-                |s| matches!(s, Step::AwaitInDoubt { left } if *left == WINDOW - Duration::from_secs(5)),
+                |s| matches!(s, Step::AwaitInDoubt { left } if *left == CREATE_DOUBT - Duration::from_secs(5)),
             ),
             row(
                 "in doubt (a record without token hash), GET 404, window closed: never sent again",

@@ -209,7 +209,7 @@ mod tests {
                     spec: spec_with(|s| s.deletion_policy = DeletionPolicy::Orphan),
                     ..facts()
                 },
-                CleanupGate::AwaitWrite(WINDOW - Duration::from_secs(10)),
+                CleanupGate::AwaitWrite(CREATE_DOUBT - Duration::from_secs(10)),
             ),
             (
                 "a DELETE whose window closed: orphan as asked",

@@ -339,7 +339,7 @@ pub fn made_by_pending<'a>(
 /// How long a link create in `pending` may still land (zero: its window closed).
 pub fn pending_left(f: &Facts, pending: &PendingLink) -> Duration {
     pending.send_by.parse().map_or(Duration::ZERO, |send_by| {
-        f.windows.landing_left(send_by, f.now)
+        f.windows.seen_left(send_by, f.now)
     })
 }
 

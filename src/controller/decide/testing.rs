@@ -23,6 +23,9 @@ pub const SEND_BUDGET: Duration = Duration::from_secs(30);
 pub const AFTER_SEND: Duration = Duration::from_secs(60);
 pub const WINDOW: Duration = Duration::from_secs(90);
 pub const READ_LAG: Duration = Duration::from_secs(20);
+/// How long a create stays in doubt: its window, then the read-lag allowance (a credential that
+/// lands at the window's end shows only once reads catch up).
+pub const CREATE_DOUBT: Duration = Duration::from_secs(110);
 pub const NOW: &str = "2026-06-01T12:00:00Z";
 
 pub fn now() -> jiff::Timestamp {

@@ -71,11 +71,23 @@ impl Windows {
         }
     }
 
-    /// How much longer the recorded create may still make a credential. An unreadable record
-    /// counts as long past (the status was edited by hand).
+    /// How much longer the recorded create may still make a credential that a read has not
+    /// shown yet. An unreadable record counts as long past (the status was edited by hand).
     pub fn create_left(&self, pending: &PendingCreate, now: Timestamp) -> Duration {
         self.create_send_by(pending)
-            .map_or(Duration::ZERO, |send_by| self.landing_left(send_by, now))
+            .map_or(Duration::ZERO, |send_by| self.seen_left(send_by, now))
+    }
+
+    /// How much longer a create that may leave until `send_by` may make something no read shows
+    /// yet: its window, then the read-lag allowance. A create that lands at the very end of its
+    /// window shows in Leaf's reads only once they have caught up; concluding "nothing landed"
+    /// before that would leave our own credential untracked (found by the simulation: a POST
+    /// landing 73 s late, reads lagging 48 s behind it).
+    pub fn seen_left(&self, send_by: Timestamp, now: Timestamp) -> Duration {
+        if super::mutation::on(super::mutation::Mutation::NoInDoubtWait) {
+            return Duration::ZERO;
+        }
+        left_until(plus(plus(send_by, self.after_send), self.read_lag), now)
     }
 
     /// How much longer the recorded DELETE may still take effect.
@@ -145,9 +157,10 @@ mod tests {
             client_id_fingerprint: None,
             refresh_token_fingerprint: None,
         };
+        // The send budget (30 s), the window after it (90 s), the read-lag allowance (60 s).
         assert_eq!(
             w.create_left(&pending, at("2026-01-01T00:01:00Z")),
-            Duration::from_secs(60)
+            Duration::from_secs(120)
         );
         let unreadable = PendingCreate {
             started_at: "garbage".into(),

@@ -186,8 +186,14 @@ pub fn after(
 /// Our dead credential is gone (`status`: the DELETE's record cleared): the grower's link comes
 /// next. The credential's id stays, so that the next look sees "ours vanished" and issues the link,
 /// and its last events stay in `recentEvents` (Leaf forgets them with the credential).
-pub fn withdrawn(f: &Facts, status: TrimbleConnectionStatus) -> Transition {
+pub fn withdrawn(f: &Facts, mut status: TrimbleConnectionStatus) -> Transition {
     let id = status.credential_id.clone().unwrap_or_default();
+    // For the read-lag allowance: a read that still shows it right after is not believed (it
+    // would be withdrawn again and again, a DELETE each time).
+    status.last_create = Some(crate::crd::LastCreate {
+        confirmed_at: f.now.to_string(),
+        replaced_credential_id: status.credential_id.clone(),
+    });
     Transition::new(
         status,
         Outcome::new(
