@@ -68,6 +68,14 @@ impl KubePorts<'_> {
         &self.tc.spec.leaf_user_id
     }
 
+    /// The Secrets of the resource's namespace (its link Secret is one of them).
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(
+            self.ctx.client.clone(),
+            &self.tc.metadata.namespace.clone().unwrap_or_default(),
+        )
+    }
+
     /// The alert's answer, once.
     pub(super) fn alert_answered(&self, answer: AlertAnswer) {
         let taken = self.alert_at.lock().expect("alert_at lock").take();
@@ -229,10 +237,7 @@ impl Ports for KubePorts<'_> {
     }
 
     async fn link_secret_free(&self, name: &str) -> Result<bool, StatusWriteError> {
-        let secrets: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.tc.metadata.namespace.clone().unwrap_or_default(),
-        );
+        let secrets = self.secrets();
         match tokio::time::timeout(super::API_TIMEOUT, secrets.get_opt(name)).await {
             Ok(Ok(None)) => Ok(true),
             Ok(Ok(Some(existing))) => Ok(link_secret::owned_by(&existing, &self.tc)),
@@ -246,10 +251,7 @@ impl Ports for KubePorts<'_> {
         name: &str,
         link: &MagicLink,
     ) -> Result<(), StatusWriteError> {
-        let secrets: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.tc.metadata.namespace.clone().unwrap_or_default(),
-        );
+        let secrets = self.secrets();
         let write = link_secret::write(&secrets, &self.tc, name, link);
         match tokio::time::timeout(super::API_TIMEOUT, write).await {
             Ok(result) => result.map_err(|error| StatusWriteError::Refused(error.to_string())),
@@ -258,10 +260,7 @@ impl Ports for KubePorts<'_> {
     }
 
     async fn delete_link_secret(&self, name: &str) -> Result<(), StatusWriteError> {
-        let secrets: Api<Secret> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.tc.metadata.namespace.clone().unwrap_or_default(),
-        );
+        let secrets = self.secrets();
         let delete = link_secret::delete(&secrets, &self.tc, name);
         match tokio::time::timeout(super::API_TIMEOUT, delete).await {
             Ok(result) => result.map_err(|error| StatusWriteError::Refused(error.to_string())),

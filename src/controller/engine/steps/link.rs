@@ -50,11 +50,7 @@ async fn await_grower<P: Ports>(
         let transition = hold::await_settle(f, w.current(), reauth::AWAIT_GROWER_POLL);
         return w.finish(transition).await;
     };
-    let record = match link_id(w, input).await {
-        Ok(Some(id)) => w.ports.get_magic_link(&id).await,
-        Ok(None) => Ok(None),
-        Err(error) => Err(error),
-    };
+    let record = link_record(w, input).await;
     let transition = match record {
         Ok(record) if !reauth::still_usable(f, &out, record.as_ref()) => {
             link::retire(f, w.current(), reauth::RetireWhy::Unusable)
@@ -223,6 +219,44 @@ async fn link_id<P: Ports>(
         .map(|l: MagicLink| l.id))
 }
 
+/// The record at Leaf of the link the status names (None: nothing of it can be found).
+async fn link_record<P: Ports>(
+    w: &StatusWriter<'_, P>,
+    input: &Input<'_>,
+) -> Result<Option<MagicLink>, LeafError> {
+    match link_id(w, input).await? {
+        Some(id) => w.ports.get_magic_link(&id).await,
+        None => Ok(None),
+    }
+}
+
+/// DELETEs the link `id` at Leaf, behind the fence. A DELETE of a link names the link: a late one
+/// removes only that link, so it needs no window; one that failed is simply sent again (a 404
+/// then says it is gone). The inner error is Leaf's, for the caller's transition.
+async fn delete_at_leaf<P: Ports>(
+    w: &StatusWriter<'_, P>,
+    f: &crate::controller::decide::Facts,
+    id: &SecretString,
+) -> Result<Result<(), LeafError>, Interrupted> {
+    if !w.ports.may_write() {
+        return Err(Interrupted::Fenced("the Magic Link DELETE"));
+    }
+    match w
+        .ports
+        .delete_magic_link(id, f.windows.send_by(f.now))
+        .await
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(LeafError::NotSent(NotSent::Fenced)) => {
+            Err(Interrupted::Fenced("the Magic Link DELETE"))
+        }
+        Err(error) => {
+            warn!(%error, "deleting the grower's Magic Link at Leaf failed");
+            Ok(Err(error))
+        }
+    }
+}
+
 async fn delete_retired<P: Ports>(
     w: &mut StatusWriter<'_, P>,
     input: &Input<'_>,
@@ -242,27 +276,11 @@ async fn delete_retired<P: Ports>(
             return w.finish(transition).await;
         }
     };
-    if let Some(id) = id {
-        if !w.ports.may_write() {
-            return Err(Interrupted::Fenced("the Magic Link DELETE"));
-        }
-        // A DELETE of a link names the link: a late one removes only that link, so it needs no
-        // window; one that failed is simply sent again (a 404 then says it is gone).
-        match w
-            .ports
-            .delete_magic_link(&id, f.windows.send_by(f.now))
-            .await
-        {
-            Ok(_) => {}
-            Err(LeafError::NotSent(NotSent::Fenced)) => {
-                return Err(Interrupted::Fenced("the Magic Link DELETE"));
-            }
-            Err(error) => {
-                warn!(%error, "deleting the grower's Magic Link at Leaf failed");
-                let transition = failed(w, &error);
-                return w.finish(transition).await;
-            }
-        }
+    if let Some(id) = id
+        && let Err(error) = delete_at_leaf(w, f, &id).await?
+    {
+        let transition = failed(w, &error);
+        return w.finish(transition).await;
     }
     if let Some(out) = &w.current().magic_link {
         w.ports.delete_link_secret(&out.secret_name).await?;
@@ -278,11 +296,7 @@ async fn judge<P: Ports>(
     credential: &Credential,
 ) -> Result<Finished, Interrupted> {
     let f = &input.facts.at(w.ports.now());
-    let record = match link_id(w, input).await {
-        Ok(Some(id)) => w.ports.get_magic_link(&id).await,
-        Ok(None) => Ok(None),
-        Err(error) => Err(error),
-    };
+    let record = link_record(w, input).await;
     let record = match record {
         Ok(record) => record.as_ref().map(LinkRecord::of),
         Err(error) => {
@@ -412,24 +426,10 @@ pub(super) async fn withdraw_for_deletion<P: Ports>(
             Err(error) => return Ok(Some(failed(w, &error))),
         },
     };
-    if let Some(id) = id {
-        if !w.ports.may_write() {
-            return Err(Interrupted::Fenced("the Magic Link DELETE"));
-        }
-        match w
-            .ports
-            .delete_magic_link(&id, f.windows.send_by(f.now))
-            .await
-        {
-            Ok(_) => {}
-            Err(LeafError::NotSent(NotSent::Fenced)) => {
-                return Err(Interrupted::Fenced("the Magic Link DELETE"));
-            }
-            Err(error) => {
-                warn!(%error, "deleting the grower's Magic Link at Leaf failed");
-                return Ok(Some(failed(w, &error)));
-            }
-        }
+    if let Some(id) = id
+        && let Err(error) = delete_at_leaf(w, f, &id).await?
+    {
+        return Ok(Some(failed(w, &error)));
     }
     w.ports.delete_link_secret(&out.secret_name).await?;
     let mut next = base(f, w.current());
